@@ -1,0 +1,237 @@
+//! The validated runtime types the gateway runs on, compiled from the file
+//! format in `raw.rs`. Everything here is already checked: the policy core
+//! trusts these values without re-validating them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::keys::Alg;
+
+/// One issuer whose tokens routes may accept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issuer {
+    pub name: String,
+    /// Exact match on the token's `iss`, trailing slash included.
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub ca_file: Option<PathBuf>,
+    /// Allowed `alg` values; never `none` nor HS*.
+    pub algorithms: Vec<Alg>,
+    /// When non-empty, `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refresh: Duration,
+    pub jwks_max_stale: Duration,
+    pub max_token_lifetime: Option<Duration>,
+}
+
+/// How a route authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A valid token and a consent covering the request (checks 3-21).
+    Consent,
+    /// A valid token and scopes, delegation and consumer rules (checks 3-14).
+    Token,
+    /// No authentication (checks 3-21 skipped); header hygiene still applies.
+    None,
+}
+
+/// Whether a route enforces its decision or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    ReportOnly,
+}
+
+/// Where a request value bound by `subject` or `metadata.match` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// A `{param}` of the route's path template.
+    PathParam(String),
+    /// A request header (lowercased name; compared case-insensitively).
+    Header(String),
+    /// A query-string parameter (exact name).
+    Query(String),
+}
+
+/// Scope requirements; both empty means no scope check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeRule {
+    /// Every one must be present.
+    pub all: Vec<String>,
+    /// At least one must be present, when non-empty.
+    pub any: Vec<String>,
+}
+
+/// What tokens with a `supplier` may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRule {
+    pub allow: bool,
+    /// When `Some`, `supplier.ID` must be listed (normalised `0192:<orgnr>`).
+    pub suppliers: Option<HashSet<String>>,
+}
+
+impl Default for DelegationRule {
+    fn default() -> Self {
+        Self {
+            allow: true,
+            suppliers: None,
+        }
+    }
+}
+
+/// Which kinds of data subject a consent's `from` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectTypes {
+    pub person: bool,
+    pub organization: bool,
+}
+
+/// The consent rules of an `auth: consent` route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRule {
+    /// `urn:altinn:resource` values; one must match.
+    pub resources: Vec<String>,
+    /// Every one must be listed in the matching right's `action`.
+    pub actions: Vec<String>,
+    /// Binds the request's data subject to the consent's `from`.
+    pub subject: Option<Binding>,
+    pub subject_types: SubjectTypes,
+    /// Metadata keys (lowercased) the matching right must have.
+    pub metadata_required: Vec<String>,
+    /// Metadata keys (lowercased) whose value must equal a request value.
+    pub metadata_match: Vec<(String, Binding)>,
+}
+
+/// The authentication and authorisation rules of one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    pub mode: AuthMode,
+    /// Indexes into `Snapshot::issuers` of the issuers this route accepts.
+    pub issuers: Vec<usize>,
+    pub scopes: ScopeRule,
+    pub delegation: DelegationRule,
+    /// When `Some`, `consumer.ID` must be listed (normalised `0192:<orgnr>`).
+    pub consumers: Option<HashSet<String>>,
+    /// Present exactly when `mode` is `Consent`.
+    pub consent: Option<ConsentRule>,
+}
+
+/// How the request is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardRule {
+    pub strip_authorization: bool,
+    pub preserve_host: bool,
+}
+
+impl Default for ForwardRule {
+    fn default() -> Self {
+        Self {
+            strip_authorization: false,
+            preserve_host: true,
+        }
+    }
+}
+
+/// One route, in file order.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Exact host (lowercased), `*.suffix`, or any when `None`.
+    pub host: Option<String>,
+    /// The path template as written, e.g. `/income/{fnr}/{year}`.
+    pub path: String,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<String>,
+    /// Index into `Snapshot::upstreams`.
+    pub upstream: usize,
+    /// Segment-aware prefix removed before proxying.
+    pub strip_prefix: Option<String>,
+    pub auth: RouteAuth,
+    pub mode: Mode,
+    pub forward: ForwardRule,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Protections applied before any route logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Listener and process settings (listeners, `threads`, `admin_listen` need a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Vec<TlsListener>,
+    pub admin_listen: Option<SocketAddr>,
+    pub threads: usize,
+    pub max_token_bytes: usize,
+    pub limits: Limits,
+}
+
+/// Active health check of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// `host:port` strings, each resolvable to a socket address.
+    pub targets: Vec<SocketAddr>,
+    pub tls: bool,
+    pub sni: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// How national identity numbers appear in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonalData {
+    Masked,
+    Clear,
+    Omit,
+}
+
+/// The audit log settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audit {
+    pub enabled: bool,
+    pub personal_data: PersonalData,
+}
+
+/// A whole validated configuration: what one generation runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub issuers: Vec<Issuer>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub audit: Audit,
+    /// The files this configuration was read from (config and access lists),
+    /// watched for reload.
+    pub source_files: Vec<PathBuf>,
+    /// sha256 (hex) of the config file's bytes.
+    pub config_sha256: String,
+    /// sha256 (hex) over the config and every access-list file: a change in
+    /// any of them is a new generation.
+    pub content_sha256: String,
+}

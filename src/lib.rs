@@ -1,0 +1,12 @@
+//! consent-gateway: a pingora reverse proxy that lets a request through only
+//! when its Maskinporten token is genuine and the Altinn 3 consent it carries
+//! covers exactly this request.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod dev_issuer;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod policy;

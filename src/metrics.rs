@@ -1,0 +1,188 @@
+//! Every Prometheus metric of SPEC section 9, declared in one place, with
+//! bounded labels (route names, reason codes, issuer names; never a consumer,
+//! subject, token or path).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The label used for requests refused before a route is known.
+pub const NO_ROUTE_LABEL: &str = "-";
+
+/// All gateway metrics, registered in their own registry.
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub decision_duration_seconds: Histogram,
+    pub upstream_responses_total: IntCounterVec,
+    pub jwks_refresh_total: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwks_last_success_timestamp_seconds: IntGaugeVec,
+    pub config_reloads_total: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub token_cache_requests_total: IntCounterVec,
+    pub http_errors_total: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Names are the contract; a failure
+    /// to register would be a programming error caught by the tests below.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let latency_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0, 30.0,
+        ];
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "consent_gateway_request_duration_seconds",
+                "Time from request arrival to the end of the response, per route.",
+            )
+            .buckets(latency_buckets),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration_seconds.clone()))
+            .expect("unique metric");
+        let decision_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "consent_gateway_decision_duration_seconds",
+                "Time spent deciding allow or deny, excluding key fetches.",
+            )
+            .buckets(vec![
+                0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                0.005, 0.01,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(decision_duration_seconds.clone()))
+            .expect("unique metric");
+        let config_generation = IntGauge::new(
+            "consent_gateway_config_generation",
+            "Generation of the configuration in force; starts at 1.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_generation.clone()))
+            .expect("unique metric");
+
+        Self {
+            requests_total: counter(
+                "consent_gateway_requests_total",
+                "Requests decided, by route, decision and reason.",
+                &["route", "decision", "reason"],
+            ),
+            request_duration_seconds,
+            decision_duration_seconds,
+            upstream_responses_total: counter(
+                "consent_gateway_upstream_responses_total",
+                "Upstream responses by status class, or error when none came.",
+                &["route", "class"],
+            ),
+            jwks_refresh_total: counter(
+                "consent_gateway_jwks_refresh_total",
+                "JWKS fetches (start-up, periodic, unknown kid) by outcome.",
+                &["issuer", "outcome"],
+            ),
+            jwks_keys: gauge_vec(
+                "consent_gateway_jwks_keys",
+                "Usable signing keys held per issuer.",
+                &["issuer"],
+            ),
+            jwks_last_success_timestamp_seconds: gauge_vec(
+                "consent_gateway_jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch per issuer.",
+                &["issuer"],
+            ),
+            config_reloads_total: counter(
+                "consent_gateway_config_reloads_total",
+                "Configuration reload attempts by outcome.",
+                &["outcome"],
+            ),
+            config_generation,
+            token_cache_requests_total: counter(
+                "consent_gateway_token_cache_requests_total",
+                "Verified-token cache look-ups by result.",
+                &["result"],
+            ),
+            http_errors_total: counter(
+                "consent_gateway_http_errors_total",
+                "Malformed requests answered before routing, by kind.",
+                &["kind"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_metric_is_exposed() {
+        let m = Metrics::new();
+        m.requests_total.with_label_values(&["r", "allow", "ok"]).inc();
+        m.request_duration_seconds.with_label_values(&["r"]).observe(0.01);
+        m.decision_duration_seconds.observe(0.0001);
+        m.upstream_responses_total.with_label_values(&["r", "2xx"]).inc();
+        m.jwks_refresh_total.with_label_values(&["i", "success"]).inc();
+        m.jwks_keys.with_label_values(&["i"]).set(2);
+        m.jwks_last_success_timestamp_seconds.with_label_values(&["i"]).set(1);
+        m.config_reloads_total.with_label_values(&["success"]).inc();
+        m.config_generation.set(1);
+        m.token_cache_requests_total.with_label_values(&["hit"]).inc();
+        m.http_errors_total.with_label_values(&["invalid_request"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            "consent_gateway_requests_total",
+            "consent_gateway_request_duration_seconds",
+            "consent_gateway_decision_duration_seconds",
+            "consent_gateway_upstream_responses_total",
+            "consent_gateway_jwks_refresh_total",
+            "consent_gateway_jwks_keys",
+            "consent_gateway_jwks_last_success_timestamp_seconds",
+            "consent_gateway_config_reloads_total",
+            "consent_gateway_config_generation",
+            "consent_gateway_token_cache_requests_total",
+            "consent_gateway_http_errors_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}
