@@ -193,8 +193,9 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
-    /// `host:port` strings, each resolvable to a socket address.
-    pub targets: Vec<SocketAddr>,
+    /// `host:port` strings (an IP or a DNS name, e.g. a Kubernetes Service),
+    /// checked for shape at load and resolved when the pool is built.
+    pub targets: Vec<String>,
     pub tls: bool,
     pub sni: Option<String>,
     pub ca_file: Option<PathBuf>,
