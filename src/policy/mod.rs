@@ -142,3 +142,6 @@ pub struct CheckOutcome {
     /// What was compared (never a token; identity numbers masked).
     pub detail: String,
 }
+
+pub mod headers;
+pub mod routes;

@@ -1,0 +1,163 @@
+//! Header hygiene (SPEC sections 5 and 12): which client-sent headers never
+//! reach the upstream, on every route, before anything is set. Strip before
+//! you set.
+
+use http::HeaderMap;
+
+/// Hop-by-hop and proxy headers removed from every client request.
+const REMOVED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "x-real-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether a header name is in the `x-consent-` namespace once lowercased
+/// and every character other than a-z and 0-9 is read as `-`: so
+/// `X_Consent_Id`, `x.consent.id` and `X-CONSENT-ID` are all caught.
+pub fn is_consent_namespace(name: &str) -> bool {
+    const PREFIX: &[u8] = b"x-consent-";
+    let bytes = name.as_bytes();
+    bytes.len() >= PREFIX.len()
+        && bytes[..PREFIX.len()].iter().zip(PREFIX).all(|(b, p)| {
+            let folded = match b.to_ascii_lowercase() {
+                c @ (b'a'..=b'z' | b'0'..=b'9') => c,
+                _ => b'-',
+            };
+            folded == *p
+        })
+}
+
+/// The names of the headers to remove from a client request before it is
+/// forwarded: the consent namespace, hop-by-hop and method-override headers,
+/// and every header named in `Connection`. `keep_upgrade` keeps `Upgrade` and
+/// `Connection` on a genuine upgrade request (a WebSocket handshake).
+pub fn headers_to_strip(headers: &HeaderMap, keep_upgrade: bool) -> Vec<http::HeaderName> {
+    let mut out = Vec::new();
+    let mut connection_named: Vec<String> = Vec::new();
+    for value in headers.get_all(http::header::CONNECTION) {
+        if let Ok(v) = value.to_str() {
+            connection_named.extend(
+                v.split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    for name in headers.keys() {
+        let n = name.as_str();
+        let keep = keep_upgrade && (n == "upgrade" || n == "connection");
+        let named_in_connection =
+            connection_named.iter().any(|c| c == n) && !(keep_upgrade && n == "upgrade");
+        if !keep && (REMOVED.contains(&n) || named_in_connection || is_consent_namespace(n)) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// A sane `X-Request-Id`: one value, 1-128 visible ASCII characters.
+pub fn sane_request_id(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all("x-request-id").iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let bytes = first.as_bytes();
+    (!bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| (0x21..=0x7e).contains(b)))
+        .then(|| first.to_str().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn consent_namespace_aliases_are_caught() {
+        for n in [
+            "x-consent-id",
+            "X-CONSENT-ID",
+            "X_Consent_Id",
+            "x.consent.id",
+            "x-consent-",
+            "x~consent~metadata-inntektsaar",
+            "X_CONSENT_SUBJECT",
+        ] {
+            assert!(is_consent_namespace(n), "{n}");
+        }
+        for n in ["x-consentid", "x-consen-id", "consent-id", "x-request-id", "xconsent-id"] {
+            assert!(!is_consent_namespace(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_overrides_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x_consent_id", HeaderValue::from_static("spoof"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        let mut stripped: Vec<String> = headers_to_strip(&h, false)
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        stripped.sort();
+        assert_eq!(
+            stripped,
+            vec![
+                "connection",
+                "keep-alive",
+                "proxy-authorization",
+                "te",
+                "upgrade",
+                "x-http-method-override",
+                "x-real-ip",
+                "x-secret",
+                "x_consent_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn genuine_upgrade_keeps_upgrade_and_connection() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-consent-id", HeaderValue::from_static("spoof"));
+        let stripped = headers_to_strip(&h, true);
+        assert_eq!(stripped, vec![http::HeaderName::from_static("x-consent-id")]);
+    }
+
+    #[test]
+    fn request_id_sanity() {
+        let mut h = HeaderMap::new();
+        assert_eq!(sane_request_id(&h), None);
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(sane_request_id(&h), Some("abc-123"));
+        h.append("x-request-id", HeaderValue::from_static("again"));
+        assert_eq!(sane_request_id(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(sane_request_id(&h), None);
+        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(sane_request_id(&h), None);
+    }
+}
