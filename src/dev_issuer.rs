@@ -174,3 +174,105 @@ mod tests {
         assert!(DevIssuer::from_pem("k", b"not a pem").is_err());
     }
 }
+
+/// The facts of a test token, shaped as Maskinporten writes them.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub iss: String,
+    pub scope: String,
+    /// `0192:<orgnr>`.
+    pub consumer: String,
+    pub supplier: Option<String>,
+    /// A URN, or a bare 11-digit (person) or 9-digit (organisation) number.
+    pub from: Option<String>,
+    pub resource: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    /// RFC 3339; default 30 days after `now`.
+    pub valid_to: Option<String>,
+    /// Seconds from `iat` to `exp`.
+    pub ttl_seconds: u64,
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        Self {
+            iss: "https://test.maskinporten.no/".into(),
+            scope: "demo:inntekt.read".into(),
+            consumer: "0192:310497460".into(),
+            supplier: None,
+            from: None,
+            resource: None,
+            metadata: Vec::new(),
+            valid_to: None,
+            ttl_seconds: 120,
+        }
+    }
+}
+
+/// A `from` URN for a bare identifier: 11 digits a person, 9 an organisation.
+pub fn subject_urn(from: &str) -> String {
+    if from.starts_with("urn:") {
+        return from.to_string();
+    }
+    if from.len() == 11 {
+        format!("urn:altinn:person:identifier-no:{from}")
+    } else {
+        format!("urn:altinn:organization:identifier-no:{from}")
+    }
+}
+
+fn iso6523(id: &str) -> serde_json::Value {
+    serde_json::json!({"authority": "iso6523-actorid-upis", "ID": id})
+}
+
+impl TokenSpec {
+    /// The claims, issued at `now` (Unix seconds). A consent element is
+    /// included when `from` or `resource` is set.
+    pub fn claims(&self, now: i64) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "scope": self.scope,
+            "iss": self.iss,
+            "client_amr": "private_key_jwt",
+            "token_type": "Bearer",
+            "exp": now + self.ttl_seconds as i64,
+            "iat": now,
+            "client_id": uuid::Uuid::new_v4().to_string(),
+            "jti": URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
+            "consumer": iso6523(&self.consumer),
+        });
+        if let Some(supplier) = &self.supplier {
+            claims["supplier"] = iso6523(supplier);
+            claims["delegation_source"] = "https://tt02.altinn.no/".into();
+        }
+        if self.from.is_some() || self.resource.is_some() {
+            let at = |t: i64| {
+                chrono::DateTime::from_timestamp(t, 0)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+            };
+            let mut right = serde_json::json!({
+                "action": ["consent"],
+                "resource": [{"type": "urn:altinn:resource",
+                              "value": self.resource.clone().unwrap_or_else(|| "demo-samtykke-inntekt".into())}],
+            });
+            if !self.metadata.is_empty() {
+                let map: serde_json::Map<String, serde_json::Value> = self
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                right["metadata"] = serde_json::Value::Object(map);
+            }
+            claims["authorization_details"] = serde_json::json!([{
+                "type": "urn:altinn:consent",
+                "id": uuid::Uuid::new_v4().to_string(),
+                "from": subject_urn(self.from.as_deref().unwrap_or("17839116535")),
+                "to": iso6523(&self.consumer),
+                "consented": at(now - 3600),
+                "validTo": self.valid_to.clone().unwrap_or_else(|| at(now + 30 * 86400)),
+                "consentRights": [right],
+            }]);
+        }
+        claims
+    }
+}

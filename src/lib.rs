@@ -3,10 +3,15 @@
 //! covers exactly this request.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod dev_issuer;
 pub mod error;
+pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod services;

@@ -1,1 +1,145 @@
-fn main() {}
+//! The `consent-gateway` command line: run / check / demo / token / explain.
+//! Wiring only; the work is done in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use consent_gateway::{cli, config};
+
+#[derive(Parser)]
+#[command(
+    name = "consent-gateway",
+    version,
+    about = "A reverse proxy that enforces Altinn 3 consent in Maskinporten tokens"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (or set CONSENT_GATEWAY_LOG to filter directives).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone, Default)]
+struct ConfigArg {
+    /// The configuration file (default: $CONSENT_GATEWAY_CONFIG, else ./gateway.yaml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("CONSENT_GATEWAY_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("gateway.yaml"))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the configuration (the default when no verb is given).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Take over the listeners of a running instance (then send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+        /// Socket used to hand listeners over during --upgrade.
+        #[arg(long, value_name = "PATH")]
+        upgrade_sock: Option<String>,
+        /// Seconds to finish in-flight requests after SIGTERM.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        grace_period: u64,
+    },
+    /// Validate the configuration and every file it names; print a summary.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// A self-contained demonstration on loopback: issuer, upstream, route.
+    Demo(cli::demo::DemoArgs),
+    /// Mint a signed test token (development issuers only).
+    Token(cli::token::TokenArgs),
+    /// Evaluate one request offline and print every check in order.
+    Explain(cli::explain::ExplainArgs),
+}
+
+fn init_logging(level: Option<&str>) {
+    let mut builder = env_logger::Builder::new();
+    match (level, std::env::var("CONSENT_GATEWAY_LOG")) {
+        (Some(level), _) => {
+            builder.parse_filters(level);
+        }
+        (None, Ok(filters)) => {
+            builder.parse_filters(&filters);
+        }
+        (None, Err(_)) => {
+            builder.parse_filters("info");
+        }
+    }
+    builder.target(env_logger::Target::Stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Some(level) = &cli.log_level {
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            eprintln!("--log-level must be one of error, warn, info, debug, trace");
+            return ExitCode::from(2);
+        }
+    }
+    init_logging(cli.log_level.as_deref());
+    let command = cli.command.unwrap_or(Command::Run {
+        config: ConfigArg::default(),
+        upgrade: false,
+        upgrade_sock: None,
+        grace_period: 10,
+    });
+    match command {
+        Command::Run {
+            config,
+            upgrade,
+            upgrade_sock,
+            grace_period,
+        } => {
+            let options = consent_gateway::server::RunOptions {
+                upgrade,
+                upgrade_sock,
+                grace_period_seconds: grace_period,
+            };
+            cli::run::run(&config.path(), &options)
+        }
+        Command::Check { config } => {
+            let path = config.path();
+            match config::load(&path) {
+                Ok(config) => {
+                    println!("{}", config::summary(&config));
+                    println!("{}: configuration is valid", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{}: configuration is invalid", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo(args) => cli::demo::run(&args),
+        Command::Token(args) => cli::token::run(&args),
+        Command::Explain(args) => cli::explain::run(&args),
+    }
+}

@@ -1,0 +1,229 @@
+//! `consent-gateway explain`: evaluates one request offline against a
+//! configuration and prints every check in order with pass/fail, then the
+//! decision and reason. Exit 0 on allow, 1 on deny, 2 on a usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::keys::fetch::HttpJwksFetcher;
+use crate::keys::{JwksFetcher, KeySet};
+use crate::policy::auth::authorize;
+use crate::policy::routes::{host_without_port, normalize_path, RouteMatch, RouteTable};
+use crate::policy::{AuthContext, CheckOutcome, KeySource, RequestView};
+
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The request URL, e.g. http://api.example.no/income/17839116535/2025
+    #[arg(long)]
+    pub url: String,
+    /// The bearer token (without `Bearer `).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Do not fetch the JWKS: the signature checks (7-9) are skipped and
+    /// reported as such.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+struct FetchedKeys(Vec<Option<Arc<KeySet>>>);
+
+impl KeySource for FetchedKeys {
+    fn keys(&self, issuer: usize) -> Option<Arc<KeySet>> {
+        self.0.get(issuer).cloned().flatten()
+    }
+}
+
+fn fetch_keys(config: &Config) -> FetchedKeys {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return FetchedKeys(vec![None; config.issuers.len()]);
+    };
+    FetchedKeys(
+        config
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let fetcher = HttpJwksFetcher::new(issuer);
+                match runtime.block_on(fetcher.fetch()) {
+                    Ok(body) => match KeySet::parse(&body, &issuer.algorithms, None) {
+                        Ok(set) => Some(Arc::new(set)),
+                        Err(e) => {
+                            eprintln!("issuer {}: JWKS rejected: {e}", issuer.name);
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("issuer {}: JWKS fetch failed: {e}", issuer.name);
+                        None
+                    }
+                }
+            })
+            .collect(),
+    )
+}
+
+fn print_check(c: &CheckOutcome) {
+    println!(
+        "{:>3}  {:<5} {:<28} {}",
+        c.number,
+        if c.passed { "pass" } else { "FAIL" },
+        c.name,
+        c.detail
+    );
+}
+
+pub fn run(args: &ExplainArgs) -> ExitCode {
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let uri: http::Uri = match args.url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("--url: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut headers = http::HeaderMap::new();
+    for h in &args.headers {
+        let parsed = h.split_once(':').and_then(|(n, v)| {
+            Some((
+                http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((n, v)) => {
+                headers.append(n, v);
+            }
+            None => {
+                eprintln!("--header {h:?}: expected 'Name: value'");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(token) = &args.token {
+        match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(v) => {
+                headers.insert(http::header::AUTHORIZATION, v);
+            }
+            Err(_) => {
+                eprintln!("--token: not a valid header value");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let method = args.method.to_ascii_uppercase();
+    let host = host_without_port(uri.authority().map_or("", |a| a.as_str()));
+    let routes = match RouteTable::new(&config.routes) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    println!("request: {method} {}", args.url);
+    let deny = |number: u8, name: &'static str, detail: String, reason: &str| {
+        print_check(&CheckOutcome {
+            number,
+            name,
+            passed: false,
+            detail,
+        });
+        println!("decision: deny ({reason})");
+        ExitCode::from(1)
+    };
+    let path = match normalize_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return deny(0, "well-formed request", format!("{e:?}"), "invalid_request"),
+    };
+    print_check(&CheckOutcome {
+        number: 0,
+        name: "well-formed request",
+        passed: true,
+        detail: format!("normalised path {path}"),
+    });
+    let (route_index, params) = match routes.find(&host, &path, &method) {
+        RouteMatch::Found { route, params } => (route, params),
+        RouteMatch::MethodNotAllowed { route, allow } => {
+            print_check(&CheckOutcome {
+                number: 1,
+                name: "route",
+                passed: true,
+                detail: config.routes[route].name.clone(),
+            });
+            return deny(2, "method", format!("allowed: {allow}"), "method_not_allowed");
+        }
+        RouteMatch::NotFound => {
+            return deny(1, "route", format!("no route for {host}{path}"), "no_route")
+        }
+    };
+    let route = &config.routes[route_index];
+    print_check(&CheckOutcome {
+        number: 1,
+        name: "route",
+        passed: true,
+        detail: format!("{} ({})", route.name, route.path),
+    });
+    print_check(&CheckOutcome {
+        number: 2,
+        name: "method",
+        passed: true,
+        detail: method.clone(),
+    });
+
+    let keys = if args.no_verify {
+        FetchedKeys(vec![None; config.issuers.len()])
+    } else {
+        fetch_keys(&config)
+    };
+    let view = RequestView {
+        headers: &headers,
+        query: uri.query(),
+        path_params: &params,
+    };
+    let auth_ctx = AuthContext {
+        route: &route.auth,
+        issuers: &config.issuers,
+        max_token_bytes: config.server.max_token_bytes,
+        keys: &keys,
+        cache: None,
+        now: SystemClock.now(),
+        skip_signature: args.no_verify,
+    };
+    let mut trace = Vec::new();
+    let verdict = authorize(&auth_ctx, &view, Some(&mut trace));
+    for c in &trace {
+        print_check(c);
+    }
+    match verdict {
+        Ok(_) => {
+            println!("decision: allow (route {})", route.name);
+            ExitCode::SUCCESS
+        }
+        Err(denied) => {
+            println!("decision: deny ({})", denied.reason.code());
+            ExitCode::from(1)
+        }
+    }
+}

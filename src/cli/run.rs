@@ -1,0 +1,31 @@
+//! `consent-gateway run`: load, validate, serve until told to stop.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config;
+use crate::server::{build_server, RunOptions};
+
+/// Serves with the configuration at `path`. An invalid configuration prints
+/// its errors and exits 1.
+pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: configuration is invalid; not starting", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    match build_server(path, config, options) {
+        Ok(built) => {
+            crate::services::reload::spawn(&built.gateway);
+            log::info!("consent-gateway serving with {}", path.display());
+            built.server.run_forever()
+        }
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The gateway's shared state: the configuration generation in force (an
+//! `Arc<Snapshot>` behind one `ArcSwap`), the key registry, the verified-token
+//! cache and the metrics. A snapshot is built whole off to the side, then
+//! published with one store; each request pins the one it started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{self, AuthMode, Config};
+use crate::keys::cache::IssuerKeys;
+use crate::keys::fetch::HttpJwksFetcher;
+use crate::keys::registry::KeyRegistry;
+use crate::keys::{JwksFetcher, KeySet};
+use crate::metrics::Metrics;
+use crate::policy::routes::RouteTable;
+use crate::policy::token_cache::TokenCache;
+use crate::policy::KeySource;
+use crate::proxy::upstream::UpstreamPool;
+
+/// How many verified tokens the cache remembers at most.
+pub const TOKEN_CACHE_CAPACITY: usize = 100_000;
+
+/// How long a reload that adds an issuer waits for its keys (SPEC section 12).
+pub const NEW_ISSUER_KEY_WAIT: Duration = Duration::from_secs(5);
+
+/// One configuration generation, compiled and ready to serve.
+pub struct Snapshot {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub config: Config,
+    pub routes: RouteTable,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
+    /// Indexed like `config.issuers`.
+    pub issuer_keys: Vec<Arc<IssuerKeys>>,
+    /// Stops this generation's health-check tasks when it is replaced.
+    health_stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl KeySource for Snapshot {
+    fn keys(&self, issuer: usize) -> Option<Arc<KeySet>> {
+        self.issuer_keys.get(issuer)?.current()
+    }
+}
+
+impl Snapshot {
+    /// Names of issuers used by at least one authenticating route.
+    pub fn issuers_in_use(&self) -> Vec<usize> {
+        let mut used: Vec<usize> = self
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.auth.mode != AuthMode::None)
+            .flat_map(|r| r.auth.issuers.iter().copied())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+}
+
+/// The outcome of the most recent reload attempt, for `/status`.
+#[derive(Debug, Default, Clone)]
+pub struct ReloadState {
+    pub last_error: Option<String>,
+}
+
+/// Everything the proxy, the admin endpoint and the background services share.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    pub config_path: PathBuf,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: KeyRegistry,
+    pub token_cache: TokenCache,
+    /// The control-plane runtime: key refreshes, health checks, reloads.
+    pub control: tokio::runtime::Handle,
+    pub reload_state: Mutex<ReloadState>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config_path", &self.config_path)
+            .finish()
+    }
+}
+
+/// Starts a dedicated runtime for the control plane, alive for the process.
+pub fn start_control_plane() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control-plane")
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("control-plane".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
+}
+
+fn http_fetcher(issuer: &config::Issuer) -> Arc<dyn JwksFetcher> {
+    Arc::new(HttpJwksFetcher::new(issuer))
+}
+
+impl Gateway {
+    /// Builds the first generation from a loaded configuration and starts
+    /// fetching its keys (on `control`).
+    pub fn new(
+        config_path: &Path,
+        config: Config,
+        control: tokio::runtime::Handle,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, String> {
+        let metrics = Arc::new(Metrics::new());
+        let keys = KeyRegistry::new(
+            control.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            Arc::new(http_fetcher),
+        );
+        let token_cache = TokenCache::new(
+            TOKEN_CACHE_CAPACITY,
+            metrics.token_cache_requests_total.clone(),
+        );
+        let first = build_snapshot(config, 1, &keys, &control)?;
+        metrics.config_generation.set(1);
+        Ok(Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(first),
+            config_path: config_path.to_path_buf(),
+            metrics,
+            clock,
+            keys,
+            token_cache,
+            control,
+            reload_state: Mutex::new(ReloadState::default()),
+        }))
+    }
+
+    /// The generation in force. A request keeps the one it got.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Re-reads the configuration and, if valid and changed, swaps it in.
+    /// Returns the generation in force afterwards. An invalid configuration is
+    /// logged, counted and ignored: the old one keeps serving.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let outcome = self.try_reload().await;
+        let label = if outcome.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[label])
+            .inc();
+        let mut state = self
+            .reload_state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &outcome {
+            Ok(generation) => {
+                state.last_error = None;
+                log::info!("configuration reloaded; generation {generation}");
+            }
+            Err(e) => {
+                state.last_error = Some(e.clone());
+                log::error!("configuration reload failed; keeping the old one: {e}");
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<u64, String> {
+        let path = self.config_path.clone();
+        let config = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+            .map_err(|errors| errors.to_string())?;
+        let current = self.snapshot();
+        if config.content_sha256 == current.config.content_sha256 {
+            return Ok(current.generation);
+        }
+        warn_restart_only_changes(&current.config, &config);
+        let generation = current.generation + 1;
+        let keys = &self.keys;
+        let control = self.control.clone();
+        let next = build_snapshot(config, generation, keys, &control)?;
+        // New issuers get up to 5 s for their keys before the swap.
+        for index in next.issuers_in_use() {
+            let issuer_keys = &next.issuer_keys[index];
+            if issuer_keys.current().is_none() {
+                issuer_keys.wait_ready(NEW_ISSUER_KEY_WAIT).await;
+            }
+        }
+        let old = self.snapshot.swap(Arc::new(next));
+        let _ = old.health_stop.send(true);
+        self.metrics.config_generation.set(generation as i64);
+        Ok(generation)
+    }
+
+    /// Ready when a configuration is loaded and every issuer in use has keys;
+    /// otherwise the names of what is missing.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let snapshot = self.snapshot();
+        let missing: Vec<String> = snapshot
+            .issuers_in_use()
+            .into_iter()
+            .filter(|&i| snapshot.issuer_keys[i].current().is_none())
+            .map(|i| snapshot.config.issuers[i].name.clone())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The `/status` document (SPEC section 12 "Admin").
+    pub fn status_json(&self) -> serde_json::Value {
+        let snapshot = self.snapshot();
+        let last_error = self
+            .reload_state
+            .lock()
+            .map(|s| s.last_error.clone())
+            .unwrap_or(None);
+        let mut issuers = serde_json::Map::new();
+        for (issuer, keys) in snapshot.config.issuers.iter().zip(&snapshot.issuer_keys) {
+            let status = keys.status();
+            issuers.insert(
+                issuer.name.clone(),
+                serde_json::json!({
+                    "key_ids": status.key_ids,
+                    "last_refresh": status.last_refresh.map(rfc3339),
+                    "last_refresh_outcome": status.last_refresh_outcome,
+                    "last_error": status.last_error,
+                }),
+            );
+        }
+        serde_json::json!({
+            "generation": snapshot.generation,
+            "loaded_at": rfc3339(snapshot.loaded_at),
+            "config_sha256": snapshot.config.config_sha256,
+            "last_reload_error": last_error,
+            "issuers": issuers,
+        })
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    let (a, b) = (&old.server, &new.server);
+    if a.listen != b.listen || a.tls != b.tls {
+        log::warn!("listener changes need a restart; still listening on the old addresses");
+    }
+    if a.threads != b.threads {
+        log::warn!("a change of server.threads needs a restart");
+    }
+    if a.admin_listen != b.admin_listen {
+        log::warn!("a change of server.admin_listen needs a restart");
+    }
+}
+
+/// Compiles a configuration into a servable snapshot: route table, upstream
+/// pools (with their health-check tasks on `control`) and issuer keys.
+pub fn build_snapshot(
+    config: Config,
+    generation: u64,
+    keys: &KeyRegistry,
+    control: &tokio::runtime::Handle,
+) -> Result<Snapshot, String> {
+    let routes = RouteTable::new(&config.routes)?;
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| UpstreamPool::build(u).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (health_stop, stop_rx) = watch::channel(false);
+    for pool in upstreams.iter().filter(|p| p.has_health_check()) {
+        let lb = Arc::clone(&pool.lb);
+        let stop = stop_rx.clone();
+        control.spawn(async move { lb.run(stop, None).await });
+    }
+    let issuer_keys = keys.reconcile(&config.issuers);
+    Ok(Snapshot {
+        generation,
+        loaded_at: SystemTime::now(),
+        config,
+        routes,
+        upstreams,
+        issuer_keys,
+        health_stop,
+    })
+}

@@ -1,0 +1,466 @@
+//! pingora glue only: the `ProxyHttp` implementation. It decides once in
+//! `request_filter` (checks 0-2 here, 3-21 in `policy::auth`), keeps the
+//! outcome in the per-request context, and reads it in the later phases.
+
+pub mod respond;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::header::{HeaderName, HeaderValue};
+use pingora_core::prelude::*;
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::audit;
+use crate::config::Mode;
+use crate::error::Reason;
+use crate::gateway::{Gateway, Snapshot};
+use crate::metrics::NO_ROUTE_LABEL;
+use crate::policy::auth::authorize;
+use crate::policy::forward::verified_headers;
+use crate::policy::headers::{headers_to_strip, sane_request_id};
+use crate::policy::routes::{host_without_port, normalize_path, strip_prefix, RouteMatch};
+use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
+
+/// What was decided for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(Reason),
+    /// `report_only`: would have been denied; proxied anyway.
+    ShadowDeny(Reason),
+}
+
+/// Per-request state, created by `new_ctx` and read by every later phase.
+pub struct RequestCtx {
+    start: Instant,
+    pub request_id: String,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    params: Vec<(String, String)>,
+    /// Path and query to forward (normalised, prefix stripped).
+    forward_uri: Option<String>,
+    /// The request's host as received (for `X-Forwarded-Host`).
+    original_host: Option<String>,
+    pub decision: Option<Decision>,
+    authorized: Option<Authorized>,
+    denied_facts: DeniedFacts,
+    upstream_error: Option<Reason>,
+    upstream_status: Option<u16>,
+    upstream_host: Option<String>,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> &str {
+        match (&self.snapshot, self.route) {
+            (Some(s), Some(r)) => &s.config.routes[r].name,
+            _ => NO_ROUTE_LABEL,
+        }
+    }
+}
+
+/// The consent gateway proxy.
+pub struct ConsentProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+impl ConsentProxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+
+    /// Refuses the request with a problem response and records the decision.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reason: Reason,
+        allow: Option<&str>,
+    ) -> Result<bool> {
+        ctx.decision = Some(Decision::Deny(reason));
+        respond::problem(session, &ctx.request_id, reason, allow).await?;
+        Ok(true)
+    }
+
+    /// Check 0: well-formed HTTP. Returns the host to route on.
+    fn check_request(
+        &self,
+        req: &RequestHeader,
+        snapshot: &Snapshot,
+    ) -> std::result::Result<String, Reason> {
+        if req.method == http::Method::CONNECT {
+            return Err(Reason::MethodNotAllowed);
+        }
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => return Err(Reason::InvalidRequest),
+            (Some(h), None) => h.to_str().map_err(|_| Reason::InvalidRequest)?.to_string(),
+            (None, _) => match req.uri.authority() {
+                Some(a) => a.as_str().to_string(),
+                None if req.version == http::Version::HTTP_10 => String::new(),
+                None => return Err(Reason::InvalidRequest),
+            },
+        };
+        let limit = snapshot.config.server.limits.max_request_header_bytes;
+        let mut size = req.method.as_str().len() + req.raw_path().len() + 12;
+        for (name, value) in req.headers.iter() {
+            size += name.as_str().len() + value.len() + 4;
+        }
+        if size > limit {
+            return Err(Reason::HeadersTooLarge);
+        }
+        Ok(host)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for ConsentProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: String::new(),
+            snapshot: None,
+            route: None,
+            params: Vec::new(),
+            forward_uri: None,
+            original_host: None,
+            decision: None,
+            authorized: None,
+            denied_facts: DeniedFacts::default(),
+            upstream_error: None,
+            upstream_status: None,
+            upstream_host: None,
+        }
+    }
+
+    /// Runs once the request header is read. Decides allow or deny for the
+    /// whole request. `Ok(true)`: a response was written, stop here;
+    /// `Ok(false)`: proxy to the upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.gateway.snapshot();
+        ctx.snapshot = Some(Arc::clone(&snapshot));
+        let req = session.req_header();
+        ctx.request_id = sane_request_id(&req.headers)
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+        // Check 0.
+        let host = match self.check_request(req, &snapshot) {
+            Ok(h) => h,
+            Err(reason) => {
+                if reason == Reason::MethodNotAllowed || reason == Reason::InvalidRequest {
+                    session.set_keepalive(None);
+                }
+                return self.refuse(session, ctx, reason, None).await;
+            }
+        };
+        let raw = String::from_utf8_lossy(req.raw_path()).into_owned();
+        let (raw_path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (raw, None),
+        };
+        let path = match normalize_path(&raw_path) {
+            Ok(p) => p,
+            Err(_) => return self.refuse(session, ctx, Reason::InvalidRequest, None).await,
+        };
+
+        // Checks 1-2.
+        let route_host = host_without_port(&host);
+        ctx.original_host = Some(host);
+        let method = req.method.as_str().to_string();
+        let (route_index, params) = match snapshot.routes.find(&route_host, &path, &method) {
+            RouteMatch::Found { route, params } => (route, params),
+            RouteMatch::MethodNotAllowed { route, allow } => {
+                ctx.route = Some(route);
+                return self
+                    .refuse(session, ctx, Reason::MethodNotAllowed, Some(&allow))
+                    .await;
+            }
+            RouteMatch::NotFound => return self.refuse(session, ctx, Reason::NoRoute, None).await,
+        };
+        ctx.route = Some(route_index);
+        let route = &snapshot.config.routes[route_index];
+
+        // Checks 3-21, on the pure core.
+        let verdict = {
+            let view = RequestView {
+                headers: &session.req_header().headers,
+                query: query.as_deref(),
+                path_params: &params,
+            };
+            let mut attempt = 0;
+            loop {
+                let started = Instant::now();
+                let auth_ctx = AuthContext {
+                    route: &route.auth,
+                    issuers: &snapshot.config.issuers,
+                    max_token_bytes: snapshot.config.server.max_token_bytes,
+                    keys: snapshot.as_ref(),
+                    cache: Some(&self.gateway.token_cache),
+                    now: self.gateway.clock.now(),
+                };
+                let outcome = authorize(&auth_ctx, &view, None);
+                self.gateway
+                    .metrics
+                    .decision_duration_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match outcome {
+                    Err(denied) if attempt == 0 && denied.refetch.is_some() => {
+                        attempt += 1;
+                        let (issuer, kid) = denied.refetch.clone().unwrap_or_default();
+                        let refetched = match snapshot.issuer_keys.get(issuer) {
+                            Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
+                            None => false,
+                        };
+                        if !refetched {
+                            break Err(denied);
+                        }
+                    }
+                    other => break other,
+                }
+            }
+        };
+        ctx.params = params;
+
+        match verdict {
+            Ok(authorized) => {
+                ctx.decision = Some(Decision::Allow);
+                ctx.authorized = Some(authorized);
+            }
+            Err(denied) => {
+                ctx.denied_facts = denied.facts;
+                let shadow = route.mode == Mode::ReportOnly
+                    && matches!(denied.reason.status(), 401 | 403 | 503);
+                if shadow {
+                    ctx.decision = Some(Decision::ShadowDeny(denied.reason));
+                } else {
+                    return self.refuse(session, ctx, denied.reason, None).await;
+                }
+            }
+        }
+
+        let forward_path = match &route.strip_prefix {
+            Some(prefix) => strip_prefix(&path, prefix),
+            None => path,
+        };
+        ctx.forward_uri = Some(match &query {
+            Some(q) => format!("{forward_path}?{q}"),
+            None => forward_path,
+        });
+        Ok(false)
+    }
+
+    /// Picks a healthy target of the route's upstream (round robin).
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(snapshot), Some(route)) = (&ctx.snapshot, ctx.route) else {
+            return Error::e_explain(ErrorType::InternalError, "no route decided");
+        };
+        let pool = &snapshot.upstreams[snapshot.config.routes[route].upstream];
+        match pool.select_peer() {
+            Some(peer) => {
+                ctx.upstream_host = Some(pool.host_header.clone());
+                Ok(Box::new(peer))
+            }
+            None => {
+                let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy target");
+                e.set_source(ErrorSource::Upstream);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs on the copy of the request sent upstream: strips every header
+    /// that could pass for a verified one, then sets the verified facts.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let genuine_upgrade = session.is_upgrade_req();
+        for name in headers_to_strip(&upstream_request.headers, genuine_upgrade) {
+            upstream_request.remove_header(&name);
+        }
+        if let Some(uri) = &ctx.forward_uri {
+            let uri = uri
+                .parse::<http::Uri>()
+                .or_err(ErrorType::InternalError, "forward uri")?;
+            upstream_request.set_uri(uri);
+        }
+        let (Some(snapshot), Some(route)) = (&ctx.snapshot, ctx.route) else {
+            return Error::e_explain(ErrorType::InternalError, "no route decided");
+        };
+        let route = &snapshot.config.routes[route];
+        if route.forward.strip_authorization {
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        if !route.forward.preserve_host {
+            if let Some(h) = &ctx.upstream_host {
+                upstream_request.insert_header(http::header::HOST, h.as_str())?;
+            }
+        }
+        // X-Forwarded-*: For is appended to, Proto and Host overwritten.
+        if let Some(addr) = session.client_addr().and_then(SocketAddr::as_inet) {
+            let ip = addr.ip().to_string();
+            let value = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", value)?;
+        }
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        if let Some(h) = &ctx.original_host {
+            upstream_request.insert_header("x-forwarded-host", h.as_str())?;
+        }
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.decision == Some(Decision::Allow) {
+            if let Some(authorized) = &ctx.authorized {
+                for (name, value) in verified_headers(authorized) {
+                    upstream_request.insert_header(name, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs on the upstream's response header before it goes to the client.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        upstream_response.insert_header(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("-")),
+        )?;
+        Ok(())
+    }
+
+    /// Runs when proxying failed: 502 `upstream_unavailable` or 504
+    /// `upstream_timeout`, as problem+json.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reason = match (e.esource(), e.etype()) {
+            (ErrorSource::Downstream, _) => None,
+            (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Some(Reason::UpstreamTimeout)
+            }
+            (_, ErrorType::HTTPStatus(_)) => None,
+            _ => Some(Reason::UpstreamUnavailable),
+        };
+        let code = match reason {
+            Some(reason) => {
+                ctx.upstream_error = Some(reason);
+                if session.response_written().is_none() {
+                    if let Err(err) =
+                        respond::problem(session, &ctx.request_id, reason, None).await
+                    {
+                        log::debug!("could not answer the client: {err}");
+                    }
+                }
+                reason.status()
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs last, for every request: metrics and the audit line.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let metrics = &self.gateway.metrics;
+        let route = ctx.route_name().to_string();
+        let (decision, reason) = match &ctx.decision {
+            Some(Decision::Allow) | None => ("allow", "ok"),
+            Some(Decision::Deny(r)) => ("deny", r.code()),
+            Some(Decision::ShadowDeny(r)) => ("shadow_deny", r.code()),
+        };
+        if ctx.decision.is_none() {
+            // Nothing was decided (the client went away first).
+            return;
+        }
+        metrics
+            .requests_total
+            .with_label_values(&[&route, decision, reason])
+            .inc();
+        metrics
+            .request_duration_seconds
+            .with_label_values(&[&route])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if ctx.route.is_none() {
+            metrics.http_errors_total.with_label_values(&[reason]).inc();
+        }
+        if matches!(
+            ctx.decision,
+            Some(Decision::Allow) | Some(Decision::ShadowDeny(_))
+        ) {
+            let class = match (ctx.upstream_error, ctx.upstream_status) {
+                (Some(_), _) | (None, None) => "error",
+                (None, Some(s)) => match s / 100 {
+                    1 => "1xx",
+                    2 => "2xx",
+                    3 => "3xx",
+                    4 => "4xx",
+                    _ => "5xx",
+                },
+            };
+            metrics
+                .upstream_responses_total
+                .with_label_values(&[&route, class])
+                .inc();
+        }
+        if let Some(snapshot) = &ctx.snapshot {
+            if snapshot.config.audit.enabled {
+                let status = session
+                    .response_written()
+                    .map_or(0, |r| r.status.as_u16());
+                let template = ctx
+                    .route
+                    .map(|r| snapshot.config.routes[r].path.as_str());
+                let line = audit::AuditLine {
+                    ts: std::time::SystemTime::now(),
+                    request_id: &ctx.request_id,
+                    route: &route,
+                    method: session.req_header().method.as_str(),
+                    path: template.unwrap_or("-"),
+                    decision,
+                    reason,
+                    status,
+                    authorized: ctx.authorized.as_ref(),
+                    denied: &ctx.denied_facts,
+                    duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+                };
+                audit::emit(&line, snapshot.config.audit.personal_data);
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Upstream pools: round robin over healthy targets (pingora-load-balancing),
+//! optional active health checks, and the peer settings (timeouts, TLS, CA).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
+use pingora_load_balancing::health_check::HttpHealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::LoadBalancer;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::config::Upstream;
+
+/// One upstream's load balancer and peer template.
+pub struct UpstreamPool {
+    pub name: String,
+    pub lb: Arc<LoadBalancer<RoundRobin>>,
+    tls: bool,
+    sni: String,
+    ca: Option<Arc<[WrappedX509]>>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    /// `host:port` of the first target, for `Host` when `preserve_host: false`.
+    pub host_header: String,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool").field("name", &self.name).finish()
+    }
+}
+
+impl UpstreamPool {
+    /// Builds the pool. DNS names among the targets are resolved here, once
+    /// per configuration load.
+    pub fn build(upstream: &Upstream) -> Result<Self, String> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(upstream.targets.iter().cloned())
+            .map_err(|e| format!("upstream {}: cannot resolve targets: {e}", upstream.name))?;
+        let first_host = upstream
+            .targets
+            .first()
+            .map(|t| t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h).to_string())
+            .unwrap_or_default();
+        let sni = upstream.sni.clone().unwrap_or(first_host);
+        if let Some(check) = &upstream.health_check {
+            let mut hc = HttpHealthCheck::new(&sni, upstream.tls);
+            hc.req
+                .set_uri(check.path.parse().map_err(|e| format!("health_check.path: {e}"))?);
+            hc.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
+            hc.peer_template.options.read_timeout = Some(upstream.read_timeout);
+            lb.set_health_check(Box::new(hc));
+            lb.health_check_frequency = Some(check.interval);
+        }
+        // Without an active check every target counts as healthy; failed
+        // connections are still answered 502.
+        lb.parallel_health_check = true;
+        let ca = match &upstream.ca_file {
+            Some(path) => Some(load_ca(path)?),
+            None => None,
+        };
+        let host_header = if upstream.tls {
+            sni.clone()
+        } else {
+            upstream.targets.first().cloned().unwrap_or_default()
+        };
+        Ok(Self {
+            name: upstream.name.clone(),
+            lb: Arc::new(lb),
+            tls: upstream.tls,
+            sni,
+            ca,
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            host_header,
+        })
+    }
+
+    /// Whether this pool runs active health checks (then it needs a task).
+    pub fn has_health_check(&self) -> bool {
+        self.lb.health_check_frequency.is_some()
+    }
+
+    /// Picks a healthy target (round robin) and builds the peer for it.
+    pub fn select_peer(&self) -> Option<HttpPeer> {
+        let backend = self.lb.select(b"", 256)?;
+        let mut peer = HttpPeer::new(backend, self.tls, self.sni.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if let Some(ca) = &self.ca {
+            peer.options.ca = Some(Arc::clone(ca));
+        }
+        Some(peer)
+    }
+}
+
+fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
+    let certs: Vec<WrappedX509> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate found", path.display()));
+    }
+    Ok(certs.into())
+}

@@ -1,0 +1,100 @@
+//! Assembles the pingora server from a loaded configuration: the proxy
+//! service on every listener, the admin service, and the control plane.
+//! Used by `run`, `demo` and the integration tests alike.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::gateway::{start_control_plane, Gateway};
+use crate::proxy::ConsentProxy;
+use crate::services::admin::AdminApp;
+
+/// Process-level options that are not part of `gateway.yaml`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take over the listeners of a running instance (pingora's zero-downtime
+    /// upgrade; the old process gets SIGQUIT).
+    pub upgrade: bool,
+    /// Path of the socket used to hand listeners over during an upgrade.
+    pub upgrade_sock: Option<String>,
+    /// Seconds to keep serving in-flight requests after SIGTERM.
+    pub grace_period_seconds: u64,
+}
+
+/// A server ready to run, and the shared state it serves.
+pub struct Built {
+    pub server: Server,
+    pub gateway: Arc<Gateway>,
+}
+
+/// Builds the pingora server for `config` (loaded from `config_path`).
+pub fn build_server(
+    config_path: &Path,
+    config: Config,
+    options: &RunOptions,
+) -> Result<Built, String> {
+    let control = start_control_plane().map_err(|e| format!("control plane: {e}"))?;
+    let server_settings = config.server.clone();
+    let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
+
+    let conf = ServerConf {
+        threads: server_settings.threads.max(1),
+        grace_period_seconds: Some(options.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(options.grace_period_seconds.max(1)),
+        upgrade_sock: options
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/consent-gateway-upgrade.sock".to_string()),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        ConsentProxy::new(Arc::clone(&gateway)),
+        "consent-gateway",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut server_options = HttpServerOptions::default();
+        // CONNECT reaches our own filter, which answers it 405 problem+json.
+        server_options.allow_connect_method_proxying = true;
+        app.server_options = Some(server_options);
+    }
+    for addr in &server_settings.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    for tls in &server_settings.tls {
+        proxy
+            .add_tls(
+                &tls.listen.to_string(),
+                &tls.cert.to_string_lossy(),
+                &tls.key.to_string_lossy(),
+            )
+            .map_err(|e| format!("TLS listener {}: {e}", tls.listen))?;
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = server_settings.admin_listen {
+        let mut admin = Service::new(
+            "admin".to_string(),
+            AdminApp {
+                gateway: Arc::clone(&gateway),
+            },
+        );
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+    Ok(Built { server, gateway })
+}

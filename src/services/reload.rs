@@ -1,0 +1,120 @@
+//! Reload triggers (SPEC section 7): the config file and every access-list
+//! file it names are watched through their directories (edit in place, save
+//! by rename, Kubernetes `..data` symlink swap), and `SIGHUP`. Bursts of
+//! events cause one reload.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::gateway::Gateway;
+
+/// Events closer together than this are one burst, one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Whether a file-system event can change what the configuration says.
+fn relevant_kind(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        _ => false,
+    }
+}
+
+/// The directories to watch and the file names in them that matter.
+fn watch_set(gateway: &Gateway) -> (HashSet<PathBuf>, HashSet<OsString>) {
+    let snapshot = gateway.snapshot();
+    let mut dirs = HashSet::new();
+    let mut names = HashSet::new();
+    names.insert(OsString::from("..data"));
+    let mut files = snapshot.config.source_files.clone();
+    files.push(gateway.config_path.clone());
+    for file in files {
+        let absolute = std::path::absolute(&file).unwrap_or(file);
+        if let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) {
+            dirs.insert(dir.to_path_buf());
+            names.insert(name.to_os_string());
+        }
+    }
+    (dirs, names)
+}
+
+/// Starts the reload triggers on the control plane.
+pub fn spawn(gateway: &Arc<Gateway>) {
+    let gw = Arc::clone(gateway);
+    gateway.control.spawn(async move { watch_loop(gw).await });
+}
+
+async fn watch_loop(gateway: Arc<Gateway>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    log::info!("SIGHUP: reloading the configuration");
+                    let _ = tx.send(());
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot listen for SIGHUP: {e}"),
+    }
+    let (mut dirs, names) = watch_set(&gateway);
+    let names = Arc::new(std::sync::RwLock::new(names));
+    let filter_names = Arc::clone(&names);
+    let events = tx.clone();
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if !relevant_kind(&event.kind) {
+            return;
+        }
+        let wanted = filter_names.read().map(|n| {
+            event
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|f| n.contains(f)))
+        });
+        if wanted.unwrap_or(true) {
+            let _ = events.send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("cannot watch the configuration files: {e}; only SIGHUP reloads");
+            drop(tx);
+            while rx.recv().await.is_some() {
+                let _ = gateway.reload().await;
+            }
+            return;
+        }
+    };
+    for dir in &dirs {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            log::warn!("cannot watch {}: {e}", dir.display());
+        }
+    }
+    while rx.recv().await.is_some() {
+        // Collect the rest of the burst.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        let _ = gateway.reload().await;
+        // The new configuration may name other access-list files.
+        let (new_dirs, new_names) = watch_set(&gateway);
+        for dir in new_dirs.difference(&dirs) {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                log::warn!("cannot watch {}: {e}", dir.display());
+            }
+        }
+        dirs.extend(new_dirs);
+        if let Ok(mut n) = names.write() {
+            n.extend(new_names);
+        }
+    }
+}
