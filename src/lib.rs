@@ -10,3 +10,4 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod support;

@@ -1,0 +1,6 @@
+//! Real helper servers for tests, the `demo` command and benches (loopback
+//! only, ephemeral ports).
+
+pub mod jwks_server;
+
+pub use jwks_server::JwksServer;
