@@ -337,7 +337,10 @@ impl IssuerKeys {
         let current = self.current();
         let record = locked(&self.record);
         IssuerStatus {
-            key_ids: current.as_ref().map(|set| set.key_ids()).unwrap_or_default(),
+            key_ids: current
+                .as_ref()
+                .map(|set| set.key_ids())
+                .unwrap_or_default(),
             last_refresh: record.last_refresh.and_then(rfc3339),
             last_refresh_outcome: record.last_outcome,
             last_error: record.last_error.clone(),
@@ -482,14 +485,16 @@ pub(crate) mod tests {
         );
         let status = f.keys.status();
         assert_eq!(status.key_ids, vec!["k1".to_string()]);
-        assert_eq!(status.last_refresh.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(
+            status.last_refresh.as_deref(),
+            Some("2023-11-14T22:13:20.000Z")
+        );
         assert_eq!(status.last_refresh_outcome, Some("success"));
         assert_eq!(status.last_error, None);
         assert!(status.has_keys);
         let text = String::from_utf8(f.metrics.render()).unwrap();
-        assert!(text.contains(
-            "consent_gateway_jwks_refresh_total{issuer=\"test\",outcome=\"success\"} 1"
-        ));
+        assert!(text
+            .contains("consent_gateway_jwks_refresh_total{issuer=\"test\",outcome=\"success\"} 1"));
     }
 
     #[tokio::test]
@@ -523,7 +528,10 @@ pub(crate) mod tests {
         assert_eq!(status.last_refresh_outcome, Some("failure"));
         assert!(status.last_error.unwrap().contains("larger than 4096"));
         assert_eq!(status.key_ids, vec!["k1".to_string()]);
-        assert_eq!(status.last_success.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(
+            status.last_success.as_deref(),
+            Some("2023-11-14T22:13:20.000Z")
+        );
         // The last success timestamp is that of the good fetch.
         assert_eq!(
             f.metrics
@@ -557,7 +565,9 @@ pub(crate) mod tests {
         server.set_body(serde_json::json!({ "keys": [jwk.clone(), jwk] }).to_string());
         assert_eq!(
             f.keys.refresh().await,
-            Err(RefreshError::Rejected(KeySetError::DuplicateKid("k2".into())))
+            Err(RefreshError::Rejected(KeySetError::DuplicateKid(
+                "k2".into()
+            )))
         );
         server.set_body(r#"{"keys":[{"kty":"oct","kid":"hs","k":"c2VjcmV0"}]}"#.into());
         assert_eq!(
@@ -576,7 +586,10 @@ pub(crate) mod tests {
         f.keys.refresh().await.unwrap();
         server.set_failing(true);
         f.clock.set(T0 + 3600.0);
-        assert!(f.keys.current().is_some(), "exactly max_stale old: still in force");
+        assert!(
+            f.keys.current().is_some(),
+            "exactly max_stale old: still in force"
+        );
         f.clock.set(T0 + 3600.5);
         assert!(f.keys.current().is_none());
         assert!(f.keys.refresh().await.is_err());

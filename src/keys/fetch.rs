@@ -126,7 +126,10 @@ impl JwksFetcher for HttpJwksFetcher {
         let mut response = self
             .client
             .get(self.url.clone())
-            .header(http::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(
+                http::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
             .send()
             .await
             .map_err(request_error)?;
@@ -205,7 +208,8 @@ fn is_loopback(url: &Url) -> bool {
         return false;
     };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
@@ -274,7 +278,10 @@ mod tests {
             Err(FetchError::Status(500))
         );
         let missing = format!("http://{}/nope", server.addr());
-        assert_eq!(fetcher(&missing).fetch().await, Err(FetchError::Status(404)));
+        assert_eq!(
+            fetcher(&missing).fetch().await,
+            Err(FetchError::Status(404))
+        );
     }
 
     #[tokio::test]
@@ -358,14 +365,22 @@ mod tests {
     fn a_missing_or_empty_ca_file_is_an_error() {
         let missing = Path::new("/nonexistent/ca.pem");
         assert!(matches!(
-            HttpJwksFetcher::new("https://example.no/jwks", Some(missing), FetchLimits::default()),
+            HttpJwksFetcher::new(
+                "https://example.no/jwks",
+                Some(missing),
+                FetchLimits::default()
+            ),
             Err(FetchError::CaFile { .. })
         ));
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("ca.pem");
         std::fs::write(&empty, "no certificates here\n").unwrap();
         assert!(matches!(
-            HttpJwksFetcher::new("https://example.no/jwks", Some(&empty), FetchLimits::default()),
+            HttpJwksFetcher::new(
+                "https://example.no/jwks",
+                Some(&empty),
+                FetchLimits::default()
+            ),
             Err(FetchError::CaFile { .. })
         ));
     }

@@ -142,7 +142,9 @@ impl KeyRegistry {
 
     /// The keys of the issuer named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<IssuerKeys>> {
-        self.entries().get(name).map(|entry| Arc::clone(&entry.keys))
+        self.entries()
+            .get(name)
+            .map(|entry| Arc::clone(&entry.keys))
     }
 
     /// Every issuer's keys, sorted by name.
@@ -167,5 +169,164 @@ impl KeyRegistry {
 impl Drop for KeyRegistry {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::dev_issuer::DevIssuer;
+    use crate::keys::cache::tests::{issuer, T0};
+    use crate::support::JwksServer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const READY: Duration = Duration::from_secs(30);
+
+    struct Fixture {
+        registry: KeyRegistry,
+        metrics: Arc<Metrics>,
+        built: Arc<AtomicUsize>,
+    }
+
+    fn registry() -> Fixture {
+        let metrics = Arc::new(Metrics::new());
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&built);
+        let factory: FetcherFactory = Arc::new(move |issuer: &Issuer| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            http_fetcher_for(issuer)
+        });
+        let registry = KeyRegistry::new(
+            Handle::current(),
+            Arc::new(FixedClock::new(T0)),
+            Arc::clone(&metrics),
+            factory,
+        );
+        Fixture {
+            registry,
+            metrics,
+            built,
+        }
+    }
+
+    /// Waits until only the test holds `keys`: its refresh task has ended.
+    async fn task_ended(keys: &Arc<IssuerKeys>) -> bool {
+        for _ in 0..3000 {
+            if Arc::strong_count(keys) == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    fn names(all: &[(String, Arc<IssuerKeys>)]) -> Vec<&str> {
+        all.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconcile_keeps_adds_and_drops_issuers() {
+        let dev = DevIssuer::generate("k1").unwrap();
+        let (sa, sb, sc) = (
+            JwksServer::start(dev.jwks_json()),
+            JwksServer::start(dev.jwks_json()),
+            JwksServer::start(dev.jwks_json()),
+        );
+        let f = registry();
+        let first = f
+            .registry
+            .reconcile(&[issuer("b", &sb.url()), issuer("a", &sa.url())]);
+        assert_eq!(
+            first.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            vec!["b", "a"]
+        );
+        for keys in &first {
+            assert!(keys.wait_ready(READY).await, "{}", keys.name());
+        }
+        assert_eq!(f.built.load(Ordering::SeqCst), 2);
+        let a = f.registry.get("a").unwrap();
+        let b = f.registry.get("b").unwrap();
+        drop(first);
+
+        // a: only audiences and leeway change (kept); b: gone; c: new.
+        let mut a_again = issuer("a", &sa.url());
+        a_again.audiences = vec!["aud".into()];
+        a_again.leeway = Duration::from_secs(5);
+        let second = f.registry.reconcile(&[a_again, issuer("c", &sc.url())]);
+        assert!(Arc::ptr_eq(&second[0], &a));
+        assert!(
+            second[0].current().is_some(),
+            "kept issuers keep their keys"
+        );
+        assert_eq!(f.built.load(Ordering::SeqCst), 3);
+        assert!(second[1].wait_ready(READY).await);
+        assert!(f.registry.get("b").is_none());
+        assert_eq!(names(&f.registry.all()), vec!["a", "c"]);
+        drop(second);
+        assert!(task_ended(&b).await, "the dropped issuer's task stops");
+        let text = String::from_utf8(f.metrics.render()).unwrap();
+        assert!(!text.contains("consent_gateway_jwks_keys{issuer=\"b\"}"));
+        assert!(text.contains("consent_gateway_jwks_keys{issuer=\"c\"} 1"));
+        assert_eq!(sa.hits(), 1, "a kept issuer is not fetched again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changed_key_settings_make_a_new_cache() {
+        let dev = DevIssuer::generate("k1").unwrap();
+        let server = JwksServer::start(dev.jwks_json());
+        let f = registry();
+        let old = f
+            .registry
+            .reconcile(&[issuer("a", &server.url())])
+            .remove(0);
+        assert!(old.wait_ready(READY).await);
+        let mut changed = issuer("a", &server.url());
+        changed.jwks_min_refresh = Duration::from_secs(60);
+        let new = f.registry.reconcile(&[changed]).remove(0);
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert!(new.wait_ready(READY).await);
+        assert!(Arc::ptr_eq(&f.registry.get("a").unwrap(), &new));
+        assert!(task_ended(&old).await, "the replaced cache's task stops");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_stops_every_task() {
+        let dev = DevIssuer::generate("k1").unwrap();
+        let server = JwksServer::start(dev.jwks_json());
+        server.set_failing(true);
+        let f = registry();
+        let keys = f
+            .registry
+            .reconcile(&[issuer("a", &server.url())])
+            .remove(0);
+        f.registry.shutdown();
+        assert!(f.registry.all().is_empty());
+        assert!(task_ended(&keys).await);
+        assert!(keys.current().is_none());
+    }
+
+    #[test]
+    fn key_settings_comparison_ignores_token_rules_only() {
+        let base = issuer("a", "https://a.example/jwks");
+        let mut token_rules = base.clone();
+        token_rules.audiences = vec!["x".into()];
+        token_rules.max_token_lifetime = Some(Duration::from_secs(60));
+        assert!(same_key_settings(&base, &token_rules));
+        let changes: [fn(&mut Issuer); 7] = [
+            |i| i.issuer.push('x'),
+            |i| i.jwks_uri.push('x'),
+            |i| i.ca_file = Some("/ca.pem".into()),
+            |i| i.algorithms = vec![crate::keys::Alg::PS256],
+            |i| i.jwks_refresh = Duration::from_secs(1),
+            |i| i.jwks_min_refresh = Duration::from_secs(1),
+            |i| i.jwks_max_stale = Duration::from_secs(1),
+        ];
+        for change in changes {
+            let mut other = base.clone();
+            change(&mut other);
+            assert!(!same_key_settings(&base, &other));
+        }
     }
 }

@@ -66,15 +66,20 @@ impl JwksServer {
             omit_content_length: AtomicBool::new(false),
             hits: AtomicUsize::new(0),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
         let (shutdown, stop) = oneshot::channel();
         let served = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name(format!("jwks-server-{}", addr.port()))
             .spawn(move || {
+                // Built and dropped on this thread: never inside a caller's runtime.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => return log::error!("JWKS test server runtime: {error}"),
+                };
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => serve(listener, served, stop).await,
@@ -102,7 +107,11 @@ impl JwksServer {
 
     /// Serves `body` from the next request on.
     pub fn set_body(&self, body: String) {
-        *self.state.body.lock().unwrap_or_else(PoisonError::into_inner) = body;
+        *self
+            .state
+            .body
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = body;
     }
 
     /// `true`: answer 500 to every request; `false`: answer 200 again.
