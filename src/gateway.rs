@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{self, AuthMode, Config};
 use crate::keys::cache::IssuerKeys;
-use crate::keys::fetch::HttpJwksFetcher;
+use crate::keys::fetch::http_fetcher_for;
 use crate::keys::registry::KeyRegistry;
-use crate::keys::{JwksFetcher, KeySet};
+use crate::keys::KeySet;
 use crate::metrics::Metrics;
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
@@ -112,10 +112,6 @@ pub fn start_control_plane() -> std::io::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
-fn http_fetcher(issuer: &config::Issuer) -> Arc<dyn JwksFetcher> {
-    Arc::new(HttpJwksFetcher::new(issuer))
-}
-
 impl Gateway {
     /// Builds the first generation from a loaded configuration and starts
     /// fetching its keys (on `control`).
@@ -130,7 +126,7 @@ impl Gateway {
             control.clone(),
             Arc::clone(&clock),
             Arc::clone(&metrics),
-            Arc::new(http_fetcher),
+            Arc::new(http_fetcher_for),
         );
         let token_cache = TokenCache::new(
             TOKEN_CACHE_CAPACITY,
@@ -217,7 +213,7 @@ impl Gateway {
         let missing: Vec<String> = snapshot
             .issuers_in_use()
             .into_iter()
-            .filter(|&i| snapshot.issuer_keys[i].current().is_none())
+            .filter(|&i| !snapshot.issuer_keys[i].status().has_keys)
             .map(|i| snapshot.config.issuers[i].name.clone())
             .collect();
         if missing.is_empty() {
@@ -242,7 +238,7 @@ impl Gateway {
                 issuer.name.clone(),
                 serde_json::json!({
                     "key_ids": status.key_ids,
-                    "last_refresh": status.last_refresh.map(rfc3339),
+                    "last_refresh": status.last_refresh,
                     "last_refresh_outcome": status.last_refresh_outcome,
                     "last_error": status.last_error,
                 }),

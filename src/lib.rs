@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev_issuer;
@@ -15,3 +16,4 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod services;
+pub mod support;

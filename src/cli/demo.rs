@@ -170,7 +170,7 @@ fn run_inner(args: &DemoArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let issuer = DevIssuer::generate("demo-key").map_err(|e| e.to_string())?;
-    let jwks = runtime.block_on(JwksServer::start(issuer.jwks_json()));
+    let jwks = JwksServer::try_start(issuer.jwks_json()).map_err(|e| format!("JWKS server: {e}"))?;
     let echo = runtime
         .block_on(EchoServer::start())
         .map_err(|e| format!("echo upstream: {e}"))?;

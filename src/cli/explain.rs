@@ -10,8 +10,8 @@ use clap::Args;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
-use crate::keys::fetch::HttpJwksFetcher;
-use crate::keys::{JwksFetcher, KeySet};
+use crate::keys::fetch::http_fetcher_for;
+use crate::keys::KeySet;
 use crate::policy::auth::authorize;
 use crate::policy::routes::{host_without_port, normalize_path, RouteMatch, RouteTable};
 use crate::policy::{AuthContext, CheckOutcome, KeySource, RequestView};
@@ -59,7 +59,7 @@ fn fetch_keys(config: &Config) -> FetchedKeys {
             .issuers
             .iter()
             .map(|issuer| {
-                let fetcher = HttpJwksFetcher::new(issuer);
+                let fetcher = http_fetcher_for(issuer);
                 match runtime.block_on(fetcher.fetch()) {
                     Ok(body) => match KeySet::parse(&body, &issuer.algorithms, None) {
                         Ok(set) => Some(Arc::new(set)),

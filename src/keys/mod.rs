@@ -1,9 +1,16 @@
 //! Signing keys: the pure key set (`keyset`), the per-issuer cache with its
-//! refresh and stale rules (`cache`), and the only JWKS network code (`fetch`).
+//! refresh and stale rules (`cache`), the only JWKS network code (`fetch`),
+//! and the issuer-name -> cache map kept across reloads (`registry`).
 
+pub mod cache;
+pub mod fetch;
 pub mod keyset;
+pub mod registry;
 
+pub use cache::{IssuerKeys, IssuerStatus, RefreshError};
+pub use fetch::{FetchError, HttpJwksFetcher, JwksFetcher};
 pub use keyset::{KeySet, KeySetError, VerifyingKey};
+pub use registry::{FetcherFactory, KeyRegistry};
 
 use std::fmt;
 use std::str::FromStr;

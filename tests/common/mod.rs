@@ -61,7 +61,7 @@ impl World {
             .build()
             .expect("runtime");
         let issuer = DevIssuer::generate("test-key").expect("rsa key");
-        let jwks = rt.block_on(JwksServer::start(issuer.jwks_json()));
+        let jwks = JwksServer::start(issuer.jwks_json());
         let echo = rt.block_on(EchoServer::start()).expect("echo");
         let echo2 = rt.block_on(EchoServer::start()).expect("echo2");
         Self {
