@@ -540,7 +540,7 @@ fn extract_bearer<'r>(req: &RequestView<'r>) -> Result<&'r [u8], (Reason, &'stat
             "more than one Authorization header",
         ));
     }
-    let value = value.as_bytes();
+    let value = value.as_bytes().trim_ascii_start();
     let scheme_end = value
         .iter()
         .position(|b| *b == b' ' || *b == b'\t')
@@ -1117,6 +1117,7 @@ mod tests {
             s.allows(&Req::authorization(&format!("{scheme} {token}")));
         }
         s.allows(&Req::authorization(&format!("Bearer   {token}")));
+        s.allows(&Req::authorization(&format!(" Bearer {token} ")));
         assert_eq!(Reason::MissingToken.status(), 401);
         assert_eq!(Reason::InvalidTokenRequest.status(), 400);
     }
@@ -2023,15 +2024,21 @@ mod tests {
         let s = Setup::person().with_cache();
         let token = sign(&person_payload());
         s.allows(&Req::bearer(&token));
-        // The key leaves the set: unknown_key, even though cached.
+        // Another key under the same kid: the cached verification is void.
+        s.keys.set(vec![Some(key_set(attacker()))]);
+        assert_eq!(s.reason(&Req::bearer(&token)), Reason::BadSignature);
+        // Cached again with the genuine key...
+        s.keys.set(vec![Some(key_set(issuer()))]);
+        s.allows(&Req::bearer(&token));
+        let hits = s.cache_count("hit");
+        s.allows(&Req::bearer(&token));
+        assert_eq!(s.cache_count("hit"), hits + 1);
+        // ...then the key leaves the set: unknown_key, even though cached.
         let other = DevIssuer::generate("other").unwrap();
         s.keys.set(vec![Some(key_set(&other))]);
         let denied = s.run(&Req::bearer(&token)).unwrap_err();
         assert_eq!(denied.reason, Reason::UnknownKey);
         assert_eq!(denied.refetch, Some((0, "mp-1".into())));
-        // Another key under the same kid: the cached verification is void.
-        s.keys.set(vec![Some(key_set(attacker()))]);
-        assert_eq!(s.reason(&Req::bearer(&token)), Reason::BadSignature);
         // The genuine key back, parsed afresh: verified again (a miss), then cached.
         s.keys.set(vec![Some(key_set(issuer()))]);
         let misses = s.cache_count("miss");
