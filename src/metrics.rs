@@ -45,12 +45,16 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let latency_buckets = vec![
@@ -157,17 +161,31 @@ mod tests {
     #[test]
     fn every_spec_metric_is_exposed() {
         let m = Metrics::new();
-        m.requests_total.with_label_values(&["r", "allow", "ok"]).inc();
-        m.request_duration_seconds.with_label_values(&["r"]).observe(0.01);
+        m.requests_total
+            .with_label_values(&["r", "allow", "ok"])
+            .inc();
+        m.request_duration_seconds
+            .with_label_values(&["r"])
+            .observe(0.01);
         m.decision_duration_seconds.observe(0.0001);
-        m.upstream_responses_total.with_label_values(&["r", "2xx"]).inc();
-        m.jwks_refresh_total.with_label_values(&["i", "success"]).inc();
+        m.upstream_responses_total
+            .with_label_values(&["r", "2xx"])
+            .inc();
+        m.jwks_refresh_total
+            .with_label_values(&["i", "success"])
+            .inc();
         m.jwks_keys.with_label_values(&["i"]).set(2);
-        m.jwks_last_success_timestamp_seconds.with_label_values(&["i"]).set(1);
+        m.jwks_last_success_timestamp_seconds
+            .with_label_values(&["i"])
+            .set(1);
         m.config_reloads_total.with_label_values(&["success"]).inc();
         m.config_generation.set(1);
-        m.token_cache_requests_total.with_label_values(&["hit"]).inc();
-        m.http_errors_total.with_label_values(&["invalid_request"]).inc();
+        m.token_cache_requests_total
+            .with_label_values(&["hit"])
+            .inc();
+        m.http_errors_total
+            .with_label_values(&["invalid_request"])
+            .inc();
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "consent_gateway_requests_total",

@@ -173,7 +173,9 @@ fn fingerprint(jwk: &RawJwk) -> String {
 }
 
 fn b64(s: &Option<String>) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s.as_deref()?.trim_end_matches('=')).ok()
+    URL_SAFE_NO_PAD
+        .decode(s.as_deref()?.trim_end_matches('='))
+        .ok()
 }
 
 fn rsa_bits(n: &[u8]) -> usize {
@@ -321,15 +323,13 @@ mod tests {
     fn unchanged_keys_are_reused_across_refreshes() {
         let a = TestIssuer::generate("k1").unwrap();
         let first = KeySet::parse(a.jwks_json().as_bytes(), &[Alg::RS256], None).unwrap();
-        let second =
-            KeySet::parse(a.jwks_json().as_bytes(), &[Alg::RS256], Some(&first)).unwrap();
+        let second = KeySet::parse(a.jwks_json().as_bytes(), &[Alg::RS256], Some(&first)).unwrap();
         assert!(Arc::ptr_eq(
             first.get("k1").unwrap(),
             second.get("k1").unwrap()
         ));
         let b = TestIssuer::generate("k1").unwrap();
-        let rotated =
-            KeySet::parse(b.jwks_json().as_bytes(), &[Alg::RS256], Some(&first)).unwrap();
+        let rotated = KeySet::parse(b.jwks_json().as_bytes(), &[Alg::RS256], Some(&first)).unwrap();
         assert!(!Arc::ptr_eq(
             first.get("k1").unwrap(),
             rotated.get("k1").unwrap()

@@ -4,8 +4,11 @@
 //!
 //! - `routes`: host / path-template / method matching (checks 1-2), and
 //!   request path normalisation.
-//! - `auth` (with `token`, `consent`): checks 3-21.
-//! - `headers`: what is stripped from the client request and what is set.
+//! - `auth`: checks 3-21 in order, over `jws` (strict compact JWS, check
+//!   4-5), `claims` (typed claims, check 10), `consent` (checks 15-21) and the
+//!   verified-token cache `token_cache`.
+//! - `forward`: the verified `X-Consent-*` headers set on allow.
+//! - `headers`: what is stripped from the client request.
 
 use std::sync::Arc;
 
@@ -13,6 +16,17 @@ use crate::clock::UnixTime;
 use crate::config::{Issuer, RouteAuth};
 use crate::error::Reason;
 use crate::keys::KeySet;
+
+pub mod auth;
+pub mod claims;
+pub mod consent;
+pub mod forward;
+pub mod jws;
+pub mod token_cache;
+
+pub use auth::{authorize, authorize_without_signature};
+pub use forward::verified_headers;
+pub use token_cache::TokenCache;
 
 /// Where the decision core finds an issuer's keys. `None` means the issuer
 /// has no usable keys right now (never fetched, or stale beyond
@@ -43,6 +57,9 @@ pub struct AuthContext<'a> {
     pub max_token_bytes: usize,
     pub keys: &'a dyn KeySource,
     pub now: UnixTime,
+    /// The verified-token cache, shared by all requests; `None` verifies
+    /// every signature.
+    pub cache: Option<&'a TokenCache>,
 }
 
 /// The kind of data subject named by a consent's `from`.
