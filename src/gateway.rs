@@ -128,10 +128,7 @@ impl Gateway {
             Arc::clone(&metrics),
             Arc::new(http_fetcher_for),
         );
-        let token_cache = TokenCache::new(
-            TOKEN_CACHE_CAPACITY,
-            metrics.token_cache_requests_total.clone(),
-        );
+        let token_cache = TokenCache::new(TOKEN_CACHE_CAPACITY, &metrics);
         let first = build_snapshot(config, 1, &keys, &control)?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Self {

@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::keys::fetch::http_fetcher_for;
 use crate::keys::KeySet;
-use crate::policy::auth::authorize;
+use crate::policy::auth::{authorize, authorize_without_signature};
 use crate::policy::routes::{host_without_port, normalize_path, RouteMatch, RouteTable};
 use crate::policy::{AuthContext, CheckOutcome, KeySource, RequestView};
 
@@ -209,10 +209,17 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         keys: &keys,
         cache: None,
         now: SystemClock.now(),
-        skip_signature: args.no_verify,
     };
     let mut trace = Vec::new();
-    let verdict = authorize(&auth_ctx, &view, Some(&mut trace));
+    let verdict = if args.no_verify {
+        println!("  7-9  skip  signature                    --no-verify: keys not fetched, signature not checked");
+        authorize_without_signature(&auth_ctx, &view, Some(&mut trace))
+    } else {
+        authorize(&auth_ctx, &view, Some(&mut trace))
+    };
+    if trace.is_empty() && route.auth.mode == crate::config::AuthMode::None {
+        println!("  3-21 skip  auth: none                   token and consent checks skipped");
+    }
     for c in &trace {
         print_check(c);
     }
