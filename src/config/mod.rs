@@ -733,6 +733,17 @@ upstreams:
     }
 
     #[test]
+    fn unquoted_org_numbers_are_read_as_text() {
+        let ok = load_text(&route(&format!(
+            "{TOKEN}    delegation:\n      suppliers: [303137211]\n    consumers:\n      allow: [310497460, 0192:991825827]\n"
+        )))
+        .unwrap();
+        let consumers = ok.routes[0].auth.consumers.as_ref().unwrap();
+        assert!(consumers.contains("0192:310497460"));
+        assert!(consumers.contains("0192:991825827"));
+    }
+
+    #[test]
     fn same_issuer_value_twice_in_one_route_is_ambiguous() {
         let text = "issuers:\n  - {name: a, issuer: 'https://i/', jwks_uri: 'https://i/jwk'}\n  - {name: b, issuer: 'https://i/', jwks_uri: 'https://i/jwk', audiences: [x]}\n\
                     upstreams:\n  - {name: up, targets: ['h:1']}\n\

@@ -67,6 +67,8 @@ pub struct AccessListLineError {
 pub fn parse_access_list(text: &str) -> Result<Vec<String>, Vec<AccessListLineError>> {
     let mut entries = Vec::new();
     let mut errors = Vec::new();
+    // A byte-order mark (some Windows editors write one) is not an entry.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, line) in text.lines().enumerate() {
         let content = line
             .split_once('#')
@@ -176,6 +178,17 @@ mod tests {
             vec![2, 4]
         );
         assert!(matches!(errors[1].error, OrgNoError::CheckDigit(_)));
+    }
+
+    #[test]
+    fn access_list_tolerates_crlf_and_a_byte_order_mark() {
+        assert_eq!(
+            parse_access_list("\u{feff}310497460\r\n991825827\r\n"),
+            Ok(vec![
+                "0192:310497460".to_string(),
+                "0192:991825827".to_string()
+            ])
+        );
     }
 
     #[test]
