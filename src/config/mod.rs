@@ -1,6 +1,755 @@
 //! `gateway.yaml` -> validated, compiled configuration (pure: files are read,
 //! nothing is fetched).
+//!
+//! - `raw`: the serde mirror of the file (every key and default).
+//! - `validate`: every cross-check, all errors at once, with field paths.
+//! - `compile`: raw -> the runtime `model` the gateway runs on.
+//! - `orgno`: organisation numbers and access-list files.
+//! - `locate`: the line of a field path in the YAML text (for errors).
+//! - `summary`: the one-screen summary printed by `consent-gateway check`.
 
+pub mod compile;
+pub mod locate;
 pub mod model;
+pub mod orgno;
+pub mod raw;
+pub mod summary;
+pub mod validate;
 
 pub use model::*;
+pub use orgno::{is_valid_orgnr, normalize_org_entry, parse_access_list};
+pub use summary::summary;
+pub use validate::{FileSource, Fs};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with a configuration: where (file, line, column when
+/// known, and the field path such as `routes[2].consent.subject.path_param`)
+/// and what. Displayed as `file:line:col: path: message`, leaving out what
+/// is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file, or the access-list file an entry error is in.
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// 1-based.
+    pub column: Option<usize>,
+    /// The field path; empty for the document as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        f.write_str(": ")?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error of a configuration that did not load, in file order of discovery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(file: &Path, message: String) -> Self {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message,
+        }])
+    }
+}
+
+/// Reads, validates and compiles the config at `path` and every file it
+/// names (access lists; certificate, key and CA files are checked readable).
+/// No network I/O. Relative paths in it are relative to its directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigErrors::one(path, format!("cannot read the config file: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigErrors::one(path, "the config file is not UTF-8 text".to_string()))?;
+    load_with(&text, path, &Fs)
+}
+
+/// As `load`, for config text already in hand; `file` names it in errors
+/// and its parent directory is the base of relative paths.
+pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    load_with(text, file, &Fs)
+}
+
+/// As `load_str`, reading the files the config names through `files`.
+pub fn load_with(text: &str, file: &Path, files: &dyn FileSource) -> Result<Config, ConfigErrors> {
+    let raw = parse(text, file).map_err(|e| ConfigErrors(vec![e]))?;
+    let base_dir = file.parent().unwrap_or(Path::new(""));
+    let ctx = validate::Context {
+        config_file: file,
+        base_dir,
+        files,
+    };
+    let checked =
+        validate::validate(&raw, &ctx).map_err(|errors| with_lines(errors, text, file))?;
+    compile::compile(&raw, text.as_bytes(), &checked, &ctx)
+        .map_err(|errors| with_lines(errors, text, file))
+}
+
+/// Parses the YAML into the raw mirror; a syntax error, unknown key, wrong
+/// type or bad duration is reported with its line, column and field path.
+pub fn parse(text: &str, file: &Path) -> Result<raw::RawConfig, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = error.into_inner();
+        let location = inner.location();
+        ConfigError {
+            file: file.to_path_buf(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+            message: yaml_message(&inner.to_string(), &path),
+            path,
+        }
+    })
+}
+
+/// serde_yaml's message without the location and path it appends and
+/// prepends (they are reported in their own fields).
+fn yaml_message(display: &str, path: &str) -> String {
+    let mut message = display;
+    if let Some(at) = message.find(" at line ") {
+        let tail = &message[at + " at line ".len()..];
+        let is_location = tail.split_once(" column ").is_some_and(|(l, c)| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_digit())
+                && c.bytes().take_while(u8::is_ascii_digit).count() > 0
+        });
+        if is_location && !tail.contains(", ") {
+            message = &message[..at];
+        }
+    }
+    // serde_yaml names the enclosing mapping; the path (which may go one
+    // key deeper, to an unknown field) is reported separately.
+    let mut prefix = Some(path);
+    while let Some(candidate) = prefix.filter(|p| !p.is_empty()) {
+        if let Some(rest) = message
+            .strip_prefix(candidate)
+            .and_then(|r| r.strip_prefix(": "))
+        {
+            message = rest;
+            break;
+        }
+        prefix = candidate.rfind(['.', '[']).map(|cut| &candidate[..cut]);
+    }
+    message.to_string()
+}
+
+/// Fills in the line (and column) of each config-file error from its field path.
+fn with_lines(mut errors: Vec<ConfigError>, text: &str, file: &Path) -> ConfigErrors {
+    if errors.iter().any(|e| e.line.is_none() && e.file == file) {
+        let index = locate::LineIndex::new(text);
+        for error in errors
+            .iter_mut()
+            .filter(|e| e.line.is_none() && e.file == file)
+        {
+            if let Some(position) = index.locate(&error.path) {
+                error.line = Some(position.line);
+                error.column = Some(position.column);
+            }
+        }
+    }
+    // Config-file errors in line order, then those in other files (access lists).
+    errors.sort_by(|a, b| {
+        (a.file != file, &a.file, a.line.unwrap_or(usize::MAX)).cmp(&(
+            b.file != file,
+            &b.file,
+            b.line.unwrap_or(usize::MAX),
+        ))
+    });
+    ConfigErrors(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_display_leaves_out_what_is_unknown() {
+        let mut e = ConfigError {
+            file: PathBuf::from("gateway.yaml"),
+            line: Some(3),
+            column: Some(5),
+            path: "routes[0].path".to_string(),
+            message: "bad".to_string(),
+        };
+        assert_eq!(e.to_string(), "gateway.yaml:3:5: routes[0].path: bad");
+        e.column = None;
+        assert_eq!(e.to_string(), "gateway.yaml:3: routes[0].path: bad");
+        e.line = None;
+        assert_eq!(e.to_string(), "gateway.yaml: routes[0].path: bad");
+        e.path.clear();
+        assert_eq!(e.to_string(), "gateway.yaml: bad");
+    }
+
+    #[test]
+    fn yaml_messages_lose_location_and_path() {
+        assert_eq!(
+            yaml_message("server: unknown field `x` at line 3 column 5", "server"),
+            "unknown field `x`"
+        );
+        assert_eq!(
+            yaml_message(
+                "routes[0].forward: unknown field `x`, expected `y` at line 10 column 7",
+                "routes[0].forward.x"
+            ),
+            "unknown field `x`, expected `y`"
+        );
+        assert_eq!(
+            yaml_message("invalid type: string \"a\", expected u64", ""),
+            "invalid type: string \"a\", expected u64"
+        );
+    }
+
+    /// Files by path, for configs that name access lists, certs and keys.
+    struct MemFs(Vec<(&'static str, &'static str)>);
+
+    impl FileSource for MemFs {
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            self.0
+                .iter()
+                .find(|(p, _)| Path::new(p) == path)
+                .map(|(_, text)| text.as_bytes().to_vec())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+    }
+
+    const FILE: &str = "/etc/cg/gateway.yaml";
+
+    fn files() -> MemFs {
+        MemFs(vec![
+            ("/etc/cg/lists/a.txt", "0192:310497460\n991825827 # bank\n"),
+            ("/etc/cg/lists/bad.txt", "310497460\n12345\n"),
+            ("/etc/cg/tls.crt", "cert"),
+            ("/etc/cg/tls.key", "key"),
+            ("/etc/cg/ca.pem", "ca"),
+        ])
+    }
+
+    const HEAD: &str = "\
+issuers:
+  - name: mp
+    issuer: \"https://test.maskinporten.no/\"
+    jwks_uri: \"https://test.maskinporten.no/jwk\"
+upstreams:
+  - name: up
+    targets: [\"127.0.0.1:8081\"]
+";
+
+    /// HEAD plus `rest` (which usually starts with `routes:`).
+    fn load_text(rest: &str) -> Result<Config, ConfigErrors> {
+        load_with(&format!("{HEAD}{rest}"), Path::new(FILE), &files())
+    }
+
+    fn errors(rest: &str) -> Vec<ConfigError> {
+        match load_text(rest) {
+            Ok(_) => panic!("expected errors for:\n{rest}"),
+            Err(ConfigErrors(errors)) => errors,
+        }
+    }
+
+    /// Asserts exactly one error, at `path`, whose message contains `needle`.
+    fn one_error(rest: &str, path: &str, needle: &str) -> ConfigError {
+        let errors = errors(rest);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].path, path, "{errors:#?}");
+        assert!(
+            errors[0].message.contains(needle),
+            "{:?}",
+            errors[0].message
+        );
+        errors[0].clone()
+    }
+
+    fn route(extra: &str) -> String {
+        format!("routes:\n  - name: r\n    path: /p/{{id}}/{{year}}\n    upstream: up\n{extra}")
+    }
+
+    const TOKEN: &str = "    auth: token\n    issuers: [mp]\n";
+
+    #[test]
+    fn parse_errors_have_line_column_and_path() {
+        let e = one_error(
+            "routes:\n  - name: r\n    upstream: up\n",
+            "routes[0]",
+            "missing field `path`",
+        );
+        assert_eq!(e.file, PathBuf::from(FILE));
+        assert!(e.line.is_some());
+        let e = one_error(
+            "server:\n  threads: two\nroutes: []\n",
+            "server.threads",
+            "invalid type",
+        );
+        assert_eq!(
+            (e.line, e.column),
+            Some((9, 12)).map(|(l, c)| (Some(l), Some(c))).unwrap()
+        );
+        one_error(
+            &route("    auth: consnt\n"),
+            "routes[0].auth",
+            "unknown variant `consnt`",
+        );
+        one_error(
+            "routes: []\naudit:\n  enabled: true\n  enabled: false\n",
+            "audit",
+            "duplicate field `enabled`",
+        );
+        one_error(
+            &route("    forward:\n      strip_authorization: yes\n"),
+            "routes[0].forward.strip_authorization",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_reported_with_its_line() {
+        let errors = errors("routes:\n  - name: [unclosed\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].line.is_some(), "{errors:?}");
+    }
+
+    #[test]
+    fn routes_key_is_required() {
+        one_error("", "", "missing field `routes`");
+    }
+
+    #[test]
+    fn a_valid_config_compiles_normalised() {
+        let config = load_text(&route(
+            "    host: API.Example.NO\n    methods: [get, GET, post]\n    strip_prefix: /p\n    issuers: [mp]\n\
+             \x20   delegation:\n      suppliers: [\"303137211\"]\n\
+             \x20   consumers:\n      allow: [\"310497460\"]\n      file: lists/a.txt\n\
+             \x20   consent:\n      resources: [res]\n      subject:\n        header: X-Person-Id\n\
+             \x20     metadata:\n        required: [InntektsAar]\n        match:\n          InntektsAar: {path_param: year}\n",
+        ))
+        .unwrap();
+        let r = &config.routes[0];
+        assert_eq!(r.host.as_deref(), Some("api.example.no"));
+        assert_eq!(r.methods, vec!["GET", "POST"]);
+        assert_eq!(r.strip_prefix.as_deref(), Some("/p"));
+        assert_eq!(r.auth.mode, AuthMode::Consent);
+        assert_eq!(r.auth.issuers, vec![0]);
+        assert_eq!(
+            r.auth.delegation.suppliers,
+            Some(["0192:303137211".to_string()].into_iter().collect())
+        );
+        assert_eq!(
+            r.auth.consumers,
+            Some(
+                ["0192:310497460", "0192:991825827"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        let consent = r.auth.consent.as_ref().unwrap();
+        assert_eq!(
+            consent.subject,
+            Some(Binding::Header("x-person-id".to_string()))
+        );
+        assert_eq!(consent.actions, vec!["consent"]);
+        assert_eq!(
+            consent.subject_types,
+            SubjectTypes {
+                person: true,
+                organization: true
+            }
+        );
+        assert_eq!(consent.metadata_required, vec!["inntektsaar"]);
+        assert_eq!(
+            consent.metadata_match,
+            vec![(
+                "inntektsaar".to_string(),
+                Binding::PathParam("year".to_string())
+            )]
+        );
+        assert_eq!(
+            config.source_files,
+            vec![PathBuf::from(FILE), PathBuf::from("/etc/cg/lists/a.txt")]
+        );
+        assert_eq!(config.config_sha256.len(), 64);
+        assert_ne!(config.config_sha256, config.content_sha256);
+        assert!(config.server.threads >= 1);
+        assert_eq!(
+            config.server.admin_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn config_hash_is_of_the_file_bytes_and_content_hash_covers_access_lists() {
+        let text = format!(
+            "{HEAD}{}",
+            route(&format!("{TOKEN}    consumers:\n      file: lists/a.txt\n"))
+        );
+        let a = load_with(&text, Path::new(FILE), &files()).unwrap();
+        assert_eq!(a.config_sha256, compile::hex_sha256(&[text.as_bytes()]));
+        let mut changed = files();
+        changed.0[0].1 = "0192:310497460\n";
+        let b = load_with(&text, Path::new(FILE), &changed).unwrap();
+        assert_eq!(a.config_sha256, b.config_sha256);
+        assert_ne!(a.content_sha256, b.content_sha256);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let config = load_text(
+            "server:\n  tls:\n    - listen: \"0.0.0.0:8443\"\n      cert: tls.crt\n      key: /etc/cg/tls.key\nroutes: []\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.tls[0].cert, PathBuf::from("/etc/cg/tls.crt"));
+    }
+
+    #[test]
+    fn unreadable_cert_key_and_ca_files() {
+        let errors = errors(
+            "server:\n  tls:\n    - listen: \"0.0.0.0:8443\"\n      cert: missing.crt\n      key: missing.key\n\
+             routes: []\n",
+        );
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["server.tls[0].cert", "server.tls[0].key"]);
+        assert!(errors[0].message.contains("/etc/cg/missing.crt"));
+        let ca = load_with(
+            "issuers:\n  - {name: mp, issuer: i, jwks_uri: 'https://x/jwk', ca_file: nope.pem}\nroutes: []\n",
+            Path::new(FILE),
+            &files(),
+        )
+        .unwrap_err();
+        assert_eq!(ca.0[0].path, "issuers[0].ca_file");
+    }
+
+    #[test]
+    fn admin_listen_null_and_duplicate_listeners() {
+        let config = load_text("server:\n  admin_listen: null\nroutes: []\n").unwrap();
+        assert_eq!(config.server.admin_listen, None);
+        one_error(
+            "server:\n  listen: [\"0.0.0.0:8080\"]\n  admin_listen: \"0.0.0.0:8080\"\nroutes: []\n",
+            "server.admin_listen",
+            "already used by server.listen[0]",
+        );
+        assert!(
+            load_text("server:\n  listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nroutes: []\n")
+                .is_ok()
+        );
+        one_error(
+            "server:\n  listen: []\nroutes: []\n",
+            "server.listen",
+            "no listener",
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        one_error(
+            "server:\n  threads: 0\nroutes: []\n",
+            "server.threads",
+            "at least 1",
+        );
+        one_error(
+            "server:\n  max_token_bytes: 0\nroutes: []\n",
+            "server.max_token_bytes",
+            "at least 1",
+        );
+        one_error(
+            "server:\n  limits:\n    header_read_timeout: 0s\nroutes: []\n",
+            "server.limits.header_read_timeout",
+            "greater than zero",
+        );
+    }
+
+    #[test]
+    fn issuer_checks() {
+        let base = "issuers:\n  - name: x\n    issuer: \"https://x/\"\n";
+        let run = |rest: &str| {
+            load_with(
+                &format!("{base}{rest}routes: []\n"),
+                Path::new(FILE),
+                &files(),
+            )
+        };
+        assert!(run("    jwks_uri: \"http://127.0.0.1:9/jwks\"\n").is_ok());
+        assert!(run("    jwks_uri: \"http://localhost:9/jwks\"\n").is_ok());
+        let e = run("    jwks_uri: \"http://x/jwks\"\n").unwrap_err();
+        assert_eq!(e.0[0].path, "issuers[0].jwks_uri");
+        let e = run("    jwks_uri: \"https://x/jwk\"\n    algorithms: []\n").unwrap_err();
+        assert_eq!(e.0[0].path, "issuers[0].algorithms");
+        let e =
+            run("    jwks_uri: \"https://x/jwk\"\n    jwks_refresh: 1h\n    jwks_max_stale: 5m\n")
+                .unwrap_err();
+        assert_eq!(e.0[0].path, "issuers[0].jwks_max_stale");
+        let ok = run("    jwks_uri: \"https://x/jwk\"\n    algorithms: [ES256, RS256, ES256]\n    max_token_lifetime: 10m\n")
+            .unwrap();
+        assert_eq!(
+            ok.issuers[0].algorithms,
+            vec![crate::keys::Alg::ES256, crate::keys::Alg::RS256]
+        );
+        assert_eq!(
+            ok.issuers[0].max_token_lifetime,
+            Some(std::time::Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn upstream_checks() {
+        let run = |rest: &str| {
+            load_with(
+                &format!("upstreams:\n  - name: u\n{rest}routes: []\n"),
+                Path::new(FILE),
+                &files(),
+            )
+        };
+        let ok = run("    targets: [\"api.internal:443\"]\n    tls: true\n").unwrap();
+        assert_eq!(ok.upstreams[0].sni, None);
+        let e = run("    targets: [\"api.internal:443\"]\n    ca_file: ca.pem\n").unwrap_err();
+        assert_eq!(e.0[0].path, "upstreams[0].ca_file");
+        assert!(e.0[0].message.contains("tls: true"));
+        let e = run("    targets: [\"api.internal:443\"]\n    tls: true\n    sni: \"bad_name\"\n")
+            .unwrap_err();
+        assert_eq!(e.0[0].path, "upstreams[0].sni");
+        let e = run("    targets: [\"a:1\"]\n    health_check:\n      path: health\n").unwrap_err();
+        assert_eq!(e.0[0].path, "upstreams[0].health_check.path");
+    }
+
+    #[test]
+    fn issuers_required_unless_auth_none() {
+        one_error(&route("    auth: token\n"), "routes[0].issuers", "required");
+        one_error(
+            &route("    auth: token\n    issuers: []\n"),
+            "routes[0].issuers",
+            "must not be empty",
+        );
+        one_error(
+            &route("    auth: none\n    scopes:\n      all: [a]\n"),
+            "routes[0].scopes",
+            "no effect with `auth: none`",
+        );
+        assert!(load_text(&route("    auth: none\n")).is_ok());
+    }
+
+    #[test]
+    fn consent_only_with_auth_consent() {
+        one_error(
+            &route(&format!("{TOKEN}    consent:\n      resources: [x]\n")),
+            "routes[0].consent",
+            "only enforced with `auth: consent`",
+        );
+        one_error(
+            &route("    issuers: [mp]\n"),
+            "routes[0].consent",
+            "needs a `consent` block",
+        );
+    }
+
+    #[test]
+    fn consent_block_checks() {
+        let consent = |body: &str| route(&format!("    issuers: [mp]\n    consent:\n{body}"));
+        one_error(
+            &consent("      resources: []\n"),
+            "routes[0].consent.resources",
+            "must not be empty",
+        );
+        one_error(
+            &consent("      resources: [r]\n      actions: []\n"),
+            "routes[0].consent.actions",
+            "must not be empty",
+        );
+        one_error(
+            &consent("      resources: [r]\n      subject:\n        types: [person]\n"),
+            "routes[0].consent.subject",
+            "found 0",
+        );
+        one_error(
+            &consent(
+                "      resources: [r]\n      subject:\n        path_param: id\n        types: []\n",
+            ),
+            "routes[0].consent.subject.types",
+            "must not be empty",
+        );
+        one_error(
+            &consent("      resources: [r]\n      subject:\n        path_param: fnr\n"),
+            "routes[0].consent.subject.path_param",
+            "not in the route's path",
+        );
+        one_error(
+            &consent("      resources: [r]\n      subject:\n        header: X-Consent-Subject\n"),
+            "routes[0].consent.subject.header",
+            "X-Consent-*",
+        );
+        one_error(
+            &consent("      resources: [r]\n      subject:\n        header: \"bad header\"\n"),
+            "routes[0].consent.subject.header",
+            "not a valid header name",
+        );
+        one_error(
+            &consent("      resources: [r]\n      subject:\n        query: access_token\n"),
+            "routes[0].consent.subject.query",
+            "access_token",
+        );
+        one_error(
+            &consent("      resources: [r]\n      metadata:\n        match:\n          Aar: {query: a}\n          aar: {query: b}\n"),
+            "routes[0].consent.metadata.match.aar",
+            "case-insensitively",
+        );
+        one_error(
+            &consent("      resources: [r]\n      metadata:\n        match:\n          aar: {}\n"),
+            "routes[0].consent.metadata.match.aar",
+            "found 0",
+        );
+        let ok = load_text(&consent(
+            "      resources: [r]\n      subject:\n        query: fnr\n        types: [organization]\n",
+        ))
+        .unwrap();
+        let rule = ok.routes[0].auth.consent.as_ref().unwrap();
+        assert_eq!(rule.subject, Some(Binding::Query("fnr".to_string())));
+        assert_eq!(
+            rule.subject_types,
+            SubjectTypes {
+                person: false,
+                organization: true
+            }
+        );
+    }
+
+    #[test]
+    fn route_shape_checks() {
+        one_error(
+            &route("    auth: none\n    host: \"*.*.no\"\n"),
+            "routes[0].host",
+            "wildcard",
+        );
+        one_error(
+            &route("    auth: none\n    methods: []\n"),
+            "routes[0].methods",
+            "must not be empty",
+        );
+        one_error(
+            &route("    auth: none\n    methods: [GET, connect]\n"),
+            "routes[0].methods[1]",
+            "CONNECT",
+        );
+        one_error(
+            &route("    auth: none\n    strip_prefix: /p/\n"),
+            "routes[0].strip_prefix",
+            "end with",
+        );
+        one_error(
+            "routes:\n  - {name: r, path: '/a/{x}/{x}', upstream: up, auth: none}\n",
+            "routes[0].path",
+            "appears twice",
+        );
+        one_error(
+            "routes:\n  - {name: '-', path: /a, upstream: up, auth: none}\n",
+            "routes[0].name",
+            "reserved",
+        );
+    }
+
+    #[test]
+    fn an_unreachable_route_is_refused() {
+        let e = one_error(
+            "routes:\n  - {name: a, path: '/a/{x}', upstream: up, auth: none}\n  - {name: b, host: x.no, path: '/a/{y}', upstream: up, auth: none}\n  - {name: c, path: '/a/{y}', upstream: up, auth: none}\n",
+            "routes[2].path",
+            "routes[0]",
+        );
+        assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn delegation_and_consumer_lists() {
+        one_error(
+            &route(&format!(
+                "{TOKEN}    delegation:\n      suppliers: [\"0192:303137212\"]\n"
+            )),
+            "routes[0].delegation.suppliers[0]",
+            "check digit",
+        );
+        one_error(
+            &route(&format!(
+                "{TOKEN}    delegation:\n      allow: false\n      suppliers: [\"303137211\"]\n"
+            )),
+            "routes[0].delegation.suppliers",
+            "no effect",
+        );
+        one_error(
+            &route(&format!("{TOKEN}    consumers: {{}}\n")),
+            "routes[0].consumers",
+            "give `allow`",
+        );
+        let ok = load_text(&route(&format!("{TOKEN}    consumers:\n      allow: []\n"))).unwrap();
+        assert_eq!(ok.routes[0].auth.consumers, Some(Default::default()));
+        let ok = load_text(&route(TOKEN)).unwrap();
+        assert_eq!(ok.routes[0].auth.consumers, None);
+        assert_eq!(ok.routes[0].auth.delegation, DelegationRule::default());
+    }
+
+    #[test]
+    fn a_bad_access_list_shared_by_routes_is_reported_once_per_line() {
+        let text = "routes:\n  - {name: a, path: /a, upstream: up, auth: token, issuers: [mp], consumers: {file: lists/bad.txt}}\n  - {name: b, path: /b, upstream: up, auth: token, issuers: [mp], consumers: {file: lists/bad.txt}}\n";
+        let errors = errors(text);
+        let in_list: Vec<_> = errors
+            .iter()
+            .filter(|e| e.file == Path::new("/etc/cg/lists/bad.txt"))
+            .collect();
+        assert_eq!(in_list.len(), 1, "{errors:#?}");
+        assert_eq!(in_list[0].line, Some(2));
+        assert_eq!(in_list[0].path, "routes[0].consumers.file");
+        assert!(errors
+            .iter()
+            .any(|e| e.path == "routes[1].consumers.file" && e.message.contains("has errors")));
+    }
+
+    #[test]
+    fn unquoted_org_numbers_are_read_as_text() {
+        let ok = load_text(&route(&format!(
+            "{TOKEN}    delegation:\n      suppliers: [303137211]\n    consumers:\n      allow: [310497460, 0192:991825827]\n"
+        )))
+        .unwrap();
+        let consumers = ok.routes[0].auth.consumers.as_ref().unwrap();
+        assert!(consumers.contains("0192:310497460"));
+        assert!(consumers.contains("0192:991825827"));
+    }
+
+    #[test]
+    fn same_issuer_value_twice_in_one_route_is_ambiguous() {
+        let text = "issuers:\n  - {name: a, issuer: 'https://i/', jwks_uri: 'https://i/jwk'}\n  - {name: b, issuer: 'https://i/', jwks_uri: 'https://i/jwk', audiences: [x]}\n\
+                    upstreams:\n  - {name: up, targets: ['h:1']}\n\
+                    routes:\n  - {name: r1, path: /1, upstream: up, auth: token, issuers: [a]}\n  - {name: r2, path: /2, upstream: up, auth: token, issuers: [a, b]}\n";
+        let e = load_with(text, Path::new(FILE), &files()).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].path, "routes[1].issuers[1]");
+    }
+}

@@ -1,0 +1,609 @@
+//! The serde mirror of `gateway.yaml`: every key, every default, unknown keys
+//! refused (`deny_unknown_fields` everywhere). No validation and no logic
+//! beyond reading durations; `validate.rs` checks, `compile.rs` converts.
+//!
+//! Defaults (SPEC section 3, and where SPEC is silent, chosen here):
+//!
+//! | key | default |
+//! |---|---|
+//! | `server` | all defaults below |
+//! | `server.listen` | `["0.0.0.0:8080"]` |
+//! | `server.tls` | `[]` |
+//! | `server.admin_listen` | `"127.0.0.1:9090"`; `null` disables the admin listener |
+//! | `server.threads` | number of cores (`std::thread::available_parallelism`, 1 if unknown) |
+//! | `server.max_token_bytes` | `16384` |
+//! | `server.limits.max_request_header_bytes` | `32768` |
+//! | `server.limits.header_read_timeout` | `10s` |
+//! | `server.limits.max_connections` | `10000` |
+//! | `issuers` | `[]` |
+//! | `issuers[].algorithms` | `[RS256]` |
+//! | `issuers[].audiences` | `[]` (no `aud` check) |
+//! | `issuers[].leeway` | `30s` |
+//! | `issuers[].jwks_refresh` | `5m` |
+//! | `issuers[].jwks_min_refresh` | `30s` |
+//! | `issuers[].jwks_max_stale` | `24h` |
+//! | `issuers[].max_token_lifetime` | none (no lifetime bound) |
+//! | `upstreams` | `[]` |
+//! | `upstreams[].tls` | `false` |
+//! | `upstreams[].sni` | none: with `tls: true` the target's host is used |
+//! | `upstreams[].connect_timeout` | `1s` |
+//! | `upstreams[].read_timeout` | `30s` |
+//! | `upstreams[].health_check.interval` | `10s` |
+//! | `routes` | required (may be `[]`) |
+//! | `routes[].methods` | any |
+//! | `routes[].auth` | `consent` |
+//! | `routes[].mode` | `enforce` |
+//! | `routes[].scopes` | none (no scope check); `all` / `any` default `[]` |
+//! | `routes[].delegation.allow` | `true` |
+//! | `routes[].delegation.suppliers` | `[]` (any supplier) |
+//! | `routes[].consent.actions` | `[consent]` |
+//! | `routes[].consent.subject.types` | `[person, organization]` |
+//! | `routes[].consent.metadata.required` / `match` | empty |
+//! | `routes[].forward.strip_authorization` | `false` |
+//! | `routes[].forward.preserve_host` | `true` |
+//! | `audit.enabled` | `true` |
+//! | `audit.personal_data` | `masked` |
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// A duration written as a string with a unit (`500ms`, `30s`, `5m`, `1h`;
+/// humantime syntax). A bare number is refused: `30` could mean anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    const fn secs(secs: u64) -> Self {
+        HumanDuration(Duration::from_secs(secs))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+
+        impl Visitor<'_> for DurationVisitor {
+            type Value = HumanDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with a unit, such as 500ms, 30s, 5m or 1h")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanDuration, E> {
+                parse_duration(text).map(HumanDuration).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "a duration needs a unit: write `{n}s` or `{n}ms`, not `{n}`"
+                )))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::invalid_type(de::Unexpected::Signed(n), &self))
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<HumanDuration, E> {
+                Err(E::invalid_type(de::Unexpected::Float(n), &self))
+            }
+        }
+
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` (humantime syntax); a bare number,
+/// an empty string or an unknown unit is an error that says so.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "a duration needs a unit: write `{trimmed}s` or `{trimmed}ms`, not `{trimmed}`"
+        ));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("invalid duration `{text}` ({e}); write e.g. 500ms, 30s, 5m, 1h"))
+}
+
+/// A YAML mapping read in file order that refuses a key given twice (a
+/// `BTreeMap` would keep the last one silently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    let value = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    /// Required (an empty list is allowed: every request is then `no_route`).
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `server:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Vec<String>,
+    pub tls: Vec<RawTlsListener>,
+    /// `None` when written as `null`: no admin listener.
+    pub admin_listen: Option<String>,
+    /// `None`: number of cores.
+    pub threads: Option<usize>,
+    pub max_token_bytes: usize,
+    pub limits: RawLimits,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:8080".to_string()],
+            tls: Vec::new(),
+            admin_listen: Some("127.0.0.1:9090".to_string()),
+            threads: None,
+            max_token_bytes: 16384,
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+/// `server.tls[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsListener {
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `server.limits:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_request_header_bytes: usize,
+    pub header_read_timeout: HumanDuration,
+    pub max_connections: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_request_header_bytes: 32768,
+            header_read_timeout: HumanDuration::secs(10),
+            max_connections: 10000,
+        }
+    }
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_string()]
+}
+fn default_leeway() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration::secs(5 * 60)
+}
+fn default_jwks_min_refresh() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_jwks_max_stale() -> HumanDuration {
+    HumanDuration::secs(24 * 60 * 60)
+}
+
+/// `issuers[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub name: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Kept as text so `none` and HS* get a precise error at validation.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: HumanDuration,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh: HumanDuration,
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale: HumanDuration,
+    #[serde(default)]
+    pub max_token_lifetime: Option<HumanDuration>,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_health_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// `upstreams[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `upstreams[].health_check:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: HumanDuration,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAuth {
+    #[default]
+    Consent,
+    Token,
+    None,
+}
+
+/// `routes[].mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawMode {
+    #[default]
+    Enforce,
+    ReportOnly,
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path: String,
+    /// `None`: any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Option<RawScopes>,
+    #[serde(default)]
+    pub delegation: Option<RawDelegation>,
+    #[serde(default)]
+    pub consumers: Option<RawConsumers>,
+    #[serde(default)]
+    pub consent: Option<RawConsent>,
+    #[serde(default)]
+    pub mode: RawMode,
+    #[serde(default)]
+    pub forward: RawForward,
+}
+
+/// `routes[].scopes:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScopes {
+    pub all: Vec<String>,
+    pub any: Vec<String>,
+}
+
+/// `routes[].delegation:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelegation {
+    pub allow: bool,
+    pub suppliers: Vec<String>,
+}
+
+impl Default for RawDelegation {
+    fn default() -> Self {
+        Self {
+            allow: true,
+            suppliers: Vec::new(),
+        }
+    }
+}
+
+/// `routes[].consumers:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumers {
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Relative to the directory of `gateway.yaml`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+fn default_actions() -> Vec<String> {
+    vec!["consent".to_string()]
+}
+
+/// `routes[].consent:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsent {
+    pub resources: Vec<String>,
+    #[serde(default = "default_actions")]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub subject: Option<RawSubject>,
+    #[serde(default)]
+    pub metadata: RawMetadata,
+}
+
+/// `routes[].consent.subject.types[]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSubjectType {
+    Person,
+    Organization,
+}
+
+fn default_subject_types() -> Vec<RawSubjectType> {
+    vec![RawSubjectType::Person, RawSubjectType::Organization]
+}
+
+/// `routes[].consent.subject:` (exactly one of `path_param`, `header`, `query`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubject {
+    #[serde(default)]
+    pub path_param: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default = "default_subject_types")]
+    pub types: Vec<RawSubjectType>,
+}
+
+/// A request value: exactly one of `path_param`, `header`, `query`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBinding {
+    #[serde(default)]
+    pub path_param: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+/// `routes[].consent.metadata:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetadata {
+    pub required: Vec<String>,
+    #[serde(rename = "match")]
+    pub matches: OrderedMap<RawBinding>,
+}
+
+/// `routes[].forward:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForward {
+    pub strip_authorization: bool,
+    pub preserve_host: bool,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        Self {
+            strip_authorization: false,
+            preserve_host: true,
+        }
+    }
+}
+
+/// `audit.personal_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPersonalData {
+    #[default]
+    Masked,
+    Clear,
+    Omit,
+}
+
+/// `audit:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub enabled: bool,
+    pub personal_data: RawPersonalData,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            personal_data: RawPersonalData::Masked,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dur(text: &str) -> Result<Duration, String> {
+        parse_duration(text)
+    }
+
+    #[test]
+    fn durations_with_units_parse() {
+        assert_eq!(dur("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(dur("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(dur("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(dur("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(dur("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(dur("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn bare_numbers_and_garbage_are_refused() {
+        for text in ["30", "0", "1.5", "", "thirty seconds", "30 parsecs", "-1s"] {
+            assert!(dur(text).is_err(), "{text:?} should be refused");
+        }
+        assert!(dur("30").unwrap_err().contains("needs a unit"));
+    }
+
+    #[test]
+    fn yaml_number_is_not_a_duration() {
+        let err = serde_yaml::from_str::<HumanDuration>("30").unwrap_err();
+        assert!(err.to_string().contains("needs a unit"), "{err}");
+        assert!(serde_yaml::from_str::<HumanDuration>("-5").is_err());
+        assert!(serde_yaml::from_str::<HumanDuration>("1.5").is_err());
+        assert_eq!(
+            serde_yaml::from_str::<HumanDuration>("\"5m\"").ok(),
+            Some(HumanDuration(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            serde_yaml::from_str::<HumanDuration>("250ms").ok(),
+            Some(HumanDuration(Duration::from_millis(250)))
+        );
+    }
+
+    #[test]
+    fn minimal_file_takes_every_default() {
+        let raw: RawConfig = serde_yaml::from_str("routes: []\n").unwrap();
+        assert_eq!(raw.server.listen, vec!["0.0.0.0:8080"]);
+        assert_eq!(raw.server.admin_listen.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(raw.server.threads, None);
+        assert_eq!(raw.server.max_token_bytes, 16384);
+        assert_eq!(raw.server.limits.max_request_header_bytes, 32768);
+        assert_eq!(
+            raw.server.limits.header_read_timeout.0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(raw.server.limits.max_connections, 10000);
+        assert!(raw.audit.enabled);
+        assert_eq!(raw.audit.personal_data, RawPersonalData::Masked);
+    }
+
+    #[test]
+    fn admin_listen_null_disables_it() {
+        let raw: RawConfig =
+            serde_yaml::from_str("server:\n  admin_listen: null\nroutes: []\n").unwrap();
+        assert_eq!(raw.server.admin_listen, None);
+    }
+
+    #[test]
+    fn issuer_and_route_defaults() {
+        let raw: RawConfig = serde_yaml::from_str(
+            "issuers:\n  - {name: a, issuer: 'https://a/', jwks_uri: 'https://a/jwk'}\n\
+             upstreams:\n  - {name: u, targets: ['h:1']}\n\
+             routes:\n  - {name: r, path: /x, upstream: u, consent: {resources: [res]}}\n",
+        )
+        .unwrap();
+        let issuer = &raw.issuers[0];
+        assert_eq!(issuer.algorithms, vec!["RS256"]);
+        assert_eq!(issuer.leeway.0, Duration::from_secs(30));
+        assert_eq!(issuer.jwks_refresh.0, Duration::from_secs(300));
+        assert_eq!(issuer.jwks_min_refresh.0, Duration::from_secs(30));
+        assert_eq!(issuer.jwks_max_stale.0, Duration::from_secs(86400));
+        assert_eq!(issuer.max_token_lifetime, None);
+        let upstream = &raw.upstreams[0];
+        assert!(!upstream.tls);
+        assert_eq!(upstream.connect_timeout.0, Duration::from_secs(1));
+        assert_eq!(upstream.read_timeout.0, Duration::from_secs(30));
+        let route = &raw.routes[0];
+        assert_eq!(route.auth, RawAuth::Consent);
+        assert_eq!(route.mode, RawMode::Enforce);
+        assert!(route.methods.is_none());
+        assert!(!route.forward.strip_authorization);
+        assert!(route.forward.preserve_host);
+        let consent = route.consent.as_ref().unwrap();
+        assert_eq!(consent.actions, vec!["consent"]);
+        assert!(consent.metadata.required.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_yaml::from_str::<RawConfig>("routes: []\nserver:\n  listn: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `listn`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_metadata_match_key_is_refused() {
+        let err = serde_yaml::from_str::<RawMetadata>("match:\n  a: {query: x}\n  a: {query: y}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate key `a`"), "{err}");
+    }
+}
