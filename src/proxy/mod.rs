@@ -199,15 +199,19 @@ impl ProxyHttp for ConsentProxy {
             let mut attempt = 0;
             loop {
                 let started = Instant::now();
-                let auth_ctx = AuthContext {
-                    route: &route.auth,
-                    issuers: &snapshot.config.issuers,
-                    max_token_bytes: snapshot.config.server.max_token_bytes,
-                    keys: snapshot.as_ref(),
-                    cache: Some(&self.gateway.token_cache),
-                    now: self.gateway.clock.now(),
+                // The context borrows non-Sync trait objects: keep it out of
+                // the await below.
+                let outcome = {
+                    let auth_ctx = AuthContext {
+                        route: &route.auth,
+                        issuers: &snapshot.config.issuers,
+                        max_token_bytes: snapshot.config.server.max_token_bytes,
+                        keys: snapshot.as_ref(),
+                        cache: Some(&self.gateway.token_cache),
+                        now: self.gateway.clock.now(),
+                    };
+                    authorize(&auth_ctx, &view, None)
                 };
-                let outcome = authorize(&auth_ctx, &view, None);
                 self.gateway
                     .metrics
                     .decision_duration_seconds
@@ -275,7 +279,7 @@ impl ProxyHttp for ConsentProxy {
             }
             None => {
                 let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy target");
-                e.set_source(ErrorSource::Upstream);
+                e.esource = ErrorSource::Upstream;
                 Err(e)
             }
         }
