@@ -68,7 +68,10 @@ pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
         .map(|c| c.id.as_str())
         .or(line.denied.consent_id.as_deref());
     let (subject, is_person) = match consent {
-        Some(c) => (Some(c.subject.as_str()), c.subject_type == SubjectType::Person),
+        Some(c) => (
+            Some(c.subject.as_str()),
+            c.subject_type == SubjectType::Person,
+        ),
         None => {
             let s = line.denied.subject.as_deref();
             (s, s.is_some_and(|s| s.len() == 11))

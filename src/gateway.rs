@@ -153,7 +153,11 @@ impl Gateway {
     /// logged, counted and ignored: the old one keeps serving.
     pub async fn reload(&self) -> Result<u64, String> {
         let outcome = self.try_reload().await;
-        let label = if outcome.is_ok() { "success" } else { "failure" };
+        let label = if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
         self.metrics
             .config_reloads_total
             .with_label_values(&[label])

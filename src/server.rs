@@ -47,7 +47,7 @@ pub fn build_server(
     let conf = ServerConf {
         threads: server_settings.threads.max(1),
         grace_period_seconds: Some(options.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(options.grace_period_seconds.max(1)),
+        graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: options
             .upgrade_sock
             .clone()

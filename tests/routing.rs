@@ -77,9 +77,15 @@ fn routing_precedence_methods_and_rewrites() {
 
     // Exact host before wildcard; wildcard needs a label; host port ignored.
     world.echo.clear();
-    assert_eq!(host_get(&gw, "API.example.no:8080", "/hosted/1").status, 200);
+    assert_eq!(
+        host_get(&gw, "API.example.no:8080", "/hosted/1").status,
+        200
+    );
     assert_eq!(world.echo.seen().len(), 1, "exact-host route goes to echo");
-    assert_eq!(host_get(&gw, "example.no", "/hosted/1").reason(), "no_route");
+    assert_eq!(
+        host_get(&gw, "example.no", "/hosted/1").reason(),
+        "no_route"
+    );
     assert_eq!(host_get(&gw, "other.no", "/hosted/1").status, 404);
 
     // First match in file order: the param route shadows the literal one.
@@ -114,7 +120,10 @@ fn routing_precedence_methods_and_rewrites() {
     assert_eq!(gw.get("/income/a/b?q=1", None, &[]).status, 200);
     let seen = world.echo.seen();
     assert_eq!(seen[0].uri, "/a/b?q=1");
-    assert_eq!(seen[0].header("host"), Some(world.echo.addr().to_string().as_str()));
+    assert_eq!(
+        seen[0].header("host"),
+        Some(world.echo.addr().to_string().as_str())
+    );
     assert_eq!(seen[0].header("x-forwarded-host"), Some("api.example.no"));
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
@@ -171,9 +180,18 @@ fn spoofed_consent_headers_and_hop_by_hop_never_reach_upstream() {
     for n in &names {
         let folded: String = n
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
-        assert!(!folded.starts_with("x-consent-"), "spoofed {n} reached upstream");
+        assert!(
+            !folded.starts_with("x-consent-"),
+            "spoofed {n} reached upstream"
+        );
     }
     for gone in [
         "x-http-method-override",
@@ -190,7 +208,10 @@ fn spoofed_consent_headers_and_hop_by_hop_never_reach_upstream() {
     }
     assert_eq!(seen[0].method, "GET");
     assert_eq!(seen[0].header("forwarded"), Some("for=1.2.3.4"));
-    assert_eq!(seen[0].header("x-forwarded-for"), Some("9.9.9.9, 127.0.0.1"));
+    assert_eq!(
+        seen[0].header("x-forwarded-for"),
+        Some("9.9.9.9, 127.0.0.1")
+    );
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
     assert!(r.header("x-request-id").is_some());
     assert_eq!(seen[0].header("x-request-id"), r.header("x-request-id"));
@@ -234,7 +255,10 @@ fn malformed_requests_are_refused_before_routing() {
         assert_eq!(r.status, 400, "{path}");
         assert_eq!(r.reason(), "invalid_request", "{path}");
     }
-    assert!(world.echo.seen().is_empty(), "a refused request reached upstream");
+    assert!(
+        world.echo.seen().is_empty(),
+        "a refused request reached upstream"
+    );
 
     // Normalised, then matched and forwarded in that one form.
     let r = gw.get("/x/../items/%61bc", None, &[]);

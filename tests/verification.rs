@@ -116,7 +116,11 @@ fn cases(world: &World) -> Vec<Case> {
         &json!({"alg": "RS256", "kid": "attacker", "jku": "http://127.0.0.1:1/jwks"}).to_string(),
         &payload,
     );
-    let none_alg = format!("{}.{}.", b64(r#"{"alg":"none","kid":"test-key"}"#), b64(&payload));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","kid":"test-key"}"#),
+        b64(&payload)
+    );
     let hs256 = {
         // HS256 "signed" with the public key as the secret.
         let header = b64(r#"{"alg":"HS256","kid":"test-key"}"#);
@@ -135,10 +139,13 @@ fn cases(world: &World) -> Vec<Case> {
         &payload.replacen('{', r#"{"exp":1,"#, 1),
     );
     let no_kid = world.issuer.sign_raw(r#"{"alg":"RS256"}"#, &payload);
-    let crit = world
+    let crit = world.issuer.sign_raw(
+        r#"{"alg":"RS256","kid":"test-key","crit":["exp"]}"#,
+        &payload,
+    );
+    let unknown_kid = world
         .issuer
-        .sign_raw(r#"{"alg":"RS256","kid":"test-key","crit":["exp"]}"#, &payload);
-    let unknown_kid = world.issuer.sign_raw(r#"{"alg":"RS256","kid":"nope"}"#, &payload);
+        .sign_raw(r#"{"alg":"RS256","kid":"nope"}"#, &payload);
     let padded = {
         let parts: Vec<&str> = valid.split('.').collect();
         format!("{}=.{}.{}", parts[0], parts[1], parts[2])
@@ -162,72 +169,416 @@ fn cases(world: &World) -> Vec<Case> {
     vec![
         // 3: extraction.
         c("no header", GOOD_PATH, vec![], 401, "missing_token", None),
-        c("basic scheme", GOOD_PATH, vec!["Basic dXNlcjpwYXNz".into()], 401, "missing_token", None),
-        c("bearer with nothing", GOOD_PATH, vec!["Bearer".into()], 400, "invalid_request", Some("invalid_request")),
-        c("two credentials", GOOD_PATH, vec![format!("Bearer {valid} {valid}")], 400, "invalid_request", Some("invalid_request")),
-        c("two headers", GOOD_PATH, vec![format!("Bearer {valid}"), format!("Bearer {valid}")], 400, "invalid_request", Some("invalid_request")),
-        c("access_token in query", &format!("{GOOD_PATH}?access_token={valid}"), bearer(&valid), 400, "invalid_request", Some("invalid_request")),
-        c("access_token in query alone", &format!("{GOOD_PATH}?access_token={valid}"), vec![], 400, "invalid_request", Some("invalid_request")),
+        c(
+            "basic scheme",
+            GOOD_PATH,
+            vec!["Basic dXNlcjpwYXNz".into()],
+            401,
+            "missing_token",
+            None,
+        ),
+        c(
+            "bearer with nothing",
+            GOOD_PATH,
+            vec!["Bearer".into()],
+            400,
+            "invalid_request",
+            Some("invalid_request"),
+        ),
+        c(
+            "two credentials",
+            GOOD_PATH,
+            vec![format!("Bearer {valid} {valid}")],
+            400,
+            "invalid_request",
+            Some("invalid_request"),
+        ),
+        c(
+            "two headers",
+            GOOD_PATH,
+            vec![format!("Bearer {valid}"), format!("Bearer {valid}")],
+            400,
+            "invalid_request",
+            Some("invalid_request"),
+        ),
+        c(
+            "access_token in query",
+            &format!("{GOOD_PATH}?access_token={valid}"),
+            bearer(&valid),
+            400,
+            "invalid_request",
+            Some("invalid_request"),
+        ),
+        c(
+            "access_token in query alone",
+            &format!("{GOOD_PATH}?access_token={valid}"),
+            vec![],
+            400,
+            "invalid_request",
+            Some("invalid_request"),
+        ),
         // 4-5: shape.
-        c("two parts", GOOD_PATH, bearer("abc.def"), 401, "malformed_token", inv),
-        c("oversize", GOOD_PATH, bearer(&"a".repeat(9000)), 401, "malformed_token", inv),
-        c("padding", GOOD_PATH, bearer(&padded), 401, "malformed_token", inv),
-        c("duplicate keys", GOOD_PATH, bearer(&dup_keys), 401, "malformed_token", inv),
-        c("no kid", GOOD_PATH, bearer(&no_kid), 401, "unknown_key", inv),
-        c("crit", GOOD_PATH, bearer(&crit), 401, "malformed_token", inv),
+        c(
+            "two parts",
+            GOOD_PATH,
+            bearer("abc.def"),
+            401,
+            "malformed_token",
+            inv,
+        ),
+        c(
+            "oversize",
+            GOOD_PATH,
+            bearer(&"a".repeat(9000)),
+            401,
+            "malformed_token",
+            inv,
+        ),
+        c(
+            "padding",
+            GOOD_PATH,
+            bearer(&padded),
+            401,
+            "malformed_token",
+            inv,
+        ),
+        c(
+            "duplicate keys",
+            GOOD_PATH,
+            bearer(&dup_keys),
+            401,
+            "malformed_token",
+            inv,
+        ),
+        c(
+            "no kid",
+            GOOD_PATH,
+            bearer(&no_kid),
+            401,
+            "unknown_key",
+            inv,
+        ),
+        c(
+            "crit",
+            GOOD_PATH,
+            bearer(&crit),
+            401,
+            "malformed_token",
+            inv,
+        ),
         // 6: issuer and algorithm.
-        c("foreign issuer", GOOD_PATH, bearer(&sign(&|c| c["iss"] = "https://evil.example/".into())), 401, "issuer_not_allowed", inv),
-        c("issuer without slash", GOOD_PATH, bearer(&sign(&|c| c["iss"] = "https://test.maskinporten.no".into())), 401, "issuer_not_allowed", inv),
-        c("alg none", GOOD_PATH, bearer(&none_alg), 401, "algorithm_not_allowed", inv),
-        c("hs256 with public key", GOOD_PATH, bearer(&hs256), 401, "algorithm_not_allowed", inv),
+        c(
+            "foreign issuer",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["iss"] = "https://evil.example/".into())),
+            401,
+            "issuer_not_allowed",
+            inv,
+        ),
+        c(
+            "issuer without slash",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["iss"] = "https://test.maskinporten.no".into())),
+            401,
+            "issuer_not_allowed",
+            inv,
+        ),
+        c(
+            "alg none",
+            GOOD_PATH,
+            bearer(&none_alg),
+            401,
+            "algorithm_not_allowed",
+            inv,
+        ),
+        c(
+            "hs256 with public key",
+            GOOD_PATH,
+            bearer(&hs256),
+            401,
+            "algorithm_not_allowed",
+            inv,
+        ),
         // 8-9: keys and signature.
-        c("unknown kid", GOOD_PATH, bearer(&unknown_kid), 401, "unknown_key", inv),
-        c("embedded jku ignored", GOOD_PATH, bearer(&with_jku), 401, "unknown_key", inv),
-        c("embedded jwk ignored", GOOD_PATH, bearer(&with_jwk), 401, "bad_signature", inv),
-        c("flipped signature", GOOD_PATH, bearer(&flipped), 401, "bad_signature", inv),
+        c(
+            "unknown kid",
+            GOOD_PATH,
+            bearer(&unknown_kid),
+            401,
+            "unknown_key",
+            inv,
+        ),
+        c(
+            "embedded jku ignored",
+            GOOD_PATH,
+            bearer(&with_jku),
+            401,
+            "unknown_key",
+            inv,
+        ),
+        c(
+            "embedded jwk ignored",
+            GOOD_PATH,
+            bearer(&with_jwk),
+            401,
+            "bad_signature",
+            inv,
+        ),
+        c(
+            "flipped signature",
+            GOOD_PATH,
+            bearer(&flipped),
+            401,
+            "bad_signature",
+            inv,
+        ),
         // 10: claims.
-        c("no consumer", GOOD_PATH, bearer(&sign(&|c| { c.as_object_mut().unwrap().remove("consumer"); })), 401, "missing_claim", inv),
-        c("no exp", GOOD_PATH, bearer(&sign(&|c| { c.as_object_mut().unwrap().remove("exp"); })), 401, "missing_claim", inv),
-        c("exp as string", GOOD_PATH, bearer(&sign(&|c| c["exp"] = "9999999999".into())), 401, "malformed_token", inv),
-        c("control character", GOOD_PATH, bearer(&sign(&|c| c["jti"] = "a\nb".into())), 401, "malformed_token", inv),
+        c(
+            "no consumer",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c.as_object_mut().unwrap().remove("consumer");
+            })),
+            401,
+            "missing_claim",
+            inv,
+        ),
+        c(
+            "no exp",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+            401,
+            "missing_claim",
+            inv,
+        ),
+        c(
+            "exp as string",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["exp"] = "9999999999".into())),
+            401,
+            "malformed_token",
+            inv,
+        ),
+        c(
+            "control character",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["jti"] = "a\nb".into())),
+            401,
+            "malformed_token",
+            inv,
+        ),
         // 11: time and audience.
-        c("expired", GOOD_PATH, bearer(&sign(&|c| { c["exp"] = (now - 100).into(); c["iat"] = (now - 200).into(); })), 401, "token_expired", inv),
-        c("not yet valid", GOOD_PATH, bearer(&sign(&|c| c["nbf"] = (now + 300).into())), 401, "token_not_yet_valid", inv),
-        c("lifetime too long", GOOD_PATH, bearer(&sign(&|c| c["exp"] = (now + 3 * 3600).into())), 401, "token_lifetime_too_long", inv),
-        c("wrong audience", "/aud", bearer(&aud_token("https://other.example")), 401, "audience_mismatch", inv),
+        c(
+            "expired",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["exp"] = (now - 100).into();
+                c["iat"] = (now - 200).into();
+            })),
+            401,
+            "token_expired",
+            inv,
+        ),
+        c(
+            "not yet valid",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["nbf"] = (now + 300).into())),
+            401,
+            "token_not_yet_valid",
+            inv,
+        ),
+        c(
+            "lifetime too long",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["exp"] = (now + 3 * 3600).into())),
+            401,
+            "token_lifetime_too_long",
+            inv,
+        ),
+        c(
+            "wrong audience",
+            "/aud",
+            bearer(&aud_token("https://other.example")),
+            401,
+            "audience_mismatch",
+            inv,
+        ),
         // 12-14: scopes, delegation, consumers.
-        c("no scope", GOOD_PATH, bearer(&sign(&|c| c["scope"] = "other:scope".into())), 403, "insufficient_scope", scope),
-        c("unlisted supplier", GOOD_PATH, bearer(&sign(&|c| c["supplier"] = json!({"authority": "iso6523-actorid-upis", "ID": "0192:991825827"}))), 403, "supplier_not_allowed", scope),
-        c("delegation refused", "/token", bearer(&sign(&|c| c["supplier"] = json!({"authority": "iso6523-actorid-upis", "ID": "0192:303137211"}))), 403, "supplier_not_allowed", scope),
-        c("consumer not listed", GOOD_PATH, bearer(&sign(&|c| { c["consumer"]["ID"] = "0192:991825827".into(); c["authorization_details"][0]["to"]["ID"] = "0192:991825827".into(); })), 403, "consumer_not_allowed", scope),
+        c(
+            "no scope",
+            GOOD_PATH,
+            bearer(&sign(&|c| c["scope"] = "other:scope".into())),
+            403,
+            "insufficient_scope",
+            scope,
+        ),
+        c(
+            "unlisted supplier",
+            GOOD_PATH,
+            bearer(&sign(
+                &|c| {
+                    c["supplier"] =
+                        json!({"authority": "iso6523-actorid-upis", "ID": "0192:991825827"})
+                },
+            )),
+            403,
+            "supplier_not_allowed",
+            scope,
+        ),
+        c(
+            "delegation refused",
+            "/token",
+            bearer(&sign(
+                &|c| {
+                    c["supplier"] =
+                        json!({"authority": "iso6523-actorid-upis", "ID": "0192:303137211"})
+                },
+            )),
+            403,
+            "supplier_not_allowed",
+            scope,
+        ),
+        c(
+            "consumer not listed",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["consumer"]["ID"] = "0192:991825827".into();
+                c["authorization_details"][0]["to"]["ID"] = "0192:991825827".into();
+            })),
+            403,
+            "consumer_not_allowed",
+            scope,
+        ),
         // 15-21: consent.
-        c("no consent", GOOD_PATH, bearer(&sign(&|c| { c.as_object_mut().unwrap().remove("authorization_details"); })), 403, "consent_missing", scope),
-        c("misspelt type", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"][0]["type"] = "urn:altinn:concent".into())), 403, "consent_missing", scope),
-        c("system user only", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"] = json!([{"type": "urn:altinn:systemuser", "systemuser_org": {"ID": "0192:310497460"}}]))), 403, "consent_missing", scope),
-        c("recipient mismatch", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"][0]["to"]["ID"] = "0192:302685991".into())), 403, "consent_recipient_mismatch", scope),
-        c("consent in the future", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"][0]["consented"] = "2099-01-01T00:00:00+00:00".into())), 403, "consent_not_yet_valid", scope),
-        c("consent expired", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"][0]["validTo"] = "2020-01-01T00:00:00.1234567+00:00".into())), 403, "consent_expired", scope),
-        c("other resource", GOOD_PATH, bearer(&sign(&|c| c["authorization_details"][0]["consentRights"][0]["resource"][0]["value"] = "other".into())), 403, "consent_resource_mismatch", scope),
-        c("other person", "/income/05917596738/2025", bearer(&valid), 403, "consent_subject_mismatch", scope),
-        c("other year", "/income/17839116535/2024", bearer(&valid), 403, "consent_metadata_mismatch", scope),
-        c("second element supplies the resource", GOOD_PATH, bearer(&sign(&|c| {
-            let mut other = c["authorization_details"][0].clone();
-            c["authorization_details"][0]["consentRights"][0]["resource"][0]["value"] = "other".into();
-            other["from"] = "urn:altinn:person:identifier-no:05917596738".into();
-            c["authorization_details"].as_array_mut().unwrap().push(other);
-        })), 403, "consent_subject_mismatch", scope),
-        c("second right supplies the metadata", GOOD_PATH, bearer(&sign(&|c| {
-            let rights = &mut c["authorization_details"][0]["consentRights"];
-            let mut meta_only = rights[0].clone();
-            meta_only["resource"][0]["value"] = "other".into();
-            rights[0]["metadata"] = json!({"inntektsaar": "2024"});
-            rights.as_array_mut().unwrap().push(meta_only);
-        })), 403, "consent_metadata_mismatch", scope),
+        c(
+            "no consent",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c.as_object_mut().unwrap().remove("authorization_details");
+            })),
+            403,
+            "consent_missing",
+            scope,
+        ),
+        c(
+            "misspelt type",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["authorization_details"][0]["type"] = "urn:altinn:concent".into()
+            })),
+            403,
+            "consent_missing",
+            scope,
+        ),
+        c(
+            "system user only",
+            GOOD_PATH,
+            bearer(&sign(
+                &|c| c["authorization_details"] = json!([{"type": "urn:altinn:systemuser", "systemuser_org": {"ID": "0192:310497460"}}]),
+            )),
+            403,
+            "consent_missing",
+            scope,
+        ),
+        c(
+            "recipient mismatch",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["authorization_details"][0]["to"]["ID"] = "0192:302685991".into()
+            })),
+            403,
+            "consent_recipient_mismatch",
+            scope,
+        ),
+        c(
+            "consent in the future",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["authorization_details"][0]["consented"] = "2099-01-01T00:00:00+00:00".into()
+            })),
+            403,
+            "consent_not_yet_valid",
+            scope,
+        ),
+        c(
+            "consent expired",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["authorization_details"][0]["validTo"] =
+                    "2020-01-01T00:00:00.1234567+00:00".into()
+            })),
+            403,
+            "consent_expired",
+            scope,
+        ),
+        c(
+            "other resource",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                c["authorization_details"][0]["consentRights"][0]["resource"][0]["value"] =
+                    "other".into()
+            })),
+            403,
+            "consent_resource_mismatch",
+            scope,
+        ),
+        c(
+            "other person",
+            "/income/05917596738/2025",
+            bearer(&valid),
+            403,
+            "consent_subject_mismatch",
+            scope,
+        ),
+        c(
+            "other year",
+            "/income/17839116535/2024",
+            bearer(&valid),
+            403,
+            "consent_metadata_mismatch",
+            scope,
+        ),
+        c(
+            "second element supplies the resource",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                let mut other = c["authorization_details"][0].clone();
+                c["authorization_details"][0]["consentRights"][0]["resource"][0]["value"] =
+                    "other".into();
+                other["from"] = "urn:altinn:person:identifier-no:05917596738".into();
+                c["authorization_details"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(other);
+            })),
+            403,
+            "consent_subject_mismatch",
+            scope,
+        ),
+        c(
+            "second right supplies the metadata",
+            GOOD_PATH,
+            bearer(&sign(&|c| {
+                let rights = &mut c["authorization_details"][0]["consentRights"];
+                let mut meta_only = rights[0].clone();
+                meta_only["resource"][0]["value"] = "other".into();
+                rights[0]["metadata"] = json!({"inntektsaar": "2024"});
+                rights.as_array_mut().unwrap().push(meta_only);
+            })),
+            403,
+            "consent_metadata_mismatch",
+            scope,
+        ),
     ]
 }
 
 fn send(gw: &Gateway, case: &Case) -> Response {
-    let mut req = format!("GET {} HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\n", case.path);
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\n",
+        case.path
+    );
     for a in &case.auth {
         req.push_str(&format!("Authorization: {a}\r\n"));
     }
@@ -250,9 +601,14 @@ fn every_denial_has_its_reason_and_never_reaches_upstream() {
         };
         let problems = [
             (r.status != case.status).then(|| format!("status {} != {}", r.status, case.status)),
-            (r.reason() != case.reason).then(|| format!("reason {} != {}", r.reason(), case.reason)),
-            (r.header("www-authenticate").map(str::to_string) != want_challenge)
-                .then(|| format!("challenge {:?} != {want_challenge:?}", r.header("www-authenticate"))),
+            (r.reason() != case.reason)
+                .then(|| format!("reason {} != {}", r.reason(), case.reason)),
+            (r.header("www-authenticate").map(str::to_string) != want_challenge).then(|| {
+                format!(
+                    "challenge {:?} != {want_challenge:?}",
+                    r.header("www-authenticate")
+                )
+            }),
             (!world.echo.seen().is_empty()).then(|| "reached the upstream".to_string()),
             (body["type"] != format!("urn:consent-gateway:{}", case.reason))
                 .then(|| format!("type {}", body["type"])),
@@ -297,13 +653,22 @@ fn allowed_request_carries_verified_facts_and_no_spoofed_ones() {
     let s = &seen[0];
     let detail = &claims["authorization_details"][0];
     assert_eq!(s.header("x-consent-id"), detail["id"].as_str());
-    assert_eq!(s.header("x-consent-from"), Some("urn:altinn:person:identifier-no:17839116535"));
+    assert_eq!(
+        s.header("x-consent-from"),
+        Some("urn:altinn:person:identifier-no:17839116535")
+    );
     assert_eq!(s.header("x-consent-subject-type"), Some("person"));
     assert_eq!(s.header("x-consent-subject"), Some("17839116535"));
     assert_eq!(s.header("x-consent-to"), Some("0192:310497460"));
-    assert_eq!(s.header("x-consent-consented"), detail["consented"].as_str());
+    assert_eq!(
+        s.header("x-consent-consented"),
+        detail["consented"].as_str()
+    );
     assert_eq!(s.header("x-consent-valid-to"), detail["validTo"].as_str());
-    assert_eq!(s.header("x-consent-resource"), Some("demo-samtykke-inntekt"));
+    assert_eq!(
+        s.header("x-consent-resource"),
+        Some("demo-samtykke-inntekt")
+    );
     let meta = URL_SAFE_NO_PAD
         .decode(s.header("x-consent-metadata").expect("metadata header"))
         .unwrap();
@@ -315,7 +680,10 @@ fn allowed_request_carries_verified_facts_and_no_spoofed_ones() {
     assert_eq!(s.header("x-consent-metadata-note"), Some("bl%C3%A5%20bok"));
     assert_eq!(s.header("x-consent-consumer"), Some("0192:310497460"));
     assert_eq!(s.header("x-consent-supplier"), Some("0192:303137211"));
-    assert_eq!(s.header("x-consent-client-id"), claims["client_id"].as_str());
+    assert_eq!(
+        s.header("x-consent-client-id"),
+        claims["client_id"].as_str()
+    );
     assert_eq!(s.header("x-consent-scope"), Some("demo:inntekt.read"));
     assert_eq!(s.header("x-consent-token-id"), claims["jti"].as_str());
     assert!(s.header_all("x_consent_id").is_empty());

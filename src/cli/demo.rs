@@ -176,7 +176,8 @@ fn run_inner(args: &DemoArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let issuer = DevIssuer::generate("demo-key").map_err(|e| e.to_string())?;
-    let jwks = JwksServer::try_start(issuer.jwks_json()).map_err(|e| format!("JWKS server: {e}"))?;
+    let jwks =
+        JwksServer::try_start(issuer.jwks_json()).map_err(|e| format!("JWKS server: {e}"))?;
     let echo = runtime
         .block_on(EchoServer::start())
         .map_err(|e| format!("echo upstream: {e}"))?;
@@ -192,8 +193,11 @@ fn run_inner(args: &DemoArgs) -> Result<ExitCode, String> {
     let dir = std::env::temp_dir().join(format!("consent-gateway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path: PathBuf = dir.join("gateway.yaml");
-    std::fs::write(&path, demo_yaml(listen, admin, &jwks.url(), echo.addr(), !args.check))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(
+        &path,
+        demo_yaml(listen, admin, &jwks.url(), echo.addr(), !args.check),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     let config = config::load(&path).map_err(|e| e.to_string())?;
     let built = build_server(&path, config, &RunOptions::default())?;
     let gateway = built.gateway.clone();
@@ -201,7 +205,11 @@ fn run_inner(args: &DemoArgs) -> Result<ExitCode, String> {
 
     if !args.check {
         println!("consent-gateway demo: gateway on http://{listen}, admin on http://{admin}");
-        println!("issuer {DEMO_ISS} (JWKS {}), echo upstream {}", jwks.url(), echo.addr());
+        println!(
+            "issuer {DEMO_ISS} (JWKS {}), echo upstream {}",
+            jwks.url(),
+            echo.addr()
+        );
         println!("route: GET /income/{{fnr}}/{{year}} needs consent to demo-samtykke-inntekt for {{fnr}}, inntektsaar={{year}}\n");
         for case in &cases {
             println!(
@@ -228,11 +236,7 @@ fn run_inner(args: &DemoArgs) -> Result<ExitCode, String> {
         // Wait until the gateway has the issuer's keys and listens.
         let mut ready = false;
         for _ in 0..200 {
-            let up = client
-                .get(format!("http://{listen}/"))
-                .send()
-                .await
-                .is_ok();
+            let up = client.get(format!("http://{listen}/")).send().await.is_ok();
             if up && gateway.readiness().is_ok() {
                 ready = true;
                 break;

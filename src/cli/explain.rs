@@ -155,7 +155,14 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     let path = match normalize_path(uri.path()) {
         Ok(p) => p,
-        Err(e) => return deny(0, "well-formed request", format!("{e:?}"), "invalid_request"),
+        Err(e) => {
+            return deny(
+                0,
+                "well-formed request",
+                format!("{e:?}"),
+                "invalid_request",
+            )
+        }
     };
     print_check(&CheckOutcome {
         number: 0,
@@ -172,7 +179,12 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
                 passed: true,
                 detail: config.routes[route].name.clone(),
             });
-            return deny(2, "method", format!("allowed: {allow}"), "method_not_allowed");
+            return deny(
+                2,
+                "method",
+                format!("allowed: {allow}"),
+                "method_not_allowed",
+            );
         }
         RouteMatch::NotFound => {
             return deny(1, "route", format!("no route for {host}{path}"), "no_route")

@@ -60,7 +60,8 @@ pub fn spec(args: &TokenArgs) -> Result<TokenSpec, String> {
         chrono::DateTime::parse_from_rfc3339(v).map_err(|e| format!("--valid-to: {e}"))?;
     }
     if let Some(from) = &args.from {
-        let bare_ok = (from.len() == 11 || from.len() == 9) && from.bytes().all(|b| b.is_ascii_digit());
+        let bare_ok =
+            (from.len() == 11 || from.len() == 9) && from.bytes().all(|b| b.is_ascii_digit());
         if !from.starts_with("urn:") && !bare_ok {
             return Err("--from takes a URN or a bare 11-digit or 9-digit number".into());
         }

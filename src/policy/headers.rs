@@ -96,7 +96,13 @@ mod tests {
         ] {
             assert!(is_consent_namespace(n), "{n}");
         }
-        for n in ["x-consentid", "x-consen-id", "consent-id", "x-request-id", "xconsent-id"] {
+        for n in [
+            "x-consentid",
+            "x-consen-id",
+            "consent-id",
+            "x-request-id",
+            "xconsent-id",
+        ] {
             assert!(!is_consent_namespace(n), "{n}");
         }
     }
@@ -104,7 +110,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_overrides_and_connection_named() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
@@ -143,7 +152,10 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("x-consent-id", HeaderValue::from_static("spoof"));
         let stripped = headers_to_strip(&h, true);
-        assert_eq!(stripped, vec![http::HeaderName::from_static("x-consent-id")]);
+        assert_eq!(
+            stripped,
+            vec![http::HeaderName::from_static("x-consent-id")]
+        );
     }
 
     #[test]
@@ -157,7 +169,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(sane_request_id(&h), None);
-        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
         assert_eq!(sane_request_id(&h), None);
     }
 }

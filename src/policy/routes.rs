@@ -156,7 +156,10 @@ pub enum RouteMatch {
         params: Vec<(String, String)>,
     },
     /// A route matches host and path but not the method: 405 with `Allow`.
-    MethodNotAllowed { route: usize, allow: String },
+    MethodNotAllowed {
+        route: usize,
+        allow: String,
+    },
     NotFound,
 }
 
@@ -342,7 +345,8 @@ mod tests {
 
     #[test]
     fn normalises_paths() {
-        let ok = |raw: &str, want: &str| assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        let ok =
+            |raw: &str, want: &str| assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
         ok("/", "/");
         ok("/a/b", "/a/b");
         ok("/a//b///c", "/a/b/c");
@@ -407,7 +411,11 @@ mod tests {
         assert_eq!(found(t.find("h", "/a/b", "GET")).0, 0);
         assert_eq!(found(t.find("h", "/a/zz", "GET")).0, 0);
         assert_eq!(found(t.find("h", "/c", "GET")).0, 2);
-        assert_eq!(t.find("h", "/", "GET"), RouteMatch::NotFound, "{{*rest}} needs a character");
+        assert_eq!(
+            t.find("h", "/", "GET"),
+            RouteMatch::NotFound,
+            "{{*rest}} needs a character"
+        );
         let reversed = vec![routes[1].clone(), routes[0].clone()];
         let t = RouteTable::new(&reversed).unwrap();
         assert_eq!(found(t.find("h", "/a/b", "GET")).0, 0);
@@ -474,12 +482,22 @@ mod tests {
     #[test]
     fn ten_thousand_routes_match_by_index() {
         let routes: Vec<Route> = (0..10_000)
-            .map(|i| route(&format!("r{i}"), None, &format!("/svc{i}/items/{{id}}"), &[]))
+            .map(|i| {
+                route(
+                    &format!("r{i}"),
+                    None,
+                    &format!("/svc{i}/items/{{id}}"),
+                    &[],
+                )
+            })
             .collect();
         let t = RouteTable::new(&routes).unwrap();
         let (index, params) = found(t.find("h", "/svc9999/items/7", "GET"));
         assert_eq!(index, 9999);
         assert_eq!(params[0].1, "7");
-        assert_eq!(t.find("h", "/svc10000/items/7", "GET"), RouteMatch::NotFound);
+        assert_eq!(
+            t.find("h", "/svc10000/items/7", "GET"),
+            RouteMatch::NotFound
+        );
     }
 }

@@ -169,7 +169,11 @@ impl ProxyHttp for ConsentProxy {
         };
         let path = match normalize_path(&raw_path) {
             Ok(p) => p,
-            Err(_) => return self.refuse(session, ctx, Reason::InvalidRequest, None).await,
+            Err(_) => {
+                return self
+                    .refuse(session, ctx, Reason::InvalidRequest, None)
+                    .await
+            }
         };
 
         // Checks 1-2.
@@ -373,9 +377,10 @@ impl ProxyHttp for ConsentProxy {
     ) -> FailToProxy {
         let reason = match (e.esource(), e.etype()) {
             (ErrorSource::Downstream, _) => None,
-            (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                Some(Reason::UpstreamTimeout)
-            }
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(Reason::UpstreamTimeout),
             (_, ErrorType::HTTPStatus(_)) => None,
             _ => Some(Reason::UpstreamUnavailable),
         };
@@ -383,8 +388,7 @@ impl ProxyHttp for ConsentProxy {
             Some(reason) => {
                 ctx.upstream_error = Some(reason);
                 if session.response_written().is_none() {
-                    if let Err(err) =
-                        respond::problem(session, &ctx.request_id, reason, None).await
+                    if let Err(err) = respond::problem(session, &ctx.request_id, reason, None).await
                     {
                         log::debug!("could not answer the client: {err}");
                     }
@@ -444,12 +448,8 @@ impl ProxyHttp for ConsentProxy {
         }
         if let Some(snapshot) = &ctx.snapshot {
             if snapshot.config.audit.enabled {
-                let status = session
-                    .response_written()
-                    .map_or(0, |r| r.status.as_u16());
-                let template = ctx
-                    .route
-                    .map(|r| snapshot.config.routes[r].path.as_str());
+                let status = session.response_written().map_or(0, |r| r.status.as_u16());
+                let template = ctx.route.map(|r| snapshot.config.routes[r].path.as_str());
                 let line = audit::AuditLine {
                     ts: std::time::SystemTime::now(),
                     request_id: &ctx.request_id,

@@ -42,7 +42,9 @@ pub async fn problem(
 ) -> Result<()> {
     let body = reason.problem_body(request_id);
     let header = problem_header(reason, request_id, body.len(), allow)?;
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await?;

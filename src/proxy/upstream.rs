@@ -29,7 +29,9 @@ pub struct UpstreamPool {
 
 impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamPool").field("name", &self.name).finish()
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -42,13 +44,21 @@ impl UpstreamPool {
         let first_host = upstream
             .targets
             .first()
-            .map(|t| t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h).to_string())
+            .map(|t| {
+                t.rsplit_once(':')
+                    .map_or(t.as_str(), |(h, _)| h)
+                    .to_string()
+            })
             .unwrap_or_default();
         let sni = upstream.sni.clone().unwrap_or(first_host);
         if let Some(check) = &upstream.health_check {
             let mut hc = HttpHealthCheck::new(&sni, upstream.tls);
-            hc.req
-                .set_uri(check.path.parse().map_err(|e| format!("health_check.path: {e}"))?);
+            hc.req.set_uri(
+                check
+                    .path
+                    .parse()
+                    .map_err(|e| format!("health_check.path: {e}"))?,
+            );
             hc.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
             hc.peer_template.options.read_timeout = Some(upstream.read_timeout);
             lb.set_health_check(Box::new(hc));

@@ -71,31 +71,32 @@ async fn watch_loop(gateway: Arc<Gateway>) {
     let names = Arc::new(std::sync::RwLock::new(names));
     let filter_names = Arc::clone(&names);
     let events = tx.clone();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        if !relevant_kind(&event.kind) {
-            return;
-        }
-        let wanted = filter_names.read().map(|n| {
-            event
-                .paths
-                .iter()
-                .any(|p| p.file_name().is_some_and(|f| n.contains(f)))
-        });
-        if wanted.unwrap_or(true) {
-            let _ = events.send(());
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("cannot watch the configuration files: {e}; only SIGHUP reloads");
-            drop(tx);
-            while rx.recv().await.is_some() {
-                let _ = gateway.reload().await;
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            if !relevant_kind(&event.kind) {
+                return;
             }
-            return;
-        }
-    };
+            let wanted = filter_names.read().map(|n| {
+                event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|f| n.contains(f)))
+            });
+            if wanted.unwrap_or(true) {
+                let _ = events.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("cannot watch the configuration files: {e}; only SIGHUP reloads");
+                drop(tx);
+                while rx.recv().await.is_some() {
+                    let _ = gateway.reload().await;
+                }
+                return;
+            }
+        };
     for dir in &dirs {
         if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
             log::warn!("cannot watch {}: {e}", dir.display());

@@ -90,7 +90,11 @@ impl EchoServer {
 
     /// Every request received so far.
     pub fn seen(&self) -> Vec<SeenRequest> {
-        self.shared.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets the requests received so far.
@@ -121,7 +125,11 @@ impl Drop for EchoServer {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         // Read one header block.
@@ -141,7 +149,10 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>, mut stop: 
         };
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(&buf[..header_end]), Ok(httparse::Status::Complete(_))) {
+        if !matches!(
+            req.parse(&buf[..header_end]),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return;
         }
         let method = req.method.unwrap_or("").to_string();
@@ -193,7 +204,9 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>, mut stop: 
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );
-        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
+        if stream.write_all(head.as_bytes()).await.is_err()
+            || stream.write_all(&body).await.is_err()
+        {
             return;
         }
         if close {

@@ -117,8 +117,12 @@ impl World {
             .arg(&config_path)
             .args(["--upgrade-sock"])
             .arg(dir.path().join("upgrade.sock"))
-            .stdout(Stdio::from(std::fs::File::create(&stdout_path).expect("stdout")))
-            .stderr(Stdio::from(std::fs::File::create(&stderr_path).expect("stderr")))
+            .stdout(Stdio::from(
+                std::fs::File::create(&stdout_path).expect("stdout"),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(&stderr_path).expect("stderr"),
+            ))
             .spawn()
             .expect("spawn consent-gateway");
         Gateway {
@@ -166,8 +170,17 @@ impl World {
 pub fn wait_ready(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = raw(gw.admin, "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n") {
-            if r.status == 200 && raw(gw.addr, "GET /__probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_ok() {
+        if let Ok(r) = raw(
+            gw.admin,
+            "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        ) {
+            if r.status == 200
+                && raw(
+                    gw.addr,
+                    "GET /__probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+                .is_ok()
+            {
                 return;
             }
         }
@@ -200,7 +213,8 @@ impl Gateway {
 
     /// Sends a GET with an optional bearer token and extra headers.
     pub fn get(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Response {
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\n");
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\n");
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -303,10 +317,14 @@ fn parse_response(buf: &[u8]) -> Option<Response> {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(pos) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
-            std::str::from_utf8(&data[..pos]).unwrap_or("0").split(';').next().unwrap_or("0").trim(),
+            std::str::from_utf8(&data[..pos])
+                .unwrap_or("0")
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);
