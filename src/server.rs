@@ -13,6 +13,7 @@ use pingora_core::services::listening::Service;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::gateway::{start_control_plane, Gateway};
+use crate::proxy::guard::GuardedApp;
 use crate::proxy::ConsentProxy;
 use crate::services::admin::AdminApp;
 
@@ -61,17 +62,23 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let mut proxy_app = pingora_proxy::http_proxy(
         &server.configuration,
         ConsentProxy::new(Arc::clone(&gateway)),
-        "consent-gateway",
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut server_options = HttpServerOptions::default();
-        // CONNECT reaches our own filter, which answers it 405 problem+json.
-        server_options.allow_connect_method_proxying = true;
-        app.server_options = Some(server_options);
-    }
+    let mut server_options = HttpServerOptions::default();
+    // CONNECT reaches our own filter, which answers it 405 problem+json.
+    server_options.allow_connect_method_proxying = true;
+    proxy_app.server_options = Some(server_options);
+    let limits = server_settings.limits;
+    let mut proxy = Service::new(
+        "consent-gateway".to_string(),
+        GuardedApp::new(
+            proxy_app,
+            limits.header_read_timeout,
+            limits.max_connections,
+        ),
+    );
     for addr in &server_settings.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -2,6 +2,7 @@
 //! `request_filter` (checks 0-2 here, 3-21 in `policy::auth`), keeps the
 //! outcome in the per-request context, and reads it in the later phases.
 
+pub mod guard;
 pub mod respond;
 pub mod upstream;
 
