@@ -16,6 +16,18 @@ use crate::policy::auth::{authorize, authorize_without_signature};
 use crate::policy::routes::{host_without_port, normalize_path, RouteMatch, RouteTable};
 use crate::policy::{AuthContext, CheckOutcome, KeySource, RequestView};
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks_only_eleven_digit_runs() {
+        assert_eq!(
+            super::mask_identity_numbers("/income/17839116535/2025?org=310497460"),
+            "/income/178391*****/2025?org=310497460"
+        );
+        assert_eq!(super::mask_identity_numbers("123456789012"), "123456789012");
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The configuration file.
@@ -78,13 +90,38 @@ fn fetch_keys(config: &Config) -> FetchedKeys {
     )
 }
 
+/// Masks every run of exactly 11 digits (a national identity number) as
+/// `259229*****`, so the printed URL and path hold no identity in clear.
+fn mask_identity_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() == 11 {
+            out.push_str(&crate::audit::mask_subject(digits));
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
 fn print_check(c: &CheckOutcome) {
     println!(
         "{:>3}  {:<5} {:<28} {}",
         c.number,
         if c.passed { "pass" } else { "FAIL" },
         c.name,
-        c.detail
+        mask_identity_numbers(&c.detail)
     );
 }
 
@@ -142,7 +179,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         }
     };
 
-    println!("request: {method} {}", args.url);
+    println!("request: {method} {}", mask_identity_numbers(&args.url));
     let deny = |number: u8, name: &'static str, detail: String, reason: &str| {
         print_check(&CheckOutcome {
             number,
@@ -224,16 +261,24 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     let mut trace = Vec::new();
     let verdict = if args.no_verify {
-        println!("  7-9  skip  signature                    --no-verify: keys not fetched, signature not checked");
         authorize_without_signature(&auth_ctx, &view, Some(&mut trace))
     } else {
         authorize(&auth_ctx, &view, Some(&mut trace))
     };
+    let skip_line = "7-9  skip  signature                    --no-verify: keys not fetched, signature not checked";
+    let mut skip_pending = args.no_verify && trace.last().is_some_and(|c| c.number >= 6 && c.passed);
     if trace.is_empty() && route.auth.mode == crate::config::AuthMode::None {
         println!("  3-21 skip  auth: none                   token and consent checks skipped");
     }
     for c in &trace {
+        if skip_pending && c.number > 9 {
+            println!("{skip_line}");
+            skip_pending = false;
+        }
         print_check(c);
+    }
+    if skip_pending {
+        println!("{skip_line}");
     }
     match verdict {
         Ok(_) => {
