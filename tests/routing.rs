@@ -303,3 +303,45 @@ fn admin_endpoints_answer() {
     assert_eq!(metrics.status, 200);
     assert!(metrics.body.contains("consent_gateway_config_generation 1"));
 }
+
+#[test]
+fn active_health_check_takes_a_failing_target_out_of_rotation() {
+    let world = World::new();
+    let gw = world.start(
+        r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+upstreams:
+  - name: pair
+    targets: ["{upstream}", "{upstream2}"]
+    health_check:
+      path: /health
+      interval: 200ms
+routes:
+  - name: balanced
+    path: /rr
+    upstream: pair
+    auth: none
+"#,
+    );
+    world.echo2.set_status(Some(500));
+    // Once the check has seen the 500, every request goes to the healthy one.
+    eventually(10, "target 2 marked unhealthy", || {
+        world.echo.clear();
+        world.echo2.clear();
+        for _ in 0..4 {
+            gw.get("/rr", None, &[]);
+        }
+        world.echo2.seen().iter().all(|r| r.uri == "/health") && world.echo.seen().len() >= 4
+    });
+    world.echo2.set_status(None);
+    eventually(10, "target 2 back in rotation", || {
+        world.echo2.clear();
+        for _ in 0..4 {
+            gw.get("/rr", None, &[]);
+        }
+        world.echo2.seen().iter().any(|r| r.uri == "/rr")
+    });
+}
