@@ -715,3 +715,87 @@ fn allowed_request_carries_verified_facts_and_no_spoofed_ones() {
     assert!(!out.contains("17839116535"));
     assert!(!out.contains(&token[..40]));
 }
+
+const BINDING_CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: by-header
+    path: /by-header
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { header: X-Person-Id }
+  - name: by-query
+    path: /by-query
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { query: fnr }
+      metadata:
+        match:
+          inntektsaar: { query: year }
+  - name: socket
+    path: /socket
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+"#;
+
+#[test]
+fn header_and_query_bindings() {
+    let world = World::new();
+    let gw = world.start(BINDING_CONFIG);
+    let token = world.valid_token();
+    world.echo.clear();
+    let ok = gw.get("/by-header", Some(&token), &[("x-person-id", "17839116535")]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let twice = gw.get(
+        "/by-header",
+        Some(&token),
+        &[("X-Person-Id", "17839116535"), ("X-Person-Id", "17839116535")],
+    );
+    assert_eq!((twice.status, twice.reason().as_str()), (400, "invalid_request"));
+    assert!(twice.header("www-authenticate").is_none());
+    let absent = gw.get("/by-header", Some(&token), &[]);
+    assert_eq!((absent.status, absent.reason().as_str()), (403, "consent_subject_mismatch"));
+
+    let ok = gw.get("/by-query?fnr=%31%37839116535&year=2025", Some(&token), &[]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let twice = gw.get("/by-query?fnr=17839116535&fnr=17839116535&year=2025", Some(&token), &[]);
+    assert_eq!((twice.status, twice.reason().as_str()), (400, "invalid_request"));
+    let wrong_year = gw.get("/by-query?fnr=17839116535&year=2024", Some(&token), &[]);
+    assert_eq!(wrong_year.reason(), "consent_metadata_mismatch");
+    let no_year = gw.get("/by-query?fnr=17839116535", Some(&token), &[]);
+    assert_eq!(no_year.reason(), "consent_metadata_mismatch");
+    let uris: Vec<String> = world.echo.seen().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        vec!["/by-header".to_string(), "/by-query?fnr=%31%37839116535&year=2025".to_string()]
+    );
+}
+
+#[test]
+fn an_upgrade_request_passes_the_same_decision_first() {
+    let world = World::new();
+    let gw = world.start(BINDING_CONFIG);
+    world.echo.clear();
+    let r = gw.raw(
+        "GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!((r.status, r.reason().as_str()), (401, "missing_token"));
+    assert!(world.echo.seen().is_empty(), "an unauthenticated upgrade reached upstream");
+}

@@ -85,6 +85,10 @@ impl ConsentProxy {
         allow: Option<&str>,
     ) -> Result<bool> {
         ctx.decision = Some(Decision::Deny(reason));
+        if session.is_upgrade_req() {
+            // The client expected a protocol switch: end the exchange here.
+            session.set_keepalive(None);
+        }
         respond::problem(session, &ctx.request_id, reason, allow).await?;
         Ok(true)
     }
