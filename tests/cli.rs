@@ -39,8 +39,15 @@ routes:
 
 #[test]
 fn check_accepts_the_example_and_reports_every_error() {
-    let out = bin().args(["check", "-c", "gateway.yaml"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["check", "-c", "gateway.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("routes"), "{text}");
     assert!(text.contains("maskinporten-test"), "{text}");
@@ -64,7 +71,10 @@ fn check_accepts_the_example_and_reports_every_error() {
     let out = bin().env("CONSENT_GATEWAY_CONFIG", &bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].upstream"));
-    let out = bin().args(["--log-level", "loud", "check"]).output().unwrap();
+    let out = bin()
+        .args(["--log-level", "loud", "check"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -78,16 +88,37 @@ fn token_mints_what_the_jwks_verifies() {
         .arg("token")
         .arg("--key")
         .arg(&key)
-        .args(["--kid", "test-key", "--from", "17839116535", "--resource", "demo-samtykke-inntekt"])
-        .args(["--metadata", "inntektsaar=2025", "--ttl", "5m", "--consumer", "310497460"])
+        .args([
+            "--kid",
+            "test-key",
+            "--from",
+            "17839116535",
+            "--resource",
+            "demo-samtykke-inntekt",
+        ])
+        .args([
+            "--metadata",
+            "inntektsaar=2025",
+            "--ttl",
+            "5m",
+            "--consumer",
+            "310497460",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3);
     let set = KeySet::parse(world.issuer.jwks_json().as_bytes(), &[Alg::RS256], None).unwrap();
     let (message, signature) = consent_gateway::dev_issuer::split_signature(&token);
-    assert!(set.get("test-key").unwrap().verify(Alg::RS256, message.as_bytes(), &signature));
+    assert!(set
+        .get("test-key")
+        .unwrap()
+        .verify(Alg::RS256, message.as_bytes(), &signature));
     let payload: serde_json::Value = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -97,14 +128,32 @@ fn token_mints_what_the_jwks_verifies() {
     )
     .unwrap();
     assert_eq!(payload["consumer"]["ID"], "0192:310497460");
-    assert_eq!(payload["exp"].as_i64().unwrap() - payload["iat"].as_i64().unwrap(), 300);
+    assert_eq!(
+        payload["exp"].as_i64().unwrap() - payload["iat"].as_i64().unwrap(),
+        300
+    );
     let detail = &payload["authorization_details"][0];
-    assert_eq!(detail["from"], "urn:altinn:person:identifier-no:17839116535");
-    assert_eq!(detail["consentRights"][0]["metadata"]["inntektsaar"], "2025");
+    assert_eq!(
+        detail["from"],
+        "urn:altinn:person:identifier-no:17839116535"
+    );
+    assert_eq!(
+        detail["consentRights"][0]["metadata"]["inntektsaar"],
+        "2025"
+    );
 
-    let out = bin().arg("token").arg("--key").arg(&key).args(["--ttl", "soon"]).output().unwrap();
+    let out = bin()
+        .arg("token")
+        .arg("--key")
+        .arg(&key)
+        .args(["--ttl", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = bin().args(["token", "--key", "/nonexistent.pem"]).output().unwrap();
+    let out = bin()
+        .args(["token", "--key", "/nonexistent.pem"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -135,12 +184,26 @@ fn explain_prints_each_check_and_exits_by_decision() {
     let out = explain("http://api.example.no/income/05917596738/2025", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("decision: deny (consent_subject_mismatch)"), "{text}");
+    assert!(
+        text.contains("decision: deny (consent_subject_mismatch)"),
+        "{text}"
+    );
     assert!(text.contains("FAIL"), "{text}");
-    assert!(!text.contains("05917596738"), "explain printed an identity number in clear: {text}");
+    assert!(
+        !text.contains("05917596738"),
+        "explain printed an identity number in clear: {text}"
+    );
 
-    let out = explain("http://api.example.no/income/17839116535/2025", &["--no-verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = explain(
+        "http://api.example.no/income/17839116535/2025",
+        &["--no-verify"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = explain("http://api.example.no/nowhere", &["--no-verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no_route"));

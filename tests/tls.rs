@@ -47,7 +47,10 @@ routes:
             .send()
             .await
             .unwrap();
-        let ct = missing.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let ct = missing
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
         (ok, (missing.status().as_u16(), ct))
     });
     assert_eq!(status, 200);

@@ -760,22 +760,42 @@ fn header_and_query_bindings() {
     let gw = world.start(BINDING_CONFIG);
     let token = world.valid_token();
     world.echo.clear();
-    let ok = gw.get("/by-header", Some(&token), &[("x-person-id", "17839116535")]);
+    let ok = gw.get(
+        "/by-header",
+        Some(&token),
+        &[("x-person-id", "17839116535")],
+    );
     assert_eq!(ok.status, 200, "{}", ok.body);
     let twice = gw.get(
         "/by-header",
         Some(&token),
-        &[("X-Person-Id", "17839116535"), ("X-Person-Id", "17839116535")],
+        &[
+            ("X-Person-Id", "17839116535"),
+            ("X-Person-Id", "17839116535"),
+        ],
     );
-    assert_eq!((twice.status, twice.reason().as_str()), (400, "invalid_request"));
+    assert_eq!(
+        (twice.status, twice.reason().as_str()),
+        (400, "invalid_request")
+    );
     assert!(twice.header("www-authenticate").is_none());
     let absent = gw.get("/by-header", Some(&token), &[]);
-    assert_eq!((absent.status, absent.reason().as_str()), (403, "consent_subject_mismatch"));
+    assert_eq!(
+        (absent.status, absent.reason().as_str()),
+        (403, "consent_subject_mismatch")
+    );
 
     let ok = gw.get("/by-query?fnr=%31%37839116535&year=2025", Some(&token), &[]);
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let twice = gw.get("/by-query?fnr=17839116535&fnr=17839116535&year=2025", Some(&token), &[]);
-    assert_eq!((twice.status, twice.reason().as_str()), (400, "invalid_request"));
+    let twice = gw.get(
+        "/by-query?fnr=17839116535&fnr=17839116535&year=2025",
+        Some(&token),
+        &[],
+    );
+    assert_eq!(
+        (twice.status, twice.reason().as_str()),
+        (400, "invalid_request")
+    );
     let wrong_year = gw.get("/by-query?fnr=17839116535&year=2024", Some(&token), &[]);
     assert_eq!(wrong_year.reason(), "consent_metadata_mismatch");
     let no_year = gw.get("/by-query?fnr=17839116535", Some(&token), &[]);
@@ -783,7 +803,10 @@ fn header_and_query_bindings() {
     let uris: Vec<String> = world.echo.seen().iter().map(|r| r.uri.clone()).collect();
     assert_eq!(
         uris,
-        vec!["/by-header".to_string(), "/by-query?fnr=%31%37839116535&year=2025".to_string()]
+        vec![
+            "/by-header".to_string(),
+            "/by-query?fnr=%31%37839116535&year=2025".to_string()
+        ]
     );
 }
 
@@ -797,5 +820,8 @@ fn an_upgrade_request_passes_the_same_decision_first() {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     );
     assert_eq!((r.status, r.reason().as_str()), (401, "missing_token"));
-    assert!(world.echo.seen().is_empty(), "an unauthenticated upgrade reached upstream");
+    assert!(
+        world.echo.seen().is_empty(),
+        "an unauthenticated upgrade reached upstream"
+    );
 }

@@ -266,7 +266,8 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         authorize(&auth_ctx, &view, Some(&mut trace))
     };
     let skip_line = "7-9  skip  signature                    --no-verify: keys not fetched, signature not checked";
-    let mut skip_pending = args.no_verify && trace.last().is_some_and(|c| c.number >= 6 && c.passed);
+    let mut skip_pending =
+        args.no_verify && trace.last().is_some_and(|c| c.number >= 6 && c.passed);
     if trace.is_empty() && route.auth.mode == crate::config::AuthMode::None {
         println!("  3-21 skip  auth: none                   token and consent checks skipped");
     }
