@@ -197,6 +197,18 @@ fn a_rotated_key_is_accepted_after_exactly_one_refetch() {
         metric_or_zero(&gw, "consent_gateway_jwks_keys{issuer=\"test\"}"),
         2.0
     );
+    let last_success = metric_or_zero(
+        &gw,
+        "consent_gateway_jwks_last_success_timestamp_seconds{issuer=\"test\"}",
+    );
+    assert!(
+        (last_success - World::now() as f64).abs() < 3600.0,
+        "a wall-clock time: {last_success}"
+    );
+    assert_eq!(
+        issuer_status(&gw, "test")["last_refresh_outcome"],
+        "success"
+    );
 }
 
 #[test]
