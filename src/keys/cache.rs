@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use prometheus::IntGauge;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::runtime::Handle;
@@ -92,6 +93,10 @@ pub struct IssuerKeys {
     fetcher: Arc<dyn JwksFetcher>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// `jwks_keys{issuer}`: set on every fetch, and zeroed as soon as the
+    /// keys are found stale (a gauge showing keys while requests get 503
+    /// would mislead the operator).
+    keys_gauge: IntGauge,
     /// The runtime every fetch of this issuer runs on.
     runtime: Handle,
     held: ArcSwapOption<HeldKeys>,
@@ -139,16 +144,15 @@ impl IssuerKeys {
         metrics: Arc<Metrics>,
         runtime: Handle,
     ) -> Arc<Self> {
-        metrics
-            .jwks_keys
-            .with_label_values(&[issuer.name.as_str()])
-            .set(0);
+        let keys_gauge = metrics.jwks_keys.with_label_values(&[issuer.name.as_str()]);
+        keys_gauge.set(0);
         Arc::new_cyclic(|me| IssuerKeys {
             me: me.clone(),
             issuer,
             fetcher,
             clock,
             metrics,
+            keys_gauge,
             runtime,
             held: ArcSwapOption::empty(),
             record: Mutex::new(RefreshRecord::default()),
@@ -175,6 +179,7 @@ impl IssuerKeys {
         let held = held.as_ref()?;
         let age = self.clock.now() - held.fetched_at;
         if age > self.issuer.jwks_max_stale.as_secs_f64() {
+            self.keys_gauge.set(0);
             return None;
         }
         Some(Arc::clone(&held.set))
@@ -252,9 +257,7 @@ impl IssuerKeys {
             .jwks_refresh_total
             .with_label_values(&[name, label])
             .inc();
-        self.metrics
-            .jwks_keys
-            .with_label_values(&[name])
+        self.keys_gauge
             .set(self.current().map_or(0, |set| set.len() as i64));
         if outcome.is_ok() {
             self.updates.send_modify(|generation| *generation += 1);
@@ -286,7 +289,11 @@ impl IssuerKeys {
                         .last_started
                         .is_some_and(|last| (0.0..window).contains(&(now - last)))
                     {
-                        return false;
+                        // Asked again under the lock: a refetch that ended
+                        // between the first look and here (it publishes its
+                        // keys before clearing `in_flight`) may have brought
+                        // the kid.
+                        return has_kid();
                     }
                     let Some(me) = self.me.upgrade() else {
                         return false;
@@ -592,6 +599,8 @@ pub(crate) mod tests {
         );
         f.clock.set(T0 + 3600.5);
         assert!(f.keys.current().is_none());
+        // The gauge follows at once, not only at the next fetch.
+        assert_eq!(f.metrics.jwks_keys.with_label_values(&["test"]).get(), 0);
         assert!(f.keys.refresh().await.is_err());
         assert_eq!(f.metrics.jwks_keys.with_label_values(&["test"]).get(), 0);
         let status = f.keys.status();

@@ -80,7 +80,6 @@ pub struct KeySet {
 /// is ignored: keys come only from the issuer's JWKS.
 #[derive(Deserialize)]
 struct RawJwk {
-    kid: Option<String>,
     kty: Option<String>,
     #[serde(rename = "use")]
     use_: Option<String>,
@@ -111,14 +110,20 @@ impl KeySet {
         let mut seen = std::collections::HashSet::new();
         let mut keys = HashMap::new();
         for value in raw.keys {
+            // Duplicates are found on the raw `kid`, before anything else is
+            // read: two keys of one kid reject the document even when one of
+            // them is unusable or unreadable.
+            let Some(kid) = value.get("kid").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            if !seen.insert(kid.to_string()) {
+                return Err(KeySetError::DuplicateKid(kid.to_string()));
+            }
+            let kid = kid.to_string();
             // A key we cannot even read is skipped, like any unusable key.
             let Ok(jwk) = serde_json::from_value::<RawJwk>(value) else {
                 continue;
             };
-            let Some(kid) = jwk.kid.clone() else { continue };
-            if !seen.insert(kid.clone()) {
-                return Err(KeySetError::DuplicateKid(kid));
-            }
             let fingerprint = fingerprint(&jwk);
             if let Some(old) = previous.and_then(|p| p.keys.get(&kid)) {
                 if old.fingerprint == fingerprint {
@@ -334,6 +339,221 @@ mod tests {
             first.get("k1").unwrap(),
             rotated.get("k1").unwrap()
         ));
+    }
+
+    #[test]
+    fn a_duplicate_kid_rejects_even_when_one_copy_is_unreadable_or_unusable() {
+        let a = TestIssuer::generate("k").unwrap();
+        let unreadable = serde_json::json!({"kid": "k", "kty": "RSA", "n": 5});
+        let mut encryption = a.jwk();
+        encryption["use"] = "enc".into();
+        let hmac = serde_json::json!({"kty": "oct", "kid": "k", "k": "c2VjcmV0"});
+        for other in [unreadable, encryption, hmac] {
+            for doc in [
+                serde_json::json!({"keys": [a.jwk(), other.clone()]}),
+                serde_json::json!({"keys": [other.clone(), a.jwk()]}),
+            ] {
+                assert_eq!(
+                    KeySet::parse(doc.to_string().as_bytes(), &[Alg::RS256], None).unwrap_err(),
+                    KeySetError::DuplicateKid("k".into()),
+                    "{doc}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_serves_every_allowed_algorithm_its_jwk_alg_permits() {
+        let a = TestIssuer::generate("any").unwrap();
+        let mut pinned = a.jwk();
+        pinned["kid"] = "pinned".into();
+        pinned["alg"] = "RS256".into();
+        let mut any = a.jwk();
+        any.as_object_mut().unwrap().remove("alg");
+        let mut sig = a.jwk();
+        sig["kid"] = "sig".into();
+        sig["use"] = "sig".into();
+        sig.as_object_mut().unwrap().remove("alg");
+        let doc = serde_json::json!({"keys": [any, pinned, sig]}).to_string();
+        let set = KeySet::parse(doc.as_bytes(), &[Alg::RS256, Alg::PS256], None).unwrap();
+        assert_eq!(set.key_ids(), vec!["any", "pinned", "sig"]);
+        assert!(set.get("any").unwrap().supports(Alg::PS256));
+        assert!(set.get("sig").unwrap().supports(Alg::PS256));
+        assert!(!set.get("pinned").unwrap().supports(Alg::PS256));
+        assert!(!set.get("any").unwrap().supports(Alg::RS384), "not allowed");
+
+        let token = a
+            .sign_with(Alg::PS256, &serde_json::json!({"exp": 1}))
+            .unwrap();
+        let (message, signature) = split_signature(&token);
+        assert!(set
+            .get("any")
+            .unwrap()
+            .verify(Alg::PS256, message.as_bytes(), &signature));
+        assert!(!set
+            .get("pinned")
+            .unwrap()
+            .verify(Alg::PS256, message.as_bytes(), &signature));
+        // An RSA key is no key at all for an ES256-only issuer.
+        assert_eq!(
+            KeySet::parse(a.jwks_json().as_bytes(), &[Alg::ES256], None).unwrap_err(),
+            KeySetError::NoUsableKey
+        );
+    }
+
+    fn ec_jwk(kid: &str, crv: &str, point: &[u8]) -> serde_json::Value {
+        let half = (point.len() - 1) / 2;
+        serde_json::json!({
+            "kty": "EC", "kid": kid, "crv": crv,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
+            "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+        })
+    }
+
+    #[test]
+    fn ec_keys_verify_on_their_own_curve_only() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        assert_eq!(point.len(), 65);
+        let good = ec_jwk("p256", "P-256", &point);
+        let wrong_curve = ec_jwk("wrong-curve", "P-384", &point);
+        let mut short = ec_jwk("short", "P-256", &point);
+        short["x"] = URL_SAFE_NO_PAD.encode([1u8; 31]).into();
+        let mut off_curve = ec_jwk("off-curve", "P-256", &point);
+        off_curve["y"] = URL_SAFE_NO_PAD.encode([7u8; 32]).into();
+        let doc = serde_json::json!({"keys": [good, wrong_curve, short, off_curve]});
+        let set = KeySet::parse(
+            doc.to_string().as_bytes(),
+            &[Alg::ES256, Alg::ES384, Alg::RS256],
+            None,
+        )
+        .unwrap();
+        assert_eq!(set.key_ids(), vec!["p256"]);
+        let key = set.get("p256").unwrap();
+        assert!(key.supports(Alg::ES256));
+        assert!(!key.supports(Alg::ES384));
+        assert!(!key.supports(Alg::RS256));
+        let message = b"header.payload";
+        let signature = pair.sign(&SystemRandom::new(), message).unwrap();
+        assert!(key.verify(Alg::ES256, message, signature.as_ref()));
+        assert!(!key.verify(Alg::ES256, b"header.other", signature.as_ref()));
+        assert!(!key.verify(Alg::ES384, message, signature.as_ref()));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One JWKS entry: a usable key of the shared RSA issuer, or one of
+        /// the ways an entry is unusable.
+        #[derive(Debug, Clone, Copy)]
+        enum Entry {
+            Usable,
+            Encryption,
+            OtherAlg,
+            Weak,
+            Hmac,
+            Unreadable,
+            NoKid,
+            NotAnObject,
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            prop_oneof![
+                Just(Entry::Usable),
+                Just(Entry::Encryption),
+                Just(Entry::OtherAlg),
+                Just(Entry::Weak),
+                Just(Entry::Hmac),
+                Just(Entry::Unreadable),
+                Just(Entry::NoKid),
+                Just(Entry::NotAnObject),
+            ]
+        }
+
+        fn shared() -> &'static TestIssuer {
+            static ISSUER: std::sync::OnceLock<TestIssuer> = std::sync::OnceLock::new();
+            ISSUER.get_or_init(|| TestIssuer::generate("shared").unwrap())
+        }
+
+        fn render(entry: Entry, kid: &str) -> serde_json::Value {
+            let mut jwk = shared().jwk();
+            jwk["kid"] = kid.into();
+            match entry {
+                Entry::Usable => {}
+                Entry::Encryption => jwk["use"] = "enc".into(),
+                Entry::OtherAlg => jwk["alg"] = "RS512".into(),
+                Entry::Weak => jwk["n"] = URL_SAFE_NO_PAD.encode([0xc3u8; 128]).into(),
+                Entry::Hmac => {
+                    return serde_json::json!({"kty": "oct", "kid": kid, "k": "c2VjcmV0"})
+                }
+                Entry::Unreadable => jwk["e"] = serde_json::json!(["not", "a", "string"]),
+                Entry::NoKid => {
+                    jwk.as_object_mut().unwrap().remove("kid");
+                }
+                Entry::NotAnObject => return serde_json::json!(kid),
+            }
+            jwk
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Any bytes: an answer, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = KeySet::parse(&bytes, &Alg::ALL, None);
+            }
+
+            /// Without a repeated kid, exactly the usable entries are kept;
+            /// with one repeated kid (wherever it sits, whatever the two
+            /// entries are) the whole document is refused.
+            #[test]
+            fn usable_keys_are_kept_and_a_repeated_kid_refuses_the_document(
+                entries in proptest::collection::vec(entry(), 0..8),
+                repeat in proptest::option::of((any::<prop::sample::Index>(), entry(), any::<prop::sample::Index>())),
+            ) {
+                let mut keys: Vec<serde_json::Value> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| render(*e, &format!("k{i}")))
+                    .collect();
+                let has_kid = |e: Entry| !matches!(e, Entry::NoKid | Entry::NotAnObject);
+                let mut duplicate = None;
+                let mut lone_copy = None;
+                if let Some((which, kind, at)) = repeat {
+                    if !entries.is_empty() {
+                        let i = which.index(entries.len());
+                        let kid = format!("k{i}");
+                        keys.insert(at.index(keys.len() + 1), render(kind, &kid));
+                        if has_kid(entries[i]) && has_kid(kind) {
+                            duplicate = Some(kid);
+                        } else if matches!(kind, Entry::Usable) {
+                            // Its twin has no kid: the copy stands alone.
+                            lone_copy = Some(kid);
+                        }
+                    }
+                }
+                let doc = serde_json::json!({ "keys": keys }).to_string();
+                let result = KeySet::parse(doc.as_bytes(), &[Alg::RS256], None);
+                let mut usable: Vec<String> = entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| matches!(e, Entry::Usable))
+                    .map(|(i, _)| format!("k{i}"))
+                    .chain(lone_copy)
+                    .collect();
+                usable.sort();
+                usable.dedup();
+                match duplicate {
+                    Some(kid) => prop_assert_eq!(result.unwrap_err(), KeySetError::DuplicateKid(kid)),
+                    None if usable.is_empty() => prop_assert_eq!(result.unwrap_err(), KeySetError::NoUsableKey),
+                    None => prop_assert_eq!(result.unwrap().key_ids(), usable),
+                }
+            }
+        }
     }
 
     #[test]
