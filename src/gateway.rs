@@ -22,8 +22,11 @@ use crate::policy::token_cache::TokenCache;
 use crate::policy::KeySource;
 use crate::proxy::upstream::UpstreamPool;
 
-/// How many verified tokens the cache remembers at most.
-pub const TOKEN_CACHE_CAPACITY: usize = 100_000;
+/// How many verified tokens the cache remembers at most. Clients reuse a
+/// token for its lifetime, so this covers thousands of clients; it bounds the
+/// cache's memory (each entry holds the token and its parsed claims, a few
+/// KiB) whatever a client with many valid tokens does.
+pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
 /// How long a reload that adds an issuer waits for its keys (SPEC section 12).
 pub const NEW_ISSUER_KEY_WAIT: Duration = Duration::from_secs(5);

@@ -347,3 +347,18 @@ fn ten_thousand_routes_load() {
     assert!(summary.contains("... and 9980 more routes"), "{summary}");
     assert!(summary.lines().count() < 40, "{summary}");
 }
+
+#[test]
+fn keys_may_not_go_stale_between_refreshes() {
+    let text = |stale: &str| {
+        format!(
+            "issuers:\n  - name: i\n    issuer: \"https://i.example/\"\n    jwks_uri: \"https://i.example/jwk\"\n    jwks_refresh: 5m\n    jwks_max_stale: {stale}\nroutes: []\n"
+        )
+    };
+    let file = Path::new("/nonexistent/gateway.yaml");
+    let errors = config::load_str(&text("5m"), file).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "issuers[0].jwks_max_stale");
+    assert_eq!(errors[0].line, Some(6));
+    assert!(config::load_str(&text("15m"), file).is_ok());
+}

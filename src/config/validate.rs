@@ -238,10 +238,10 @@ impl Validator<'_, '_> {
                 }
             }
             self.nonzero(&at("jwks_refresh"), issuer.jwks_refresh.0);
-            if issuer.jwks_max_stale.0 < issuer.jwks_refresh.0 {
+            if issuer.jwks_max_stale.0 <= issuer.jwks_refresh.0 {
                 self.error(
                     at("jwks_max_stale"),
-                    "must be at least `jwks_refresh`, or good keys would expire between refreshes",
+                    "must be longer than `jwks_refresh` (ideally several times), or good keys would expire during every refresh",
                 );
             }
             if let Some(lifetime) = issuer.max_token_lifetime {
