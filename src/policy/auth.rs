@@ -581,37 +581,61 @@ fn resolve_bindings(rule: &ConsentRule, req: &RequestView<'_>) -> Result<BoundVa
 }
 
 fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound, String> {
-    let (values, what): (Vec<Vec<u8>>, String) = match binding {
+    // `other_spelling`: the request also carries the name spelt another way
+    // that some backend reads as this one; as ambiguous as a second value.
+    let (values, other_spelling, what): (Vec<Vec<u8>>, bool, String) = match binding {
         Binding::PathParam(name) => (
             req.path_params
                 .iter()
                 .filter(|(n, _)| n == name)
                 .map(|(_, v)| percent_decode(v.as_bytes()).collect())
                 .collect(),
+            false,
             format!("path parameter {name}"),
         ),
-        Binding::Header(name) => (
-            req.headers
-                .get_all(name.as_str())
-                .iter()
-                .map(|v| v.as_bytes().to_vec())
-                .collect(),
-            format!("header {name}"),
-        ),
+        Binding::Header(name) => {
+            // CGI-style backends (WSGI, Rack, PHP) read `X_Person_Id` and
+            // `x.person.id` as `X-Person-Id` (the folding of the
+            // `X-Consent-*` namespace).
+            let wanted = folded_name(name.as_bytes());
+            (
+                req.headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect(),
+                req.headers.keys().any(|n| {
+                    n.as_str() != name.as_str() && folded_name(n.as_str().as_bytes()) == wanted
+                }),
+                format!("header {name}"),
+            )
+        }
         Binding::Query(name) => (
             query_pairs(req.query)
                 .filter(|(n, _)| n.as_slice() == name.as_bytes())
                 .map(|(_, v)| v)
                 .collect(),
+            false,
             format!("query parameter {name}"),
         ),
     };
     let mut values = values.into_iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(Bound::Absent),
-        (Some(value), None) => Ok(Bound::Value(value)),
-        (Some(_), Some(_)) => Err(what),
+        (Some(value), None) if !other_spelling => Ok(Bound::Value(value)),
+        _ => Err(what),
     }
+}
+
+/// A name as the most lenient backend reads it: lower case, and every byte
+/// other than a-z and 0-9 read as `-`.
+fn folded_name(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .map(|b| match b.to_ascii_lowercase() {
+            c @ (b'a'..=b'z' | b'0'..=b'9') => c,
+            _ => b'-',
+        })
+        .collect()
 }
 
 /// The query's `name=value` pairs, both percent-decoded (`+` stays `+`).
@@ -1777,6 +1801,50 @@ mod tests {
         assert_eq!(
             s.reason(&Req::bearer(&token).query(&format!("fnr=+{FNR}&tilogmed=2025-12"))),
             Reason::ConsentSubjectMismatch
+        );
+    }
+
+    #[test]
+    fn header_binding_spelt_two_ways_is_an_invalid_request() {
+        // CGI-style backends (WSGI, Rack, PHP) read `X_Person_Id` and
+        // `x.person.id` as `X-Person-Id`: the gateway must not bind one value
+        // while the backend reads another.
+        let mut s = Setup::person();
+        if let Some(rule) = s.route.consent.as_mut() {
+            rule.subject = Some(Binding::Header("x-person-id".into()));
+        }
+        let token = sign(&person_payload());
+        s.allows(&Req::bearer(&token).header("x-person-id", FNR));
+        for alias in ["x_person_id", "x.person.id", "x~person~id"] {
+            assert_eq!(
+                s.reason(
+                    &Req::bearer(&token)
+                        .header("x-person-id", FNR)
+                        .header(alias, "05917596738")
+                ),
+                Reason::InvalidRequest,
+                "{alias}"
+            );
+            assert_eq!(
+                s.reason(
+                    &Req::bearer(&token)
+                        .header(alias, "05917596738")
+                        .header("x-person-id", FNR)
+                ),
+                Reason::InvalidRequest,
+                "{alias} first"
+            );
+        }
+        // An alias alone is not the bound header: the value is absent.
+        assert_eq!(
+            s.reason(&Req::bearer(&token).header("x_person_id", FNR)),
+            Reason::ConsentSubjectMismatch
+        );
+        // Other names that merely start alike are no aliases.
+        s.allows(
+            &Req::bearer(&token)
+                .header("x-person-id", FNR)
+                .header("x-person-id-type", "fnr"),
         );
     }
 
