@@ -527,7 +527,7 @@ fn check_time(claims: &TokenClaims, issuer: &Issuer, now: f64) -> Result<(), (Re
 
 /// Check 3. Returns the token bytes, or the reason with a short explanation.
 fn extract_bearer<'r>(req: &RequestView<'r>) -> Result<&'r [u8], (Reason, &'static str)> {
-    if query_pairs(req.query).any(|(name, _)| name == b"access_token") {
+    if lenient_query_names(req.query).any(|name| name == b"access-token") {
         return Err((Reason::InvalidTokenRequest, "access_token in the query"));
     }
     let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -615,7 +615,10 @@ fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound, String> {
                 .filter(|(n, _)| n.as_slice() == name.as_bytes())
                 .map(|(_, v)| v)
                 .collect(),
-            false,
+            lenient_query_names(req.query)
+                .filter(|n| *n == folded_name(name.as_bytes()))
+                .nth(1)
+                .is_some(),
             format!("query parameter {name}"),
         ),
     };
@@ -636,6 +639,24 @@ fn folded_name(name: &[u8]) -> Vec<u8> {
             _ => b'-',
         })
         .collect()
+}
+
+/// The query's parameter names as the most lenient backend parser reads
+/// them, folded (`folded_name`): `;` separates like `&` (Rack, older
+/// Python), `+` is a space and leading or trailing spaces are dropped (PHP),
+/// `fnr[]` and `fnr[x]` are `fnr` (PHP, Rack), case does not matter
+/// (ASP.NET Core).
+fn lenient_query_names(query: Option<&str>) -> impl Iterator<Item = Vec<u8>> + '_ {
+    query
+        .unwrap_or_default()
+        .split(['&', ';'])
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded: Vec<u8> = percent_decode(name.replace('+', " ").as_bytes()).collect();
+            let base = decoded.split(|b| *b == b'[').next().unwrap_or_default();
+            folded_name(base.trim_ascii())
+        })
 }
 
 /// The query's `name=value` pairs, both percent-decoded (`+` stays `+`).
@@ -1846,6 +1867,62 @@ mod tests {
                 .header("x-person-id", FNR)
                 .header("x-person-id-type", "fnr"),
         );
+    }
+
+    #[test]
+    fn query_binding_spelt_two_ways_is_an_invalid_request() {
+        // Backends differ on query syntax: ASP.NET Core compares names
+        // case-insensitively, Rack and older Python split on `;` too, PHP and
+        // Rack drop a leading space (`+`) and read `fnr[]` as `fnr`. A second
+        // spelling of a bound name is as ambiguous as a second `fnr=`.
+        let mut s = Setup::person();
+        if let Some(rule) = s.route.consent.as_mut() {
+            rule.subject = Some(Binding::Query("fnr".into()));
+        }
+        let token = sign(&person_payload());
+        let other = "05917596738";
+        s.allows(&Req::bearer(&token).query(&format!("fnr={FNR}&tilogmed=2025-12")));
+        for query in [
+            format!("FNR={other}&fnr={FNR}&tilogmed=2025-12"),
+            format!("fnr={FNR}&%46nr={other}&tilogmed=2025-12"),
+            format!("x=1;fnr={other}&fnr={FNR}&tilogmed=2025-12"),
+            format!("fnr={FNR}&tilogmed=2025-12;fnr={other}"),
+            format!("fnr={FNR}&+fnr={other}&tilogmed=2025-12"),
+            format!("fnr={FNR}&fnr[]={other}&tilogmed=2025-12"),
+            format!("fnr={FNR}&tilogmed=2025-12&TilOgMed=2024-12"),
+        ] {
+            assert_eq!(
+                s.reason(&Req::bearer(&token).query(&query)),
+                Reason::InvalidRequest,
+                "{query}"
+            );
+        }
+        // Names that merely start alike are no aliases.
+        s.allows(
+            &Req::bearer(&token).query(&format!("fnr={FNR}&fnr_type=p&xfnr=1&tilogmed=2025-12")),
+        );
+        // An alias alone is not the bound name: the value is absent.
+        assert_eq!(
+            s.reason(&Req::bearer(&token).query(&format!("FNR={FNR}&tilogmed=2025-12"))),
+            Reason::ConsentSubjectMismatch
+        );
+    }
+
+    #[test]
+    fn access_token_in_the_query_is_refused_in_every_spelling() {
+        let s = Setup::person();
+        let token = sign(&person_payload());
+        for query in [
+            "tilogmed=2025-12&ACCESS_TOKEN=x",
+            "tilogmed=2025-12;access_token=x",
+            "tilogmed=2025-12&access%5Ftoken=x",
+        ] {
+            assert_eq!(
+                s.reason(&Req::bearer(&token).query(query)),
+                Reason::InvalidTokenRequest,
+                "{query}"
+            );
+        }
     }
 
     #[test]
