@@ -133,6 +133,38 @@ pub fn strip_prefix(path: &str, prefix: &str) -> String {
     }
 }
 
+/// Whether a `Host` value (or absolute-form authority) names a host: a
+/// host name or IPv4 address (letters, digits, `-`, `.`, `_`) or a bracketed
+/// IPv6 address, with an optional numeric port; or is empty. Anything else
+/// is refused with 400: a backend may read it as another host than the one
+/// the gateway routed on (nginx reads `api.example.no:abc` as
+/// `api.example.no`).
+pub fn is_valid_host(host: &str) -> bool {
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let Some((ip, after)) = rest.split_once(']') else {
+                return false;
+            };
+            let port = match after {
+                "" => "",
+                _ => match after.strip_prefix(':') {
+                    Some(port) => port,
+                    None => return false,
+                },
+            };
+            (ip.parse::<std::net::Ipv6Addr>().is_ok(), port)
+        }
+        None => {
+            let (name, port) = host.split_once(':').unwrap_or((host, ""));
+            let name_ok = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            (name_ok, port)
+        }
+    };
+    name_ok && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The request's host: without its port, lowercased.
 pub fn host_without_port(host: &str) -> String {
     let host = host.trim();
@@ -398,6 +430,42 @@ mod tests {
         assert_eq!(host_without_port("api.example.no"), "api.example.no");
         assert_eq!(host_without_port("[::1]:8080"), "::1");
         assert_eq!(host_without_port("example.no."), "example.no");
+    }
+
+    #[test]
+    fn hosts_that_name_no_host_are_invalid() {
+        for good in [
+            "",
+            "api.example.no",
+            "API.Example.no:8080",
+            "api.example.no.",
+            "api.example.no:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "under_score.example",
+        ] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in [
+            "api.example.no:abc",
+            "api.example.no:80:80",
+            "api.example.no:123456",
+            "api.example.no/x",
+            "api.example.no,evil",
+            "api.example.no x",
+            "api.example.no;x",
+            "api.example.no\\x",
+            "user@api.example.no",
+            "[api.example.no]",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "æ.example.no",
+        ] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
     }
 
     #[test]
