@@ -288,3 +288,33 @@ fn report_only_never_forwards_consent_headers_on_a_shadow_deny() {
     assert_eq!(r.status, 400);
     assert!(world.echo.seen().is_empty());
 }
+
+#[test]
+fn a_connection_header_the_proxy_cannot_honour_is_400_not_a_dropped_connection() {
+    let world = World::new();
+    let gw = world.start(CONFIG);
+    world.echo.clear();
+    for connection in [
+        "close, x-forwarded-for",
+        "close, Host",
+        "close, X-Forwarded-Host",
+        "close, x-forwarded-proto",
+        "close, \"x-secret\"",
+        "close, :authority",
+        "close, a, b, c, d, e, f, g, h, i",
+    ] {
+        let r = raw(
+            gw.addr,
+            &format!("GET /x HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n"),
+        )
+        .unwrap_or_else(|e| panic!("{connection}: no answer ({e})"));
+        assert_eq!(r.status, 400, "{connection}");
+        assert_eq!(r.reason(), "invalid_request", "{connection}");
+    }
+    assert!(world.echo.seen().is_empty());
+    // Ordinary nominations still pass (and are stripped).
+    let r =
+        gw.raw("GET /x HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(world.echo.seen()[0].header("x-secret"), None);
+}

@@ -24,7 +24,7 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::NO_ROUTE_LABEL;
 use crate::policy::auth::authorize;
 use crate::policy::forward::verified_headers;
-use crate::policy::headers::{headers_to_strip, sane_request_id};
+use crate::policy::headers::{connection_is_acceptable, headers_to_strip, sane_request_id};
 use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
 };
@@ -109,7 +109,7 @@ impl ConsentProxy {
                 None => return Err(Reason::InvalidRequest),
             },
         };
-        if !is_valid_host(&host) {
+        if !is_valid_host(&host) || !connection_is_acceptable(&req.headers) {
             return Err(Reason::InvalidRequest);
         }
         let limit = snapshot.config.server.limits.max_request_header_bytes;
