@@ -998,7 +998,7 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Headers removed from every request before any check (SPEC sections 5
 /// and 12): binding to one of them could never see a value.
-const STRIPPED_HEADERS: [&str; 13] = [
+const STRIPPED_HEADERS: [&str; 16] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -1011,6 +1011,9 @@ const STRIPPED_HEADERS: [&str; 13] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
     "authorization",
 ];
 

@@ -4,7 +4,8 @@
 
 use http::HeaderMap;
 
-/// Hop-by-hop and proxy headers removed from every client request.
+/// Hop-by-hop, proxy, method- and path-override headers removed from every
+/// client request.
 const REMOVED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -19,6 +20,10 @@ const REMOVED: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // Path overrides some frameworks route on instead of the request line.
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
 ];
 
 /// Whether a header name is in the `x-consent-` namespace once lowercased
@@ -169,6 +174,26 @@ mod tests {
                 "x-secret",
                 "x_consent_id"
             ]
+        );
+    }
+
+    #[test]
+    fn path_override_headers_are_stripped() {
+        // IIS URL Rewrite, older Symfony and Zend route on these instead of
+        // the request line: a request for a public path could reach the
+        // handler of a consent route.
+        let mut h = HeaderMap::new();
+        h.insert("x-original-url", HeaderValue::from_static("/income/1"));
+        h.insert("x-rewrite-url", HeaderValue::from_static("/income/1"));
+        h.insert("x-original-uri", HeaderValue::from_static("/income/1"));
+        let mut stripped: Vec<String> = headers_to_strip(&h, false)
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        stripped.sort();
+        assert_eq!(
+            stripped,
+            vec!["x-original-uri", "x-original-url", "x-rewrite-url"]
         );
     }
 
