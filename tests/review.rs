@@ -318,3 +318,27 @@ fn a_connection_header_the_proxy_cannot_honour_is_400_not_a_dropped_connection()
     assert_eq!(r.status, 200);
     assert_eq!(world.echo.seen()[0].header("x-secret"), None);
 }
+
+#[test]
+fn a_dot_segment_with_parameters_never_reaches_a_servlet_container() {
+    let world = World::new();
+    let gw = world.start(CONFIG);
+    world.echo.clear();
+    // Tomcat, Jetty and Spring strip `;...` from each segment and then
+    // resolve `..`: `/x/..;/income/B` would be served as `/income/B` under
+    // the public route, without the consent route's checks.
+    for path in [
+        format!("/x/..;/income/{OTHER_PERSON}"),
+        format!("/x/..;jsessionid=1/income/{OTHER_PERSON}"),
+        format!("/x/%2e%2e;/income/{OTHER_PERSON}"),
+        format!("/income/.;/{OTHER_PERSON}"),
+    ] {
+        let r = gw.get(&path, None, &[]);
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.reason(), "invalid_request", "{path}");
+    }
+    assert!(world.echo.seen().is_empty());
+    // `;` elsewhere is an ordinary character.
+    assert_eq!(gw.get("/x/a;b=c/d", None, &[]).status, 200);
+    assert_eq!(world.echo.seen()[0].uri, "/x/a;b=c/d");
+}

@@ -25,6 +25,10 @@ pub enum PathError {
     ControlCharacter,
     /// `..` segments that climb above the root.
     AboveRoot,
+    /// `..;x` or `.;x`: a dot segment to servlet containers (Tomcat, Jetty,
+    /// Spring strip `;` parameters before resolving dot segments), an
+    /// ordinary one to the gateway.
+    DotSegmentWithParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -100,6 +104,14 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let parts: Vec<&str> = decoded.split('/').skip(1).collect();
     let last = parts.len().saturating_sub(1);
     for (n, seg) in parts.iter().enumerate() {
+        let before_parameters = seg.split(';').next().unwrap_or_default();
+        let before_parameters = before_parameters
+            .split("%3B")
+            .next()
+            .unwrap_or(before_parameters);
+        if before_parameters.len() < seg.len() && matches!(before_parameters, "." | "..") {
+            return Err(PathError::DotSegmentWithParameters);
+        }
         match *seg {
             "" => {}
             "." => trailing_slash |= n == last,
@@ -414,6 +426,44 @@ mod tests {
         err("/a%4", PathError::BadPercentEncoding);
         err("*", PathError::NotOriginForm);
         err("", PathError::NotOriginForm);
+    }
+
+    #[test]
+    fn encodings_that_other_decoders_misread_stay_encoded() {
+        let ok =
+            |raw: &str, want: &str| assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        // Overlong and double encodings of `/` and `.` are never decoded
+        // into separators or dot segments.
+        ok("/a/%C0%AF../b", "/a/%C0%AF../b");
+        ok("/a/%252e%252e/b", "/a/%252e%252e/b");
+        ok("/a/%252F/b", "/a/%252F/b");
+        // `;` is an ordinary character...
+        ok("/a;/../b", "/b");
+        ok("/a/..a;/b", "/a/..a;/b");
+        ok("/a/x;..", "/a/x;..");
+        // ...but a dot segment with parameters is one to servlet containers
+        // (Tomcat, Jetty, Spring strip `;...` and then resolve it): refused.
+        for raw in [
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/a/.;/b",
+            "/a/%2e%2e;/b",
+            "/a/..%3b/b",
+            "/a/..;",
+        ] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::DotSegmentWithParameters),
+                "{raw}"
+            );
+        }
+        // IIS `%u` escapes are malformed.
+        assert_eq!(
+            normalize_path("/a/%u002e%u002e/b"),
+            Err(PathError::BadPercentEncoding)
+        );
+        // A fragment-like or query-like escape stays data.
+        ok("/a%23b%3Fc", "/a%23b%3Fc");
     }
 
     #[test]
