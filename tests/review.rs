@@ -342,3 +342,33 @@ fn a_dot_segment_with_parameters_never_reaches_a_servlet_container() {
     assert_eq!(gw.get("/x/a;b=c/d", None, &[]).status, 200);
     assert_eq!(world.echo.seen()[0].uri, "/x/a;b=c/d");
 }
+
+#[test]
+fn non_ascii_request_targets_are_answered_and_never_forwarded_mangled() {
+    let world = World::new();
+    let gw = world.start(CONFIG);
+    world.echo.clear();
+    let mut statuses = Vec::new();
+    for target in [
+        &b"/x/\xff"[..],
+        b"/x/\xc3\xa6",
+        b"/x/\xef\xbf\xbd",
+        b"/x?q=\xff",
+    ] {
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(target);
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = raw_bytes(gw.addr, &request);
+        statuses.push(r.map(|r| r.status).ok());
+    }
+    // Invalid UTF-8 is refused (a lossy U+FFFD would be another path);
+    // valid UTF-8 is matched and forwarded byte for byte.
+    assert_eq!(statuses, vec![Some(400), Some(200), Some(200), Some(400)]);
+    let uris: Vec<String> = world.echo.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        vec!["/x/\u{e6}".to_string(), "/x/\u{fffd}".to_string()]
+    );
+    // The gateway still answers afterwards.
+    assert_eq!(gw.get("/x/y", None, &[]).status, 200);
+}
