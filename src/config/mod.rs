@@ -301,6 +301,31 @@ upstreams:
     const TOKEN: &str = "    auth: token\n    issuers: [mp]\n";
 
     #[test]
+    fn a_leeway_beyond_five_minutes_is_an_error() {
+        let with_leeway = |leeway: &str| {
+            let head = HEAD.replace(
+                "    jwks_uri: \"https://test.maskinporten.no/jwk\"\n",
+                &format!(
+                    "    jwks_uri: \"https://test.maskinporten.no/jwk\"\n    leeway: {leeway}\n"
+                ),
+            );
+            load_with(
+                &format!("{head}{}", route(TOKEN)),
+                Path::new(FILE),
+                &files(),
+            )
+        };
+        assert!(with_leeway("5m").is_ok());
+        assert!(with_leeway("0s").is_ok());
+        let Err(ConfigErrors(errors)) = with_leeway("30m") else {
+            panic!("a 30m leeway was accepted");
+        };
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].path, "issuers[0].leeway");
+        assert!(errors[0].message.contains("at most 5m"));
+    }
+
+    #[test]
     fn parse_errors_have_line_column_and_path() {
         let e = one_error(
             "routes:\n  - name: r\n    upstream: up\n",

@@ -237,6 +237,12 @@ impl Validator<'_, '_> {
                     self.error(at(&format!("audiences[{j}]")), "must not be empty");
                 }
             }
+            if issuer.leeway.0 > MAX_LEEWAY {
+                self.error(
+                    at("leeway"),
+                    "must be at most 5m: the leeway extends every token's `exp` and every consent's `validTo` by as much",
+                );
+            }
             self.nonzero(&at("jwks_refresh"), issuer.jwks_refresh.0);
             if issuer.jwks_max_stale.0 <= issuer.jwks_refresh.0 {
                 self.error(
@@ -660,6 +666,10 @@ impl Validator<'_, '_> {
     }
 }
 
+/// The longest clock-skew leeway an issuer may have: a longer one (`30m`
+/// for `30s`) would silently keep expired tokens and consents valid.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 /// `; defined: a, b` for an unknown-name message (only when the list is short).
 fn known_names<'r>(names: impl Iterator<Item = &'r str>) -> String {
     let names: Vec<&str> = names.take(11).collect();
@@ -998,7 +1008,7 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Headers removed from every request before any check (SPEC sections 5
 /// and 12): binding to one of them could never see a value.
-const STRIPPED_HEADERS: [&str; 13] = [
+const STRIPPED_HEADERS: [&str; 16] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -1011,6 +1021,9 @@ const STRIPPED_HEADERS: [&str; 13] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
     "authorization",
 ];
 

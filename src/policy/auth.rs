@@ -527,7 +527,7 @@ fn check_time(claims: &TokenClaims, issuer: &Issuer, now: f64) -> Result<(), (Re
 
 /// Check 3. Returns the token bytes, or the reason with a short explanation.
 fn extract_bearer<'r>(req: &RequestView<'r>) -> Result<&'r [u8], (Reason, &'static str)> {
-    if query_pairs(req.query).any(|(name, _)| name == b"access_token") {
+    if lenient_query_names(req.query).any(|name| name == b"access-token") {
         return Err((Reason::InvalidTokenRequest, "access_token in the query"));
     }
     let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -581,37 +581,82 @@ fn resolve_bindings(rule: &ConsentRule, req: &RequestView<'_>) -> Result<BoundVa
 }
 
 fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound, String> {
-    let (values, what): (Vec<Vec<u8>>, String) = match binding {
+    // `other_spelling`: the request also carries the name spelt another way
+    // that some backend reads as this one; as ambiguous as a second value.
+    let (values, other_spelling, what): (Vec<Vec<u8>>, bool, String) = match binding {
         Binding::PathParam(name) => (
             req.path_params
                 .iter()
                 .filter(|(n, _)| n == name)
                 .map(|(_, v)| percent_decode(v.as_bytes()).collect())
                 .collect(),
+            false,
             format!("path parameter {name}"),
         ),
-        Binding::Header(name) => (
-            req.headers
-                .get_all(name.as_str())
-                .iter()
-                .map(|v| v.as_bytes().to_vec())
-                .collect(),
-            format!("header {name}"),
-        ),
+        Binding::Header(name) => {
+            // CGI-style backends (WSGI, Rack, PHP) read `X_Person_Id` and
+            // `x.person.id` as `X-Person-Id` (the folding of the
+            // `X-Consent-*` namespace).
+            let wanted = folded_name(name.as_bytes());
+            (
+                req.headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect(),
+                req.headers.keys().any(|n| {
+                    n.as_str() != name.as_str() && folded_name(n.as_str().as_bytes()) == wanted
+                }),
+                format!("header {name}"),
+            )
+        }
         Binding::Query(name) => (
             query_pairs(req.query)
                 .filter(|(n, _)| n.as_slice() == name.as_bytes())
                 .map(|(_, v)| v)
                 .collect(),
+            lenient_query_names(req.query)
+                .filter(|n| *n == folded_name(name.as_bytes()))
+                .nth(1)
+                .is_some(),
             format!("query parameter {name}"),
         ),
     };
     let mut values = values.into_iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(Bound::Absent),
-        (Some(value), None) => Ok(Bound::Value(value)),
-        (Some(_), Some(_)) => Err(what),
+        (Some(value), None) if !other_spelling => Ok(Bound::Value(value)),
+        _ => Err(what),
     }
+}
+
+/// A name as the most lenient backend reads it: lower case, and every byte
+/// other than a-z and 0-9 read as `-`.
+fn folded_name(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .map(|b| match b.to_ascii_lowercase() {
+            c @ (b'a'..=b'z' | b'0'..=b'9') => c,
+            _ => b'-',
+        })
+        .collect()
+}
+
+/// The query's parameter names as the most lenient backend parser reads
+/// them, folded (`folded_name`): `;` separates like `&` (Rack, older
+/// Python), `+` is a space and leading or trailing spaces are dropped (PHP),
+/// `fnr[]` and `fnr[x]` are `fnr` (PHP, Rack), case does not matter
+/// (ASP.NET Core).
+fn lenient_query_names(query: Option<&str>) -> impl Iterator<Item = Vec<u8>> + '_ {
+    query
+        .unwrap_or_default()
+        .split(['&', ';'])
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded: Vec<u8> = percent_decode(name.replace('+', " ").as_bytes()).collect();
+            let base = decoded.split(|b| *b == b'[').next().unwrap_or_default();
+            folded_name(base.trim_ascii())
+        })
 }
 
 /// The query's `name=value` pairs, both percent-decoded (`+` stays `+`).
@@ -1778,6 +1823,106 @@ mod tests {
             s.reason(&Req::bearer(&token).query(&format!("fnr=+{FNR}&tilogmed=2025-12"))),
             Reason::ConsentSubjectMismatch
         );
+    }
+
+    #[test]
+    fn header_binding_spelt_two_ways_is_an_invalid_request() {
+        // CGI-style backends (WSGI, Rack, PHP) read `X_Person_Id` and
+        // `x.person.id` as `X-Person-Id`: the gateway must not bind one value
+        // while the backend reads another.
+        let mut s = Setup::person();
+        if let Some(rule) = s.route.consent.as_mut() {
+            rule.subject = Some(Binding::Header("x-person-id".into()));
+        }
+        let token = sign(&person_payload());
+        s.allows(&Req::bearer(&token).header("x-person-id", FNR));
+        for alias in ["x_person_id", "x.person.id", "x~person~id"] {
+            assert_eq!(
+                s.reason(
+                    &Req::bearer(&token)
+                        .header("x-person-id", FNR)
+                        .header(alias, "05917596738")
+                ),
+                Reason::InvalidRequest,
+                "{alias}"
+            );
+            assert_eq!(
+                s.reason(
+                    &Req::bearer(&token)
+                        .header(alias, "05917596738")
+                        .header("x-person-id", FNR)
+                ),
+                Reason::InvalidRequest,
+                "{alias} first"
+            );
+        }
+        // An alias alone is not the bound header: the value is absent.
+        assert_eq!(
+            s.reason(&Req::bearer(&token).header("x_person_id", FNR)),
+            Reason::ConsentSubjectMismatch
+        );
+        // Other names that merely start alike are no aliases.
+        s.allows(
+            &Req::bearer(&token)
+                .header("x-person-id", FNR)
+                .header("x-person-id-type", "fnr"),
+        );
+    }
+
+    #[test]
+    fn query_binding_spelt_two_ways_is_an_invalid_request() {
+        // Backends differ on query syntax: ASP.NET Core compares names
+        // case-insensitively, Rack and older Python split on `;` too, PHP and
+        // Rack drop a leading space (`+`) and read `fnr[]` as `fnr`. A second
+        // spelling of a bound name is as ambiguous as a second `fnr=`.
+        let mut s = Setup::person();
+        if let Some(rule) = s.route.consent.as_mut() {
+            rule.subject = Some(Binding::Query("fnr".into()));
+        }
+        let token = sign(&person_payload());
+        let other = "05917596738";
+        s.allows(&Req::bearer(&token).query(&format!("fnr={FNR}&tilogmed=2025-12")));
+        for query in [
+            format!("FNR={other}&fnr={FNR}&tilogmed=2025-12"),
+            format!("fnr={FNR}&%46nr={other}&tilogmed=2025-12"),
+            format!("x=1;fnr={other}&fnr={FNR}&tilogmed=2025-12"),
+            format!("fnr={FNR}&tilogmed=2025-12;fnr={other}"),
+            format!("fnr={FNR}&+fnr={other}&tilogmed=2025-12"),
+            format!("fnr={FNR}&fnr[]={other}&tilogmed=2025-12"),
+            format!("fnr={FNR}&tilogmed=2025-12&TilOgMed=2024-12"),
+        ] {
+            assert_eq!(
+                s.reason(&Req::bearer(&token).query(&query)),
+                Reason::InvalidRequest,
+                "{query}"
+            );
+        }
+        // Names that merely start alike are no aliases.
+        s.allows(
+            &Req::bearer(&token).query(&format!("fnr={FNR}&fnr_type=p&xfnr=1&tilogmed=2025-12")),
+        );
+        // An alias alone is not the bound name: the value is absent.
+        assert_eq!(
+            s.reason(&Req::bearer(&token).query(&format!("FNR={FNR}&tilogmed=2025-12"))),
+            Reason::ConsentSubjectMismatch
+        );
+    }
+
+    #[test]
+    fn access_token_in_the_query_is_refused_in_every_spelling() {
+        let s = Setup::person();
+        let token = sign(&person_payload());
+        for query in [
+            "tilogmed=2025-12&ACCESS_TOKEN=x",
+            "tilogmed=2025-12;access_token=x",
+            "tilogmed=2025-12&access%5Ftoken=x",
+        ] {
+            assert_eq!(
+                s.reason(&Req::bearer(&token).query(query)),
+                Reason::InvalidTokenRequest,
+                "{query}"
+            );
+        }
     }
 
     #[test]

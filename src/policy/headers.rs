@@ -4,7 +4,8 @@
 
 use http::HeaderMap;
 
-/// Hop-by-hop and proxy headers removed from every client request.
+/// Hop-by-hop, proxy, method- and path-override headers removed from every
+/// client request.
 const REMOVED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -19,6 +20,10 @@ const REMOVED: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // Path overrides some frameworks route on instead of the request line.
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
 ];
 
 /// Whether a header name is in the `x-consent-` namespace once lowercased
@@ -63,6 +68,33 @@ pub fn headers_to_strip(headers: &HeaderMap, keep_upgrade: bool) -> Vec<http::He
         }
     }
     out
+}
+
+/// Headers a `Connection` option may never name: the proxy sets them itself.
+const UNNOMINABLE: &[&[u8]] = &[
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+];
+
+/// Whether the `Connection` options can be honoured: at most 9, each an
+/// HTTP token, none naming `Host` or an `X-Forwarded-*` header the gateway
+/// sets. pingora refuses anything else only once the request is on its way
+/// upstream, where the client would get no answer at all; check 0 refuses
+/// it first (400).
+pub fn connection_is_acceptable(headers: &HeaderMap) -> bool {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut options = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|option| !option.is_empty());
+    options.by_ref().take(9).all(|option| {
+        option.iter().all(|b| is_tchar(*b))
+            && !UNNOMINABLE.iter().any(|n| option.eq_ignore_ascii_case(n))
+    }) && options.next().is_none()
 }
 
 /// A sane `X-Request-Id`: one value, 1-128 visible ASCII characters.
@@ -146,6 +178,26 @@ mod tests {
     }
 
     #[test]
+    fn path_override_headers_are_stripped() {
+        // IIS URL Rewrite, older Symfony and Zend route on these instead of
+        // the request line: a request for a public path could reach the
+        // handler of a consent route.
+        let mut h = HeaderMap::new();
+        h.insert("x-original-url", HeaderValue::from_static("/income/1"));
+        h.insert("x-rewrite-url", HeaderValue::from_static("/income/1"));
+        h.insert("x-original-uri", HeaderValue::from_static("/income/1"));
+        let mut stripped: Vec<String> = headers_to_strip(&h, false)
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        stripped.sort();
+        assert_eq!(
+            stripped,
+            vec!["x-original-uri", "x-original-url", "x-rewrite-url"]
+        );
+    }
+
+    #[test]
     fn genuine_upgrade_keeps_upgrade_and_connection() {
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("Upgrade"));
@@ -155,6 +207,38 @@ mod tests {
         assert_eq!(
             stripped,
             vec![http::HeaderName::from_static("x-consent-id")]
+        );
+    }
+
+    #[test]
+    fn connection_options_the_proxy_cannot_honour() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static(value));
+            connection_is_acceptable(&h)
+        };
+        assert!(connection_is_acceptable(&HeaderMap::new()));
+        assert!(with("close"));
+        assert!(with("keep-alive, X-Secret, Upgrade"));
+        assert!(with("a, b, c, d, e, f, g, h, i"));
+        for bad in [
+            "close, Host",
+            "x-forwarded-for",
+            "X-Forwarded-Host",
+            "x-forwarded-proto",
+            "\"x-secret\"",
+            ":authority",
+            "a b",
+            "a, b, c, d, e, f, g, h, i, j",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("a, b, c, d, e"));
+        h.append("connection", HeaderValue::from_static("f, g, h, i, j"));
+        assert!(
+            !connection_is_acceptable(&h),
+            "options of every header count"
         );
     }
 

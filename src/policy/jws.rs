@@ -269,6 +269,32 @@ mod tests {
     }
 
     #[test]
+    fn hostile_json_is_refused_without_panicking() {
+        // Nesting far beyond serde_json's recursion limit: refused, no stack
+        // overflow.
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(strict_object(deep.as_bytes()).is_none());
+        let deep = format!(
+            "{{\"a\":{}}}",
+            "{\"a\":".repeat(200) + "1" + &"}".repeat(200)
+        );
+        assert!(strict_object(deep.as_bytes()).is_none());
+        // Numbers beyond f64, lone surrogates, invalid UTF-8 in strings.
+        assert!(strict_object(br#"{"exp":1e400}"#).is_none());
+        assert!(strict_object(br#"{"exp":-1e400}"#).is_none());
+        assert!(strict_object(br#"{"a":"\ud800"}"#).is_none());
+        assert!(strict_object(b"{\"a\":\"\xff\"}").is_none());
+        // NaN and Infinity are no JSON.
+        assert!(strict_object(br#"{"exp":NaN}"#).is_none());
+        assert!(strict_object(br#"{"exp":Infinity}"#).is_none());
+        // An escaped spelling of a claim name duplicates it, at any depth.
+        assert!(strict_object(br#"{"exp":1,"\u0065xp":2}"#).is_none());
+        assert!(strict_object(br#"{"a":[{"ID":"x","\u0049D":"y"}]}"#).is_none());
+        // Huge integers that still fit f64 parse (the claims decide).
+        assert!(strict_object(br#"{"exp":123456789012345678901234567890}"#).is_some());
+    }
+
+    #[test]
     fn refuses_non_objects_and_trailing_data() {
         for text in [
             &b"[]"[..],

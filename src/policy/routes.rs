@@ -25,6 +25,10 @@ pub enum PathError {
     ControlCharacter,
     /// `..` segments that climb above the root.
     AboveRoot,
+    /// `..;x` or `.;x`: a dot segment to servlet containers (Tomcat, Jetty,
+    /// Spring strip `;` parameters before resolving dot segments), an
+    /// ordinary one to the gateway.
+    DotSegmentWithParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -100,6 +104,14 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let parts: Vec<&str> = decoded.split('/').skip(1).collect();
     let last = parts.len().saturating_sub(1);
     for (n, seg) in parts.iter().enumerate() {
+        let before_parameters = seg.split(';').next().unwrap_or_default();
+        let before_parameters = before_parameters
+            .split("%3B")
+            .next()
+            .unwrap_or(before_parameters);
+        if before_parameters.len() < seg.len() && matches!(before_parameters, "." | "..") {
+            return Err(PathError::DotSegmentWithParameters);
+        }
         match *seg {
             "" => {}
             "." => trailing_slash |= n == last,
@@ -131,6 +143,38 @@ pub fn strip_prefix(path: &str, prefix: &str) -> String {
         Some(rest) if rest.starts_with('/') => rest.to_string(),
         _ => path.to_string(),
     }
+}
+
+/// Whether a `Host` value (or absolute-form authority) names a host: a
+/// host name or IPv4 address (letters, digits, `-`, `.`, `_`) or a bracketed
+/// IPv6 address, with an optional numeric port; or is empty. Anything else
+/// is refused with 400: a backend may read it as another host than the one
+/// the gateway routed on (nginx reads `api.example.no:abc` as
+/// `api.example.no`).
+pub fn is_valid_host(host: &str) -> bool {
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let Some((ip, after)) = rest.split_once(']') else {
+                return false;
+            };
+            let port = match after {
+                "" => "",
+                _ => match after.strip_prefix(':') {
+                    Some(port) => port,
+                    None => return false,
+                },
+            };
+            (ip.parse::<std::net::Ipv6Addr>().is_ok(), port)
+        }
+        None => {
+            let (name, port) = host.split_once(':').unwrap_or((host, ""));
+            let name_ok = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            (name_ok, port)
+        }
+    };
+    name_ok && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The request's host: without its port, lowercased.
@@ -385,6 +429,44 @@ mod tests {
     }
 
     #[test]
+    fn encodings_that_other_decoders_misread_stay_encoded() {
+        let ok =
+            |raw: &str, want: &str| assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        // Overlong and double encodings of `/` and `.` are never decoded
+        // into separators or dot segments.
+        ok("/a/%C0%AF../b", "/a/%C0%AF../b");
+        ok("/a/%252e%252e/b", "/a/%252e%252e/b");
+        ok("/a/%252F/b", "/a/%252F/b");
+        // `;` is an ordinary character...
+        ok("/a;/../b", "/b");
+        ok("/a/..a;/b", "/a/..a;/b");
+        ok("/a/x;..", "/a/x;..");
+        // ...but a dot segment with parameters is one to servlet containers
+        // (Tomcat, Jetty, Spring strip `;...` and then resolve it): refused.
+        for raw in [
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/a/.;/b",
+            "/a/%2e%2e;/b",
+            "/a/..%3b/b",
+            "/a/..;",
+        ] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::DotSegmentWithParameters),
+                "{raw}"
+            );
+        }
+        // IIS `%u` escapes are malformed.
+        assert_eq!(
+            normalize_path("/a/%u002e%u002e/b"),
+            Err(PathError::BadPercentEncoding)
+        );
+        // A fragment-like or query-like escape stays data.
+        ok("/a%23b%3Fc", "/a%23b%3Fc");
+    }
+
+    #[test]
     fn strips_prefix_by_segment() {
         assert_eq!(strip_prefix("/income/x", "/income"), "/x");
         assert_eq!(strip_prefix("/income", "/income"), "/");
@@ -398,6 +480,42 @@ mod tests {
         assert_eq!(host_without_port("api.example.no"), "api.example.no");
         assert_eq!(host_without_port("[::1]:8080"), "::1");
         assert_eq!(host_without_port("example.no."), "example.no");
+    }
+
+    #[test]
+    fn hosts_that_name_no_host_are_invalid() {
+        for good in [
+            "",
+            "api.example.no",
+            "API.Example.no:8080",
+            "api.example.no.",
+            "api.example.no:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "under_score.example",
+        ] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in [
+            "api.example.no:abc",
+            "api.example.no:80:80",
+            "api.example.no:123456",
+            "api.example.no/x",
+            "api.example.no,evil",
+            "api.example.no x",
+            "api.example.no;x",
+            "api.example.no\\x",
+            "user@api.example.no",
+            "[api.example.no]",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "æ.example.no",
+        ] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -25,8 +25,10 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::NO_ROUTE_LABEL;
 use crate::policy::auth::authorize;
 use crate::policy::forward::verified_headers;
-use crate::policy::headers::{headers_to_strip, sane_request_id};
-use crate::policy::routes::{host_without_port, normalize_path, strip_prefix, RouteMatch};
+use crate::policy::headers::{connection_is_acceptable, headers_to_strip, sane_request_id};
+use crate::policy::routes::{
+    host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
+};
 use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
 
 /// What was decided for a request.
@@ -112,6 +114,9 @@ impl ConsentProxy {
                 None => return Err(Reason::InvalidRequest),
             },
         };
+        if !is_valid_host(&host) || !connection_is_acceptable(&req.headers) {
+            return Err(Reason::InvalidRequest);
+        }
         let limit = snapshot.config.server.limits.max_request_header_bytes;
         let mut size = req.method.as_str().len() + req.raw_path().len() + 12;
         for (name, value) in req.headers.iter() {
