@@ -131,6 +131,11 @@ impl Gateway {
         let token_cache = TokenCache::new(TOKEN_CACHE_CAPACITY, &metrics);
         let first = build_snapshot(config, 1, &keys, &control)?;
         metrics.config_generation.set(1);
+        // Both outcomes exist from the start, so `increase(...)` sees the
+        // first failure.
+        for outcome in ["success", "failure"] {
+            metrics.config_reloads_total.with_label_values(&[outcome]);
+        }
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(first),
             config_path: config_path.to_path_buf(),
@@ -181,7 +186,7 @@ impl Gateway {
 
     async fn try_reload(&self) -> Result<u64, String> {
         let path = self.config_path.clone();
-        let config = tokio::task::spawn_blocking(move || config::load(&path))
+        let mut config = tokio::task::spawn_blocking(move || config::load(&path))
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
             .map_err(|errors| errors.to_string())?;
@@ -189,8 +194,11 @@ impl Gateway {
         if config.content_sha256 == current.config.content_sha256 {
             return Ok(current.generation);
         }
-        warn_restart_only_changes(&current.config, &config);
         let generation = current.generation + 1;
+        let restart_only = restart_only_changes(&current.config.server, &config.server);
+        // The snapshot says what actually runs: the listeners, threads and
+        // admin listener of the process (a later reload warns again).
+        keep_running_settings(&current.config.server, &mut config.server);
         let keys = &self.keys;
         let control = self.control.clone();
         let next = build_snapshot(config, generation, keys, &control)?;
@@ -204,6 +212,12 @@ impl Gateway {
         let old = self.snapshot.swap(Arc::new(next));
         let _ = old.health_stop.send(true);
         self.metrics.config_generation.set(generation as i64);
+        for change in restart_only {
+            log::warn!(
+                "{change} needs a restart to take effect; the rest of the new configuration \
+                 (generation {generation}) applies"
+            );
+        }
         Ok(generation)
     }
 
@@ -221,6 +235,20 @@ impl Gateway {
             Ok(())
         } else {
             Err(missing)
+        }
+    }
+
+    /// Blocks the calling thread (which must not be a runtime worker) until
+    /// every issuer in use has keys, or `timeout` passes: then the names of
+    /// those still without.
+    pub fn wait_until_ready(&self, timeout: Duration) -> Result<(), Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.readiness() {
+                Ok(()) => return Ok(()),
+                Err(missing) if std::time::Instant::now() >= deadline => return Err(missing),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
 
@@ -260,17 +288,30 @@ pub fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn warn_restart_only_changes(old: &Config, new: &Config) {
-    let (a, b) = (&old.server, &new.server);
-    if a.listen != b.listen || a.tls != b.tls {
-        log::warn!("listener changes need a restart; still listening on the old addresses");
+/// The restart-only settings (SPEC section 7) that differ, by YAML key.
+fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if running.listen != new.listen {
+        changes.push("a change of server.listen");
     }
-    if a.threads != b.threads {
-        log::warn!("a change of server.threads needs a restart");
+    if running.tls != new.tls {
+        changes.push("a change of server.tls");
     }
-    if a.admin_listen != b.admin_listen {
-        log::warn!("a change of server.admin_listen needs a restart");
+    if running.threads != new.threads {
+        changes.push("a change of server.threads");
     }
+    if running.admin_listen != new.admin_listen {
+        changes.push("a change of server.admin_listen");
+    }
+    changes
+}
+
+/// Carries the running process's restart-only settings into a new config.
+fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
+    new.listen.clone_from(&running.listen);
+    new.tls.clone_from(&running.tls);
+    new.threads = running.threads;
+    new.admin_listen = running.admin_listen;
 }
 
 /// Compiles a configuration into a servable snapshot: route table, upstream
