@@ -75,6 +75,46 @@ impl Snapshot {
 #[derive(Debug, Default, Clone)]
 pub struct ReloadState {
     pub last_error: Option<String>,
+    /// Every file the most recent attempt read or tried to read (the config
+    /// and the files it names), so that the watcher also follows a file a
+    /// failed config names but that does not exist yet.
+    pub attempted_files: Vec<PathBuf>,
+}
+
+/// The real file system, remembering every path asked for.
+#[derive(Default)]
+struct RecordingFs {
+    asked: Mutex<Vec<PathBuf>>,
+}
+
+impl config::FileSource for RecordingFs {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.push(path.to_path_buf());
+        }
+        std::fs::read(path)
+    }
+}
+
+/// `config::load`, also returning every file it read or tried to read.
+fn load_recording(path: &Path) -> (Result<Config, String>, Vec<PathBuf>) {
+    let files = RecordingFs::default();
+    let result = match std::fs::read(path) {
+        Err(e) => Err(format!(
+            "{}: cannot read the config file: {e}",
+            path.display()
+        )),
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Err(_) => Err(format!(
+                "{}: the config file is not UTF-8 text",
+                path.display()
+            )),
+            Ok(text) => config::load_with(&text, path, &files).map_err(|e| e.to_string()),
+        },
+    };
+    let mut asked = files.asked.into_inner().unwrap_or_else(|p| p.into_inner());
+    asked.push(path.to_path_buf());
+    (result, asked)
 }
 
 /// Everything the proxy, the admin endpoint and the background services share.
@@ -186,10 +226,14 @@ impl Gateway {
 
     async fn try_reload(&self) -> Result<u64, String> {
         let path = self.config_path.clone();
-        let mut config = tokio::task::spawn_blocking(move || config::load(&path))
+        let (loaded, attempted) = tokio::task::spawn_blocking(move || load_recording(&path))
             .await
-            .map_err(|e| format!("reload task failed: {e}"))?
-            .map_err(|errors| errors.to_string())?;
+            .map_err(|e| format!("reload task failed: {e}"))?;
+        self.reload_state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .attempted_files = attempted;
+        let mut config = loaded?;
         let current = self.snapshot();
         if config.content_sha256 == current.config.content_sha256 {
             return Ok(current.generation);

@@ -38,6 +38,9 @@ fn watch_set(gateway: &Gateway) -> (HashSet<PathBuf>, HashSet<OsString>) {
     names.insert(OsString::from("..data"));
     let mut files = snapshot.config.source_files.clone();
     files.push(gateway.config_path.clone());
+    if let Ok(state) = gateway.reload_state.lock() {
+        files.extend(state.attempted_files.iter().cloned());
+    }
     for file in files {
         let absolute = std::path::absolute(&file).unwrap_or(file);
         // A symlinked file (outside the Kubernetes layout, whose `..data`
