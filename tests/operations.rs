@@ -718,7 +718,7 @@ routes:
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     let world = World::new();
-    let mut gw = world.spawn_custom(OPEN, &[], &["--grace-period", "2"], &|dir, text| {
+    let mut gw = world.spawn_custom(OPEN, &[], &["--grace-period", "3"], &|dir, text| {
         let path = dir.join("gateway.yaml");
         std::fs::write(&path, text).expect("write config");
         path
