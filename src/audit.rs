@@ -1,6 +1,6 @@
 //! The audit log (SPEC section 10): one JSON object a line on stdout per
 //! decided request. Never a token; national identity numbers masked unless
-//! `personal_data: clear`, left out with `omit`.
+//! `personal_data: clear`; with `omit` the `subject` field is left out.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -79,9 +79,9 @@ pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
     };
     let subject = subject.and_then(|s| match personal_data {
         PersonalData::Clear => Some(s.to_string()),
-        PersonalData::Omit if is_person => None,
-        PersonalData::Omit => Some(s.to_string()),
-        PersonalData::Masked => Some(mask_subject(s)),
+        PersonalData::Omit => None,
+        PersonalData::Masked if is_person => Some(mask_subject(s)),
+        PersonalData::Masked => Some(s.to_string()),
     });
     let record = Record {
         ts: rfc3339(line.ts),
@@ -181,6 +181,11 @@ mod tests {
         let omit = render(&line(Some(&a), &d), PersonalData::Omit);
         assert!(!omit.contains("\"subject\""));
         assert!(!omit.contains("1783911"));
+        // `omit` leaves the field out whatever the subject's kind.
+        let org = authorized("302685991", SubjectType::Organization);
+        let omit = render(&line(Some(&org), &d), PersonalData::Omit);
+        assert!(!omit.contains("\"subject\""));
+        assert!(omit.contains("\"consumer\":\"0192:310497460\""));
     }
 
     #[test]

@@ -78,6 +78,46 @@ impl Snapshot {
 #[derive(Debug, Default, Clone)]
 pub struct ReloadState {
     pub last_error: Option<String>,
+    /// Every file the most recent attempt read or tried to read (the config
+    /// and the files it names), so that the watcher also follows a file a
+    /// failed config names but that does not exist yet.
+    pub attempted_files: Vec<PathBuf>,
+}
+
+/// The real file system, remembering every path asked for.
+#[derive(Default)]
+struct RecordingFs {
+    asked: Mutex<Vec<PathBuf>>,
+}
+
+impl config::FileSource for RecordingFs {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.push(path.to_path_buf());
+        }
+        std::fs::read(path)
+    }
+}
+
+/// `config::load`, also returning every file it read or tried to read.
+fn load_recording(path: &Path) -> (Result<Config, String>, Vec<PathBuf>) {
+    let files = RecordingFs::default();
+    let result = match std::fs::read(path) {
+        Err(e) => Err(format!(
+            "{}: cannot read the config file: {e}",
+            path.display()
+        )),
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Err(_) => Err(format!(
+                "{}: the config file is not UTF-8 text",
+                path.display()
+            )),
+            Ok(text) => config::load_with(&text, path, &files).map_err(|e| e.to_string()),
+        },
+    };
+    let mut asked = files.asked.into_inner().unwrap_or_else(|p| p.into_inner());
+    asked.push(path.to_path_buf());
+    (result, asked)
 }
 
 /// Everything the proxy, the admin endpoint and the background services share.
@@ -134,6 +174,11 @@ impl Gateway {
         let token_cache = TokenCache::new(TOKEN_CACHE_CAPACITY, &metrics);
         let first = build_snapshot(config, 1, &keys, &control)?;
         metrics.config_generation.set(1);
+        // Both outcomes exist from the start, so `increase(...)` sees the
+        // first failure.
+        for outcome in ["success", "failure"] {
+            metrics.config_reloads_total.with_label_values(&[outcome]);
+        }
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(first),
             config_path: config_path.to_path_buf(),
@@ -184,16 +229,23 @@ impl Gateway {
 
     async fn try_reload(&self) -> Result<u64, String> {
         let path = self.config_path.clone();
-        let config = tokio::task::spawn_blocking(move || config::load(&path))
+        let (loaded, attempted) = tokio::task::spawn_blocking(move || load_recording(&path))
             .await
-            .map_err(|e| format!("reload task failed: {e}"))?
-            .map_err(|errors| errors.to_string())?;
+            .map_err(|e| format!("reload task failed: {e}"))?;
+        self.reload_state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .attempted_files = attempted;
+        let mut config = loaded?;
         let current = self.snapshot();
         if config.content_sha256 == current.config.content_sha256 {
             return Ok(current.generation);
         }
-        warn_restart_only_changes(&current.config, &config);
         let generation = current.generation + 1;
+        let restart_only = restart_only_changes(&current.config.server, &config.server);
+        // The snapshot says what actually runs: the listeners, threads and
+        // admin listener of the process (a later reload warns again).
+        keep_running_settings(&current.config.server, &mut config.server);
         let keys = &self.keys;
         let control = self.control.clone();
         let next = build_snapshot(config, generation, keys, &control)?;
@@ -207,6 +259,12 @@ impl Gateway {
         let old = self.snapshot.swap(Arc::new(next));
         let _ = old.health_stop.send(true);
         self.metrics.config_generation.set(generation as i64);
+        for change in restart_only {
+            log::warn!(
+                "{change} needs a restart to take effect; the rest of the new configuration \
+                 (generation {generation}) applies"
+            );
+        }
         Ok(generation)
     }
 
@@ -224,6 +282,20 @@ impl Gateway {
             Ok(())
         } else {
             Err(missing)
+        }
+    }
+
+    /// Blocks the calling thread (which must not be a runtime worker) until
+    /// every issuer in use has keys, or `timeout` passes: then the names of
+    /// those still without.
+    pub fn wait_until_ready(&self, timeout: Duration) -> Result<(), Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.readiness() {
+                Ok(()) => return Ok(()),
+                Err(missing) if std::time::Instant::now() >= deadline => return Err(missing),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
 
@@ -263,17 +335,30 @@ pub fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn warn_restart_only_changes(old: &Config, new: &Config) {
-    let (a, b) = (&old.server, &new.server);
-    if a.listen != b.listen || a.tls != b.tls {
-        log::warn!("listener changes need a restart; still listening on the old addresses");
+/// The restart-only settings (SPEC section 7) that differ, by YAML key.
+fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if running.listen != new.listen {
+        changes.push("a change of server.listen");
     }
-    if a.threads != b.threads {
-        log::warn!("a change of server.threads needs a restart");
+    if running.tls != new.tls {
+        changes.push("a change of server.tls");
     }
-    if a.admin_listen != b.admin_listen {
-        log::warn!("a change of server.admin_listen needs a restart");
+    if running.threads != new.threads {
+        changes.push("a change of server.threads");
     }
+    if running.admin_listen != new.admin_listen {
+        changes.push("a change of server.admin_listen");
+    }
+    changes
+}
+
+/// Carries the running process's restart-only settings into a new config.
+fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
+    new.listen.clone_from(&running.listen);
+    new.tls.clone_from(&running.tls);
+    new.threads = running.threads;
+    new.admin_listen = running.admin_listen;
 }
 
 /// Compiles a configuration into a servable snapshot: route table, upstream

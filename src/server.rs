@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -28,6 +29,10 @@ pub struct RunOptions {
     /// Seconds to keep serving in-flight requests after SIGTERM.
     pub grace_period_seconds: u64,
 }
+
+/// How long `--upgrade` waits for every issuer's keys before it takes the
+/// listeners over (it gives up, leaving the old process serving, after it).
+pub const UPGRADE_KEY_WAIT: Duration = Duration::from_secs(30);
 
 /// A server ready to run, and the shared state it serves.
 pub struct Built {
@@ -59,6 +64,23 @@ pub fn build_server(
         upgrade: options.upgrade,
         ..Opt::default()
     };
+    if options.upgrade {
+        // Take the listeners over only once this process can serve every
+        // route: until then the old process keeps serving, and an upgrade
+        // that cannot get keys is abandoned rather than answering 503.
+        if let Err(missing) = gateway.wait_until_ready(UPGRADE_KEY_WAIT) {
+            return Err(format!(
+                "not taking over the listeners: no keys after {}s for issuer(s) {}; \
+                 the old process keeps serving",
+                UPGRADE_KEY_WAIT.as_secs(),
+                missing.join(", ")
+            ));
+        }
+        log::info!(
+            "ready to take over: send SIGQUIT to the old process now (upgrade socket {})",
+            conf.upgrade_sock
+        );
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 

@@ -1,7 +1,8 @@
 //! Reload triggers (SPEC section 7): the config file and every access-list
 //! file it names are watched through their directories (edit in place, save
-//! by rename, Kubernetes `..data` symlink swap), and `SIGHUP`. Bursts of
-//! events cause one reload.
+//! by rename, Kubernetes `..data` symlink swap; a file that is a symlink is
+//! also watched in its target's directory), and `SIGHUP`. Bursts of events
+//! cause one reload; reloads run one at a time.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -37,28 +38,36 @@ fn watch_set(gateway: &Gateway) -> (HashSet<PathBuf>, HashSet<OsString>) {
     names.insert(OsString::from("..data"));
     let mut files = snapshot.config.source_files.clone();
     files.push(gateway.config_path.clone());
+    if let Ok(state) = gateway.reload_state.lock() {
+        files.extend(state.attempted_files.iter().cloned());
+    }
     for file in files {
         let absolute = std::path::absolute(&file).unwrap_or(file);
-        if let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) {
-            dirs.insert(dir.to_path_buf());
-            names.insert(name.to_os_string());
+        // A symlinked file (outside the Kubernetes layout, whose `..data`
+        // swap is seen in the link's own directory) changes in its target's.
+        let target = std::fs::canonicalize(&absolute).ok();
+        for path in std::iter::once(absolute).chain(target) {
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                dirs.insert(dir.to_path_buf());
+                names.insert(name.to_os_string());
+            }
         }
     }
     (dirs, names)
 }
 
-/// Starts the reload triggers on the control plane.
+/// Starts the reload triggers on the control plane. `SIGHUP` is handled from
+/// the moment this returns (its default action would end the process).
 pub fn spawn(gateway: &Arc<Gateway>) {
-    let gw = Arc::clone(gateway);
-    gateway.control.spawn(async move { watch_loop(gw).await });
-}
-
-async fn watch_loop(gateway: Arc<Gateway>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let hangups = {
+        let _runtime = gateway.control.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
+    match hangups {
         Ok(mut hangups) => {
             let tx = tx.clone();
-            tokio::spawn(async move {
+            gateway.control.spawn(async move {
                 while hangups.recv().await.is_some() {
                     log::info!("SIGHUP: reloading the configuration");
                     let _ = tx.send(());
@@ -67,6 +76,17 @@ async fn watch_loop(gateway: Arc<Gateway>) {
         }
         Err(e) => log::warn!("cannot listen for SIGHUP: {e}"),
     }
+    let gw = Arc::clone(gateway);
+    gateway
+        .control
+        .spawn(async move { watch_loop(gw, tx, rx).await });
+}
+
+async fn watch_loop(
+    gateway: Arc<Gateway>,
+    tx: mpsc::UnboundedSender<()>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+) {
     let (mut dirs, names) = watch_set(&gateway);
     let names = Arc::new(std::sync::RwLock::new(names));
     let filter_names = Arc::clone(&names);

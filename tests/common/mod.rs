@@ -98,6 +98,23 @@ impl World {
 
     /// Starts the binary without waiting for readiness.
     pub fn spawn(&self, template: &str, files: &[(&str, &str)]) -> Gateway {
+        self.spawn_custom(template, files, &[], &|dir, text| {
+            let config_path = dir.join("gateway.yaml");
+            std::fs::write(&config_path, text).expect("write config");
+            config_path
+        })
+    }
+
+    /// As `spawn`, with extra `run` arguments, and `place` writing the
+    /// rendered config under the temporary directory as it likes (a symlink
+    /// layout, a hard link) and returning the path given to `-c`.
+    pub fn spawn_custom(
+        &self,
+        template: &str,
+        files: &[(&str, &str)],
+        args: &[&str],
+        place: &dyn Fn(&std::path::Path, &str) -> PathBuf,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, content) in files {
             let p = dir.path().join(name);
@@ -108,8 +125,7 @@ impl World {
         }
         let addr = free_addr();
         let admin = free_addr();
-        let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, self.render(template, addr, admin)).expect("write config");
+        let config_path = place(dir.path(), &self.render(template, addr, admin));
         let stdout_path = dir.path().join("stdout.log");
         let stderr_path = dir.path().join("stderr.log");
         let child = Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
@@ -117,6 +133,7 @@ impl World {
             .arg(&config_path)
             .args(["--upgrade-sock"])
             .arg(dir.path().join("upgrade.sock"))
+            .args(args)
             .stdout(Stdio::from(
                 std::fs::File::create(&stdout_path).expect("stdout"),
             ))
@@ -239,6 +256,54 @@ impl Gateway {
         .expect("admin request")
     }
 
+    /// The process id, as `kill` takes it.
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, `"QUIT"`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Rewrites the config with a new template (same listeners), atomically:
+    /// a temporary file in the same directory renamed over the config.
+    pub fn rewrite(&self, world: &World, template: &str) {
+        let text = world.render(template, self.addr, self.admin);
+        let tmp = self.dir.path().join(".gateway.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write temporary config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    /// The parsed `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").json()
+    }
+
+    /// The configuration generation `/status` reports.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().unwrap_or(0)
+    }
+
+    /// Every complete audit line (one JSON object a line on stdout).
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The value of the series `name` whose labels are exactly `labels`
+    /// (in any order); `None` when absent.
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        series_value(&self.admin_get("/metrics").body, name, labels)
+    }
+
     /// The value of a metric line (`name{labels}`) in `/metrics`, if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let body = self.admin_get("/metrics").body;
@@ -247,6 +312,33 @@ impl Gateway {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
+}
+
+/// Finds the series `name` with exactly `labels` in a Prometheus text body.
+pub fn series_value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, have) = match series.split_once('{') {
+                Some((m, rest)) => {
+                    let mut have: Vec<String> = rest
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    have.sort();
+                    (m, have)
+                }
+                None => (series, Vec::new()),
+            };
+            (metric == name && have == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
 }
 
 /// A parsed HTTP response.
