@@ -256,6 +256,9 @@ impl Gateway {
                 issuer_keys.wait_ready(NEW_ISSUER_KEY_WAIT).await;
             }
         }
+        for warning in config::warnings(&next.config) {
+            log::warn!("{warning}");
+        }
         let old = self.snapshot.swap(Arc::new(next));
         let _ = old.health_stop.send(true);
         self.metrics.config_generation.set(generation as i64);

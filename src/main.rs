@@ -128,6 +128,9 @@ fn main() -> ExitCode {
             match config::load(&path) {
                 Ok(config) => {
                     println!("{}", config::summary(&config));
+                    for warning in config::warnings(&config) {
+                        println!("warning: {warning}");
+                    }
                     println!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS
                 }

@@ -17,6 +17,9 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for warning in config::warnings(&config) {
+        log::warn!("{warning}");
+    }
     match build_server(path, config, options) {
         Ok(built) => {
             crate::services::reload::spawn(&built.gateway);

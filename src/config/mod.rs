@@ -18,7 +18,7 @@ pub mod validate;
 
 pub use model::*;
 pub use orgno::{is_valid_orgnr, normalize_org_entry, parse_access_list};
-pub use summary::summary;
+pub use summary::{summary, warnings};
 pub use validate::{FileSource, Fs};
 
 use std::fmt;

@@ -163,3 +163,76 @@ fn join_or(items: &[String], empty: &str) -> String {
 fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
+
+/// Advice on rules that are valid but probably weaker than meant: printed by
+/// `check` and logged at start and reload. Never an error: each can be
+/// deliberate.
+pub fn warnings(config: &Config) -> Vec<String> {
+    use crate::config::AuthMode;
+    let mut out = Vec::new();
+    for route in &config.routes {
+        let has_params = route.path.contains('{');
+        if let Some(consent) = &route.auth.consent {
+            if has_params && consent.subject.is_none() {
+                out.push(format!(
+                    "route {}: the path has parameters but `consent.subject` binds none of them: \
+                     a consent from any person or organisation is accepted for any {}",
+                    route.name, route.path
+                ));
+            }
+        }
+    }
+    for open in config
+        .routes
+        .iter()
+        .filter(|r| r.auth.mode == AuthMode::None && r.path.contains("{*"))
+    {
+        let guarded: Vec<&str> = config
+            .routes
+            .iter()
+            .filter(|r| r.auth.mode != AuthMode::None && r.upstream == open.upstream)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !guarded.is_empty() {
+            out.push(format!(
+                "route {} (auth: none, catch-all {}) reaches the same upstream as {}: a backend \
+                 that matches paths case-insensitively or ignores `;params` may serve their data \
+                 through it",
+                open.name,
+                open.path,
+                guarded.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use std::path::Path;
+
+    fn load(yaml: &str) -> crate::config::Config {
+        crate::config::load_str(yaml, Path::new("/nonexistent/gateway.yaml")).unwrap()
+    }
+
+    const BASE: &str = "issuers:\n  - name: i\n    issuer: \"https://i.example/\"\n    jwks_uri: \"https://i.example/jwk\"\nupstreams:\n  - name: u\n    targets: [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn unbound_subject_and_shared_catch_all_are_flagged() {
+        let config = load(&format!(
+            "{BASE}routes:\n  - name: income\n    path: /income/{{fnr}}\n    upstream: u\n    issuers: [i]\n    consent:\n      resources: [r]\n  - name: open\n    path: /public/{{*rest}}\n    upstream: u\n    auth: none\n"
+        ));
+        let w = super::warnings(&config);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("route income"));
+        assert!(w[1].contains("route open"));
+    }
+
+    #[test]
+    fn bound_subject_and_separate_upstreams_are_quiet() {
+        let config = load(&format!(
+            "{BASE}  - name: v\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: income\n    path: /income/{{fnr}}\n    upstream: u\n    issuers: [i]\n    consent:\n      resources: [r]\n      subject: {{ path_param: fnr }}\n  - name: open\n    path: /public/{{*rest}}\n    upstream: v\n    auth: none\n"
+        ));
+        assert!(super::warnings(&config).is_empty());
+    }
+}
