@@ -1006,43 +1006,18 @@ fn is_loopback_host(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Headers removed from every request before any check (SPEC sections 5
-/// and 12): binding to one of them could never see a value.
-const STRIPPED_HEADERS: [&str; 16] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "authorization",
-];
-
 /// A header a subject or metadata value is read from: a valid header name,
 /// not one the gateway strips (`X-Consent-*`, hop-by-hop) or the token's own.
 pub fn check_binding_header(name: &str) -> Result<(), String> {
     let parsed = http::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))?;
     let lower = parsed.as_str();
-    let squashed: String = lower
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    if squashed.starts_with("x-consent-") {
+    if crate::policy::headers::is_consent_namespace(lower) {
         return Err(format!(
             "`{name}` is an X-Consent-* header, removed from every request: it can carry no value"
         ));
     }
-    if STRIPPED_HEADERS.contains(&lower) {
+    if crate::policy::headers::is_always_removed(lower) || lower == "authorization" {
         return Err(format!(
             "`{name}` cannot carry a request value (it is removed or reserved by the gateway)"
         ));

@@ -26,6 +26,12 @@ const REMOVED: &[&str] = &[
     "x-rewrite-url",
 ];
 
+/// Whether a (lowercase) header name is removed from every client request
+/// regardless of its value (the consent namespace aside).
+pub fn is_always_removed(name: &str) -> bool {
+    REMOVED.contains(&name)
+}
+
 /// Whether a header name is in the `x-consent-` namespace once lowercased
 /// and every character other than a-z and 0-9 is read as `-`: so
 /// `X_Consent_Id`, `x.consent.id` and `X-CONSENT-ID` are all caught.
