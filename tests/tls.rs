@@ -61,3 +61,80 @@ routes:
     // The plain listener still serves alongside.
     assert_eq!(gw.get("/open/y", None, &[]).status, 200);
 }
+
+#[test]
+fn tls_to_the_upstream_verifies_with_ca_file_and_sni() {
+    let world = World::new();
+    // Gateway B terminates TLS (certificate for `backend.internal`) in front
+    // of the echo upstream; gateway A proxies to it over TLS.
+    let cert = rcgen::generate_simple_self_signed(vec!["backend.internal".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let b_tls = free_addr();
+    let backend = world.start_with(
+        &format!(
+            r#"
+server:
+  listen: ["{{listen}}"]
+  tls:
+    - listen: "{b_tls}"
+      cert: tls.crt
+      key: tls.key
+  admin_listen: "{{admin}}"
+  threads: 1
+upstreams:
+  - name: echo
+    targets: ["{{upstream}}"]
+routes:
+  - name: open
+    path: /{{*rest}}
+    upstream: echo
+    auth: none
+"#
+        ),
+        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
+    );
+    let front = |sni: &str| {
+        world.start_with(
+            &format!(
+                r#"
+server:
+  listen: ["{{listen}}"]
+  admin_listen: "{{admin}}"
+  threads: 1
+upstreams:
+  - name: backend
+    targets: ["{b_tls}"]
+    tls: true
+    sni: {sni}
+    ca_file: backend-ca.pem
+routes:
+  - name: open
+    path: /{{*rest}}
+    upstream: backend
+    auth: none
+"#
+            ),
+            &[("backend-ca.pem", &cert_pem)],
+        )
+    };
+    let good = front("backend.internal");
+    world.echo.clear();
+    let r = good.get("/through-tls", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = world.echo.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/through-tls");
+    // The inner hop saw TLS.
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+
+    // A name the certificate does not carry fails verification: 502.
+    let wrong = front("other.internal");
+    world.echo.clear();
+    let r = wrong.get("/through-tls", None, &[]);
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (502, "upstream_unavailable")
+    );
+    assert!(world.echo.seen().is_empty());
+    drop(backend);
+}
