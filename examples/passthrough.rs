@@ -19,6 +19,11 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
 
+/// mimalloc, as in the gateway binary, so that the comparison measures the
+/// proxy's work and not the allocator's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "A bare pingora pass-through proxy to one upstream")]
 struct Args {
