@@ -24,7 +24,8 @@
 # Usage: benches/load/compare.sh            (from the repository root)
 # Environment (all optional):
 #   DURATION=10s  CONNECTIONS=50  THREADS=1   wrk settings
-#   POOL=150000                               distinct tokens for `fresh`
+#   POOL=250000                               distinct tokens for `fresh` (the
+#                                             gateway's cache holds 100,000)
 #   SCENARIOS="reused fresh deny50"           which scenarios
 #   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
 #   SKIP_BUILD=1                              use binaries already built
@@ -38,7 +39,7 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
-POOL=${POOL:-150000}
+POOL=${POOL:-250000}
 SCENARIOS=${SCENARIOS:-"reused fresh deny50"}
 BASE_PORT=${BASE_PORT:-0}
 WRK_CPU=${WRK_CPU:-0}
@@ -288,12 +289,13 @@ check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$FORGED" 401
 
 # --- wrk -----------------------------------------------------------------------
 cat > "$WORK/tokens.lua" <<'LUA'
--- Cycles through the tokens of $TOKENS_FILE, one a request.
+-- Cycles through the tokens of $TOKENS_FILE, one a request, starting after
+-- the first $TOKENS_START (so that one run does not replay the last one's).
 local tokens = {}
 for line in io.lines(os.getenv("TOKENS_FILE")) do
     tokens[#tokens + 1] = "Bearer " .. line
 end
-local i = 0
+local i = tonumber(os.getenv("TOKENS_START") or "0") % #tokens
 request = function()
     i = i + 1
     if i > #tokens then i = 1 end
@@ -322,18 +324,26 @@ to_ms() {
         printf "%.3f", n }'
 }
 
+# Where in the token file the next run starts: a token the gateway has
+# verified in an earlier run must not come back in `fresh`.
+TOKENS_START=0
+
 run_one() { # scenario target pid url tokens_file
     local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 out before after hits0 hits1 miss0 miss1
     out=$WORK/wrk-$scenario-$target.txt
     # A short warm-up (connections, caches, JIT of the Lua script).
-    TOKENS_FILE=$tokens taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s \
-        -s "$WORK/tokens.lua" "$url" >/dev/null
+    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
+    # Only the gateway remembers tokens; only its runs use up the pool.
+    case $target in
+        gw-*) TOKENS_START=$((TOKENS_START + $(awk '/requests in/ { print $1 }' "$out.warm-up") + 100)) ;;
+    esac
     if [ "$target" = gw-token ] || [ "$target" = gw-consent ]; then
         hits0=$(cache_counter hit); miss0=$(cache_counter miss)
     fi
     before=$(cpu_ticks "$pid")
-    TOKENS_FILE=$tokens taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
-        --latency -s "$WORK/tokens.lua" "$url" >"$out"
+    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
     after=$(cpu_ticks "$pid")
     local hit_share="-"
     if [ -n "${hits0:-}" ]; then
@@ -344,6 +354,7 @@ run_one() { # scenario target pid url tokens_file
     fi
     local requests rps p50 p99 non2xx
     requests=$(awk '/requests in/ { print $1 }' "$out")
+    case $target in gw-*) TOKENS_START=$((TOKENS_START + requests + 100)) ;; esac
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -372,6 +383,8 @@ for scenario in $SCENARIOS; do
     run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens"
 done
 
+GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/status")
+
 # --- the table -----------------------------------------------------------------
 echo
 echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU, backend and proxies on core $PROXY_CPU"
@@ -393,3 +406,4 @@ awk -F'\t' '
                 f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
         }
     }' "$RESULTS"
+echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at 100,000 entries)"
