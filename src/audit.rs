@@ -2,8 +2,9 @@
 //! decided request. Never a token; national identity numbers masked unless
 //! `personal_data: clear`; with `omit` the `subject` field is left out.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -29,7 +30,7 @@ pub struct AuditLine<'a> {
 
 #[derive(Serialize)]
 struct Record<'a> {
-    ts: String,
+    ts: &'a str,
     request_id: &'a str,
     route: &'a str,
     method: &'a str,
@@ -58,6 +59,53 @@ pub fn mask_subject(subject: &str) -> String {
 
 /// Renders the JSON line (without newline).
 pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
+    let mut out = Vec::with_capacity(320);
+    render_into(line, personal_data, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `ts` as RFC 3339 UTC with milliseconds (`2026-03-02T08:16:40.123Z`),
+/// written into `out` without allocating; the same text as
+/// `gateway::rfc3339`, which it falls back to outside years 1970-9999.
+fn format_ts(ts: SystemTime, out: &mut [u8; 24]) -> Option<&str> {
+    let since_epoch = ts.duration_since(UNIX_EPOCH).ok()?;
+    let secs = since_epoch.as_secs();
+    let days = i64::try_from(secs / 86_400).ok()?;
+    let rem = secs % 86_400;
+    // Days to a civil date (proleptic Gregorian), after H. Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(1970..=9999).contains(&year) {
+        return None;
+    }
+    let fields: [(usize, u64, usize); 7] = [
+        (0, year as u64, 4),
+        (5, month as u64, 2),
+        (8, day as u64, 2),
+        (11, rem / 3_600, 2),
+        (14, rem % 3_600 / 60, 2),
+        (17, rem % 60, 2),
+        (20, u64::from(since_epoch.subsec_millis()), 3),
+    ];
+    out.copy_from_slice(b"0000-00-00T00:00:00.000Z");
+    for (at, mut value, width) in fields {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    std::str::from_utf8(out).ok()
+}
+
+/// Renders the JSON line (without newline) into `out`.
+fn render_into(line: &AuditLine<'_>, personal_data: PersonalData, out: &mut Vec<u8>) {
     let consent = line.authorized.and_then(|a| a.consent.as_ref());
     let consumer = line
         .authorized
@@ -83,8 +131,17 @@ pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
         PersonalData::Masked if is_person => Some(mask_subject(s)),
         PersonalData::Masked => Some(s.to_string()),
     });
+    let mut ts_buffer = [0u8; 24];
+    let ts_slow;
+    let ts = match format_ts(line.ts, &mut ts_buffer) {
+        Some(ts) => ts,
+        None => {
+            ts_slow = rfc3339(line.ts);
+            ts_slow.as_str()
+        }
+    };
     let record = Record {
-        ts: rfc3339(line.ts),
+        ts,
         request_id: line.request_id,
         route: line.route,
         method: line.method,
@@ -97,16 +154,35 @@ pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
         subject,
         duration_ms: (line.duration_ms * 1000.0).round() / 1000.0,
     };
-    serde_json::to_string(&record).unwrap_or_default()
+    // Serialising plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &record);
 }
 
-/// Writes one audit line to stdout.
+/// Writes one audit line to stdout: rendered into a buffer kept per thread,
+/// then one `write` (stdout is line-buffered and the line ends in `\n`).
 pub fn emit(line: &AuditLine<'_>, personal_data: PersonalData) {
-    let mut text = render(line, personal_data);
-    text.push('\n');
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
-    let _ = lock.write_all(text.as_bytes());
+    thread_local! {
+        static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+    }
+    let write = |buffer: &mut Vec<u8>| {
+        buffer.clear();
+        render_into(line, personal_data, buffer);
+        buffer.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(buffer);
+        if buffer.capacity() > 64 * 1024 {
+            *buffer = Vec::with_capacity(512);
+        }
+    };
+    let reused = BUFFER.try_with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            write(&mut buffer);
+            true
+        }
+        Err(_) => false,
+    });
+    if reused != Ok(true) {
+        write(&mut Vec::new());
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +262,37 @@ mod tests {
         let omit = render(&line(Some(&org), &d), PersonalData::Omit);
         assert!(!omit.contains("\"subject\""));
         assert!(omit.contains("\"consumer\":\"0192:310497460\""));
+    }
+
+    #[test]
+    fn timestamps_match_the_rfc3339_formatter() {
+        use std::time::Duration;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut samples = vec![0, 951_782_400_123, 4_102_444_799_999, 253_402_300_799_999];
+        for _ in 0..2_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            samples.push(state % 253_402_300_800_000);
+        }
+        for millis in samples {
+            let t = UNIX_EPOCH + Duration::from_millis(millis) + Duration::from_nanos(999_999);
+            let mut buffer = [0u8; 24];
+            assert_eq!(
+                format_ts(t, &mut buffer),
+                Some(rfc3339(t).as_str()),
+                "{millis}"
+            );
+        }
+        let before_epoch = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(format_ts(before_epoch, &mut [0u8; 24]), None);
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(format_ts(far, &mut [0u8; 24]), None);
+        let d = DeniedFacts::default();
+        let mut l = line(None, &d);
+        l.ts = far;
+        let v: serde_json::Value = serde_json::from_str(&render(&l, PersonalData::Masked)).unwrap();
+        assert_eq!(v["ts"], rfc3339(far));
     }
 
     #[test]

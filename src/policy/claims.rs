@@ -174,14 +174,14 @@ fn number(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, ClaimErro
 fn forwarded_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimError> {
     match map.get(name) {
         None => Ok(None),
-        Some(Value::String(s)) => safe(s, name).map(|s| Some(s.to_owned())),
+        Some(Value::String(s)) => safe(s, || name.to_owned()).map(|s| Some(s.to_owned())),
         Some(_) => Err(ClaimError::new(format!("{name} is not a string"))),
     }
 }
 
 fn required_string(map: &Map<String, Value>, name: &str, ctx: &str) -> Result<String, ClaimError> {
     match map.get(name) {
-        Some(Value::String(s)) => safe(s, &format!("{ctx}{name}")).map(str::to_owned),
+        Some(Value::String(s)) => safe(s, || format!("{ctx}{name}")).map(str::to_owned),
         Some(_) => Err(ClaimError::new(format!("{ctx}{name} is not a string"))),
         None => Err(ClaimError::new(format!("{ctx}{name} is absent"))),
     }
@@ -192,16 +192,23 @@ fn party_id(map: &Map<String, Value>, name: &str) -> Result<Option<String>, Clai
     match map.get(name) {
         None => Ok(None),
         Some(Value::Object(party)) => match party.get("ID") {
-            Some(Value::String(id)) => safe(id, &format!("{name}.ID")).map(|s| Some(s.to_owned())),
+            Some(Value::String(id)) => {
+                safe(id, || format!("{name}.ID")).map(|s| Some(s.to_owned()))
+            }
             _ => Err(ClaimError::new(format!("{name}.ID is not a string"))),
         },
         Some(_) => Err(ClaimError::new(format!("{name} is not an object"))),
     }
 }
 
-fn safe<'s>(value: &'s str, what: &str) -> Result<&'s str, ClaimError> {
+/// `value` when it holds no control character; `what` names it in the
+/// error (built only then: this runs on every claim of every fresh token).
+fn safe(value: &str, what: impl FnOnce() -> String) -> Result<&str, ClaimError> {
     if value.chars().any(char::is_control) {
-        Err(ClaimError::new(format!("{what} holds a control character")))
+        Err(ClaimError::new(format!(
+            "{} holds a control character",
+            what()
+        )))
     } else {
         Ok(value)
     }
@@ -236,7 +243,7 @@ fn consent_element(
     ctx: &str,
 ) -> Result<ConsentElement, ClaimError> {
     let to = match element.get("to") {
-        Some(Value::String(urn)) => Recipient::Urn(safe(urn, &format!("{ctx}to"))?.to_owned()),
+        Some(Value::String(urn)) => Recipient::Urn(safe(urn, || format!("{ctx}to"))?.to_owned()),
         Some(Value::Object(party)) => {
             if party.get("authority").is_some_and(|a| !a.is_string()) {
                 return Err(ClaimError::new(format!(
@@ -340,8 +347,8 @@ fn metadata(value: &Value, ctx: &str) -> Result<Vec<(String, String)>, ClaimErro
                 "{ctx}metadata holds a non-string value"
             )));
         };
-        safe(key, &format!("{ctx}metadata key"))?;
-        safe(value, &format!("{ctx}metadata value"))?;
+        safe(key, || format!("{ctx}metadata key"))?;
+        safe(value, || format!("{ctx}metadata value"))?;
         entries.push((key.to_lowercase(), value.clone()));
     }
     entries.sort();

@@ -217,38 +217,48 @@ fn evaluate_element<'e>(
         return Err((19, Reason::ConsentResourceMismatch));
     }
 
-    // 20: the data subject.
+    // 20: the data subject. The outcome is plain data; its description is
+    // only written when `explain` traces.
     let subject = parse_subject(&element.from);
-    let subject_ok = match subject {
-        None => Err("from is not a person or organisation URN".to_string()),
-        Some((kind, _)) if !type_allowed(rule, kind) => {
-            Err(format!("subject type {} not allowed", kind.as_str()))
-        }
-        Some((kind, id)) => match &bound.subject {
-            None => Ok(format!("{} {} (not bound)", kind.as_str(), mask(id))),
-            Some(Bound::Absent) => Err("the request carries no subject value".to_string()),
-            Some(Bound::Value(value)) if value.as_slice() == id.as_bytes() => Ok(format!(
-                "{} {} equals the request's value",
-                kind.as_str(),
-                mask(id)
-            )),
-            Some(Bound::Value(value)) => Err(format!(
-                "{} {} differs from the request's {}",
-                kind.as_str(),
-                mask(id),
-                mask(&String::from_utf8_lossy(value))
-            )),
+    let verdict = match subject {
+        None => SubjectVerdict::NotAUrn,
+        Some((kind, _)) if !type_allowed(rule, kind) => SubjectVerdict::TypeNotAllowed,
+        Some(_) => match &bound.subject {
+            None => SubjectVerdict::NotBound,
+            Some(Bound::Absent) => SubjectVerdict::Absent,
+            Some(Bound::Value(value)) if subject.is_some_and(|(_, id)| value == id.as_bytes()) => {
+                SubjectVerdict::Equal
+            }
+            Some(Bound::Value(_)) => SubjectVerdict::Differs,
         },
     };
-    match &subject_ok {
-        Ok(detail) => push(lines, element, 20, "consent_subject", true, || {
-            detail.clone()
-        }),
-        Err(detail) => push(lines, element, 20, "consent_subject", false, || {
-            detail.clone()
-        }),
-    }
-    let Some((subject_type, subject)) = subject.filter(|_| subject_ok.is_ok()) else {
+    let subject_passed = matches!(verdict, SubjectVerdict::NotBound | SubjectVerdict::Equal);
+    push(
+        lines,
+        element,
+        20,
+        "consent_subject",
+        subject_passed,
+        || {
+            let (kind, id) = subject.map_or(("", ""), |(kind, id)| (kind.as_str(), id));
+            match (verdict, &bound.subject) {
+                (SubjectVerdict::NotAUrn, _) => "from is not a person or organisation URN".into(),
+                (SubjectVerdict::TypeNotAllowed, _) => format!("subject type {kind} not allowed"),
+                (SubjectVerdict::NotBound, _) => format!("{kind} {} (not bound)", mask(id)),
+                (SubjectVerdict::Absent, _) => "the request carries no subject value".into(),
+                (SubjectVerdict::Equal, _) => {
+                    format!("{kind} {} equals the request's value", mask(id))
+                }
+                (SubjectVerdict::Differs, Some(Bound::Value(value))) => format!(
+                    "{kind} {} differs from the request's {}",
+                    mask(id),
+                    mask(&String::from_utf8_lossy(value))
+                ),
+                (SubjectVerdict::Differs, _) => format!("{kind} {} differs", mask(id)),
+            }
+        },
+    );
+    let Some((subject_type, subject)) = subject.filter(|_| subject_passed) else {
         return Err((20, Reason::ConsentSubjectMismatch));
     };
 
@@ -326,6 +336,18 @@ fn metadata_verdict(
         }
     }
     Ok(())
+}
+
+/// How check 20 ended for one element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubjectVerdict {
+    NotAUrn,
+    TypeNotAllowed,
+    /// The route binds no subject: any well-formed one of an allowed type.
+    NotBound,
+    Absent,
+    Equal,
+    Differs,
 }
 
 fn type_allowed(rule: &ConsentRule, kind: SubjectType) -> bool {

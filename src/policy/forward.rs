@@ -9,20 +9,20 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::policy::Authorized;
 
-pub const X_CONSENT_ID: HeaderName = HeaderName::from_static("x-consent-id");
-pub const X_CONSENT_FROM: HeaderName = HeaderName::from_static("x-consent-from");
-pub const X_CONSENT_SUBJECT_TYPE: HeaderName = HeaderName::from_static("x-consent-subject-type");
-pub const X_CONSENT_SUBJECT: HeaderName = HeaderName::from_static("x-consent-subject");
-pub const X_CONSENT_TO: HeaderName = HeaderName::from_static("x-consent-to");
-pub const X_CONSENT_CONSENTED: HeaderName = HeaderName::from_static("x-consent-consented");
-pub const X_CONSENT_VALID_TO: HeaderName = HeaderName::from_static("x-consent-valid-to");
-pub const X_CONSENT_RESOURCE: HeaderName = HeaderName::from_static("x-consent-resource");
-pub const X_CONSENT_METADATA: HeaderName = HeaderName::from_static("x-consent-metadata");
-pub const X_CONSENT_CONSUMER: HeaderName = HeaderName::from_static("x-consent-consumer");
-pub const X_CONSENT_SUPPLIER: HeaderName = HeaderName::from_static("x-consent-supplier");
-pub const X_CONSENT_CLIENT_ID: HeaderName = HeaderName::from_static("x-consent-client-id");
-pub const X_CONSENT_SCOPE: HeaderName = HeaderName::from_static("x-consent-scope");
-pub const X_CONSENT_TOKEN_ID: HeaderName = HeaderName::from_static("x-consent-token-id");
+pub const X_CONSENT_ID: &str = "x-consent-id";
+pub const X_CONSENT_FROM: &str = "x-consent-from";
+pub const X_CONSENT_SUBJECT_TYPE: &str = "x-consent-subject-type";
+pub const X_CONSENT_SUBJECT: &str = "x-consent-subject";
+pub const X_CONSENT_TO: &str = "x-consent-to";
+pub const X_CONSENT_CONSENTED: &str = "x-consent-consented";
+pub const X_CONSENT_VALID_TO: &str = "x-consent-valid-to";
+pub const X_CONSENT_RESOURCE: &str = "x-consent-resource";
+pub const X_CONSENT_METADATA: &str = "x-consent-metadata";
+pub const X_CONSENT_CONSUMER: &str = "x-consent-consumer";
+pub const X_CONSENT_SUPPLIER: &str = "x-consent-supplier";
+pub const X_CONSENT_CLIENT_ID: &str = "x-consent-client-id";
+pub const X_CONSENT_SCOPE: &str = "x-consent-scope";
+pub const X_CONSENT_TOKEN_ID: &str = "x-consent-token-id";
 /// Prefix of the per-key metadata headers.
 pub const METADATA_HEADER_PREFIX: &str = "x-consent-metadata-";
 
@@ -30,58 +30,88 @@ pub const METADATA_HEADER_PREFIX: &str = "x-consent-metadata-";
 /// byte that is not visible ASCII (non-ASCII bytes are always encoded).
 const NOT_VISIBLE_ASCII: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
 
+/// The name of a verified header: lowercase, a valid header token. Fixed
+/// names stay `&'static str` so that pingora's `insert_header` takes them
+/// without copying; only per-key metadata names are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifiedName {
+    Fixed(&'static str),
+    /// `x-consent-metadata-<key>`.
+    Metadata(String),
+}
+
+impl VerifiedName {
+    pub fn as_str(&self) -> &str {
+        match self {
+            VerifiedName::Fixed(name) => name,
+            VerifiedName::Metadata(name) => name,
+        }
+    }
+}
+
+impl PartialEq<str> for VerifiedName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// The headers to add upstream for an allowed request, each name once with
 /// one header-safe value. `auth: token` routes (no consent facts) get only
 /// the token headers; `auth: none` routes get none.
-pub fn verified_headers(a: &Authorized) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
-    let mut add = |name: HeaderName, value: &str| {
+pub fn verified_headers(a: &Authorized) -> Vec<(VerifiedName, HeaderValue)> {
+    let mut out = Vec::with_capacity(16);
+    let mut add = |name: VerifiedName, value: &[u8]| {
         // Claims with control characters were refused at check 10; this
         // guard keeps even a programming error from emitting an unsafe value.
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
             out.push((name, value));
         }
     };
+    let fixed = VerifiedName::Fixed;
     if let Some(consent) = &a.consent {
-        add(X_CONSENT_ID, &consent.id);
-        add(X_CONSENT_FROM, &consent.from);
-        add(X_CONSENT_SUBJECT_TYPE, consent.subject_type.as_str());
-        add(X_CONSENT_SUBJECT, &consent.subject);
-        add(X_CONSENT_TO, &consent.to);
-        add(X_CONSENT_CONSENTED, &consent.consented);
-        add(X_CONSENT_VALID_TO, &consent.valid_to);
-        add(X_CONSENT_RESOURCE, &consent.resource);
+        add(fixed(X_CONSENT_ID), consent.id.as_bytes());
+        add(fixed(X_CONSENT_FROM), consent.from.as_bytes());
+        add(
+            fixed(X_CONSENT_SUBJECT_TYPE),
+            consent.subject_type.as_str().as_bytes(),
+        );
+        add(fixed(X_CONSENT_SUBJECT), consent.subject.as_bytes());
+        add(fixed(X_CONSENT_TO), consent.to.as_bytes());
+        add(fixed(X_CONSENT_CONSENTED), consent.consented.as_bytes());
+        add(fixed(X_CONSENT_VALID_TO), consent.valid_to.as_bytes());
+        add(fixed(X_CONSENT_RESOURCE), consent.resource.as_bytes());
         if !consent.metadata.is_empty() {
-            add(X_CONSENT_METADATA, &metadata_json_b64(&consent.metadata));
+            add(
+                fixed(X_CONSENT_METADATA),
+                metadata_json_b64(&consent.metadata).as_bytes(),
+            );
             for (key, value) in &consent.metadata {
-                if key.is_empty() {
+                let mut name = String::with_capacity(METADATA_HEADER_PREFIX.len() + key.len());
+                name.push_str(METADATA_HEADER_PREFIX);
+                name.push_str(key);
+                // Only keys that make a valid header name get a header.
+                if key.is_empty() || HeaderName::from_bytes(name.as_bytes()).is_err() {
                     continue;
                 }
-                let Ok(name) =
-                    HeaderName::from_bytes(format!("{METADATA_HEADER_PREFIX}{key}").as_bytes())
-                else {
-                    continue;
-                };
-                add(
-                    name,
-                    &utf8_percent_encode(value, NOT_VISIBLE_ASCII).to_string(),
-                );
+                let encoded: std::borrow::Cow<'_, str> =
+                    utf8_percent_encode(value, NOT_VISIBLE_ASCII).into();
+                add(VerifiedName::Metadata(name), encoded.as_bytes());
             }
         }
     }
     if let Some(token) = &a.token {
-        add(X_CONSENT_CONSUMER, &token.consumer);
+        add(fixed(X_CONSENT_CONSUMER), token.consumer.as_bytes());
         if let Some(supplier) = &token.supplier {
-            add(X_CONSENT_SUPPLIER, supplier);
+            add(fixed(X_CONSENT_SUPPLIER), supplier.as_bytes());
         }
         if let Some(client_id) = &token.client_id {
-            add(X_CONSENT_CLIENT_ID, client_id);
+            add(fixed(X_CONSENT_CLIENT_ID), client_id.as_bytes());
         }
         if let Some(scope) = &token.scope {
-            add(X_CONSENT_SCOPE, scope);
+            add(fixed(X_CONSENT_SCOPE), scope.as_bytes());
         }
         if let Some(jti) = &token.jti {
-            add(X_CONSENT_TOKEN_ID, jti);
+            add(fixed(X_CONSENT_TOKEN_ID), jti.as_bytes());
         }
     }
     out
@@ -92,16 +122,18 @@ pub fn verified_headers(a: &Authorized) -> Vec<(HeaderName, HeaderValue)> {
 fn metadata_json_b64(metadata: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = metadata.iter().collect();
     sorted.sort();
-    let mut json = String::from("{");
+    let mut json = Vec::with_capacity(64);
+    json.push(b'{');
     for (i, (key, value)) in sorted.into_iter().enumerate() {
         if i > 0 {
-            json.push(',');
+            json.push(b',');
         }
-        json.push_str(&serde_json::Value::from(key.as_str()).to_string());
-        json.push(':');
-        json.push_str(&serde_json::Value::from(value.as_str()).to_string());
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut json, key);
+        json.push(b':');
+        let _ = serde_json::to_writer(&mut json, value);
     }
-    json.push('}');
+    json.push(b'}');
     URL_SAFE_NO_PAD.encode(json)
 }
 
@@ -138,8 +170,8 @@ mod tests {
         }
     }
 
-    fn get<'a>(headers: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
-        let all: Vec<_> = headers.iter().filter(|(n, _)| n == name).collect();
+    fn get<'a>(headers: &'a [(VerifiedName, HeaderValue)], name: &str) -> Option<&'a str> {
+        let all: Vec<_> = headers.iter().filter(|(n, _)| n.as_str() == name).collect();
         assert!(all.len() <= 1, "{name} given twice");
         all.first().map(|(_, v)| v.to_str().unwrap())
     }

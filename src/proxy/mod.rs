@@ -3,6 +3,7 @@
 //! outcome in the per-request context, and reads it in the later phases.
 
 pub mod guard;
+pub mod request_id;
 pub mod respond;
 pub mod upstream;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use pingora_core::prelude::*;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -24,7 +25,7 @@ use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::NO_ROUTE_LABEL;
 use crate::policy::auth::authorize;
-use crate::policy::forward::verified_headers;
+use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::{connection_is_acceptable, headers_to_strip, sane_request_id};
 use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
@@ -47,7 +48,8 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
     params: Vec<(String, String)>,
-    /// Path and query to forward (normalised, prefix stripped).
+    /// Path and query to forward (normalised, prefix stripped), when they
+    /// differ from what the client sent.
     forward_uri: Option<String>,
     /// The request's host as received (for `X-Forwarded-Host`).
     original_host: Option<String>,
@@ -160,7 +162,7 @@ impl ProxyHttp for ConsentProxy {
         let req = session.req_header();
         ctx.request_id = sane_request_id(&req.headers)
             .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(request_id::new_request_id);
 
         // Check 0.
         let host = match self.check_request(req, &snapshot) {
@@ -172,12 +174,18 @@ impl ProxyHttp for ConsentProxy {
                 return self.refuse(session, ctx, reason, None).await;
             }
         };
-        let raw = String::from_utf8_lossy(req.raw_path()).into_owned();
+        let raw = String::from_utf8_lossy(req.raw_path());
         let (raw_path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (raw, None),
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (&*raw, None),
         };
-        let path = match normalize_path(&raw_path) {
+        let normalized = normalize_path(raw_path);
+        // Sent on as it came (no `set_uri`) when it was valid UTF-8 and
+        // normalisation did not change it; a `#` would be dropped by `Uri`.
+        let path_unchanged = matches!(raw, std::borrow::Cow::Borrowed(_))
+            && normalized.as_deref() == Ok(raw_path)
+            && !raw.contains('#');
+        let path = match normalized {
             Ok(p) => p,
             Err(_) => {
                 return self
@@ -189,8 +197,8 @@ impl ProxyHttp for ConsentProxy {
         // Checks 1-2.
         let route_host = host_without_port(&host);
         ctx.original_host = Some(host);
-        let method = req.method.as_str().to_string();
-        let (route_index, params) = match snapshot.routes.find(&route_host, &path, &method) {
+        let method = req.method.as_str();
+        let (route_index, params) = match snapshot.routes.find(&route_host, &path, method) {
             RouteMatch::Found { route, params } => (route, params),
             RouteMatch::MethodNotAllowed { route, allow } => {
                 ctx.route = Some(route);
@@ -265,11 +273,14 @@ impl ProxyHttp for ConsentProxy {
             }
         }
 
-        let forward_path = match &route.strip_prefix {
-            Some(prefix) => strip_prefix(&path, prefix),
-            None => path,
-        };
-        ctx.forward_uri = Some(match &query {
+        // The client's own path and query go upstream untouched when
+        // normalisation and `strip_prefix` left them as they were.
+        ctx.forward_uri = match &route.strip_prefix {
+            None if path_unchanged => None,
+            Some(prefix) => Some(strip_prefix(&path, prefix)),
+            None => Some(path),
+        }
+        .map(|forward_path| match &query {
             Some(q) => format!("{forward_path}?{q}"),
             None => forward_path,
         });
@@ -347,15 +358,21 @@ impl ProxyHttp for ConsentProxy {
         } else {
             "http"
         };
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         if let Some(h) = &ctx.original_host {
             upstream_request.insert_header("x-forwarded-host", h.as_str())?;
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         if ctx.decision == Some(Decision::Allow) {
             if let Some(authorized) = &ctx.authorized {
+                // `&'static str` names are taken by pingora without a copy.
                 for (name, value) in verified_headers(authorized) {
-                    upstream_request.insert_header(name, value)?;
+                    match name {
+                        VerifiedName::Fixed(name) => upstream_request.insert_header(name, value)?,
+                        VerifiedName::Metadata(name) => {
+                            upstream_request.insert_header(name, value)?
+                        }
+                    }
                 }
             }
         }
@@ -371,7 +388,7 @@ impl ProxyHttp for ConsentProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         upstream_response.insert_header(
-            HeaderName::from_static("x-request-id"),
+            "x-request-id",
             HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("-")),
         )?;
         Ok(())
@@ -416,7 +433,7 @@ impl ProxyHttp for ConsentProxy {
     /// Runs last, for every request: metrics and the audit line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let metrics = &self.gateway.metrics;
-        let route = ctx.route_name().to_string();
+        let route = ctx.route_name();
         let (decision, reason) = match &ctx.decision {
             Some(Decision::Allow) | None => ("allow", "ok"),
             Some(Decision::Deny(r)) => ("deny", r.code()),
@@ -428,11 +445,11 @@ impl ProxyHttp for ConsentProxy {
         }
         metrics
             .requests_total
-            .with_label_values(&[&route, decision, reason])
+            .with_label_values(&[route, decision, reason])
             .inc();
         metrics
             .request_duration_seconds
-            .with_label_values(&[&route])
+            .with_label_values(&[route])
             .observe(ctx.start.elapsed().as_secs_f64());
         if ctx.route.is_none() {
             metrics.http_errors_total.with_label_values(&[reason]).inc();
@@ -453,7 +470,7 @@ impl ProxyHttp for ConsentProxy {
             };
             metrics
                 .upstream_responses_total
-                .with_label_values(&[&route, class])
+                .with_label_values(&[route, class])
                 .inc();
         }
         if let Some(snapshot) = &ctx.snapshot {
@@ -463,7 +480,7 @@ impl ProxyHttp for ConsentProxy {
                 let line = audit::AuditLine {
                     ts: std::time::SystemTime::now(),
                     request_id: &ctx.request_id,
-                    route: &route,
+                    route,
                     method: session.req_header().method.as_str(),
                     path: template.unwrap_or("-"),
                     decision,

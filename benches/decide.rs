@@ -1,0 +1,269 @@
+//! Criterion benches of the decision core: `policy::auth::authorize` on the
+//! allow path and on several deny paths, with and without the
+//! verified-token cache, and the raw cost of one RS256 verification.
+//!
+//! `cargo bench --bench decide`. Speed is measured here, never asserted.
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+
+use consent_gateway::config::{
+    AuthMode, Binding, ConsentRule, DelegationRule, Issuer, RouteAuth, ScopeRule, SubjectTypes,
+};
+use consent_gateway::dev_issuer::{DevIssuer, TokenSpec};
+use consent_gateway::keys::{Alg, KeySet};
+use consent_gateway::metrics::Metrics;
+use consent_gateway::policy::{
+    authorize, AuthContext, Authorized, Denied, KeySource, RequestView, TokenCache,
+};
+
+/// The tokens are issued at this instant and checked one second later.
+const ISSUED_AT: i64 = 1_772_439_400;
+const FNR: &str = "17839116535";
+const OTHER_FNR: &str = "05818298781";
+const ISSUER: &str = "https://test.maskinporten.no/";
+
+/// One issuer's key set, always available.
+struct OneIssuer(Arc<KeySet>);
+
+impl KeySource for OneIssuer {
+    fn keys(&self, _issuer: usize) -> Option<Arc<KeySet>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+fn issuer_config() -> Issuer {
+    Issuer {
+        name: "maskinporten-test".into(),
+        issuer: ISSUER.into(),
+        jwks_uri: "http://127.0.0.1/jwk".into(),
+        ca_file: None,
+        algorithms: vec![Alg::RS256],
+        audiences: vec![],
+        leeway: Duration::from_secs(30),
+        jwks_refresh: Duration::from_secs(300),
+        jwks_min_refresh: Duration::from_secs(30),
+        jwks_max_stale: Duration::from_secs(86400),
+        max_token_lifetime: Some(Duration::from_secs(3600)),
+    }
+}
+
+/// The example route of `gateway.yaml`: consent from the person in the path,
+/// for the year in the path, a scope, and a consumer access list.
+fn consent_route() -> RouteAuth {
+    RouteAuth {
+        mode: AuthMode::Consent,
+        issuers: vec![0],
+        scopes: ScopeRule {
+            all: vec!["demo:inntekt.read".into()],
+            any: vec![],
+        },
+        delegation: DelegationRule::default(),
+        consumers: Some(HashSet::from(["0192:310497460".to_string()])),
+        consent: Some(ConsentRule {
+            resources: vec!["demo-samtykke-inntekt".into()],
+            actions: vec!["consent".into()],
+            subject: Some(Binding::PathParam("fnr".into())),
+            subject_types: SubjectTypes {
+                person: true,
+                organization: false,
+            },
+            metadata_required: vec!["inntektsaar".into()],
+            metadata_match: vec![("inntektsaar".into(), Binding::PathParam("year".into()))],
+        }),
+    }
+}
+
+fn token_spec() -> TokenSpec {
+    TokenSpec {
+        from: Some(FNR.into()),
+        resource: Some("demo-samtykke-inntekt".into()),
+        metadata: vec![("inntektsaar".into(), "2025".into())],
+        ttl_seconds: 600,
+        ..TokenSpec::default()
+    }
+}
+
+struct Request {
+    headers: HeaderMap,
+    path_params: Vec<(String, String)>,
+}
+
+impl Request {
+    fn new(token: Option<&str>, fnr: &str) -> Request {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("api.example.no"));
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        headers.insert("user-agent", HeaderValue::from_static("bench/1.0"));
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("token header");
+            headers.insert("authorization", value);
+        }
+        Request {
+            headers,
+            path_params: vec![("fnr".into(), fnr.into()), ("year".into(), "2025".into())],
+        }
+    }
+
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            headers: &self.headers,
+            query: None,
+            path_params: &self.path_params,
+        }
+    }
+}
+
+struct Fixture {
+    route: RouteAuth,
+    issuers: Vec<Issuer>,
+    keys: OneIssuer,
+    metrics: Metrics,
+}
+
+impl Fixture {
+    fn ctx<'a>(&'a self, cache: Option<&'a TokenCache>, now: f64) -> AuthContext<'a> {
+        AuthContext {
+            route: &self.route,
+            issuers: &self.issuers,
+            max_token_bytes: 16384,
+            keys: &self.keys,
+            now,
+            cache,
+        }
+    }
+}
+
+fn decide(ctx: &AuthContext<'_>, req: &Request) -> Result<Authorized, Denied> {
+    authorize(black_box(ctx), black_box(&req.view()), None)
+}
+
+fn bench_authorize(c: &mut Criterion) {
+    let dev = DevIssuer::generate("mp-1").expect("RSA key");
+    let attacker = DevIssuer::generate("mp-1").expect("RSA key");
+    let keys = KeySet::parse(dev.jwks_json().as_bytes(), &[Alg::RS256], None).expect("JWKS");
+    let fixture = Fixture {
+        route: consent_route(),
+        issuers: vec![issuer_config()],
+        keys: OneIssuer(Arc::new(keys)),
+        metrics: Metrics::new(),
+    };
+    let now = ISSUED_AT as f64 + 1.0;
+    let claims = token_spec().claims(ISSUED_AT);
+    let valid = dev.sign(&claims);
+    let forged = attacker.sign(&claims);
+    let allow = Request::new(Some(&valid), FNR);
+    let wrong_subject = Request::new(Some(&valid), OTHER_FNR);
+    let missing = Request::new(None, FNR);
+    let bad_signature = Request::new(Some(&forged), FNR);
+    let expired_now = ISSUED_AT as f64 + 3600.0;
+
+    // Sanity: every case decides what its name says, before it is timed.
+    let cache = TokenCache::new(1024, &fixture.metrics);
+    let expect = |ctx: &AuthContext<'_>, req: &Request, reason: Option<&str>| {
+        let got = decide(ctx, req).map_err(|d| d.reason.code());
+        assert_eq!(got.err(), reason, "bench fixture decides as named");
+    };
+    expect(&fixture.ctx(None, now), &allow, None);
+    expect(&fixture.ctx(Some(&cache), now), &allow, None);
+    expect(&fixture.ctx(None, now), &missing, Some("missing_token"));
+    expect(
+        &fixture.ctx(None, now),
+        &bad_signature,
+        Some("bad_signature"),
+    );
+    expect(
+        &fixture.ctx(None, expired_now),
+        &allow,
+        Some("token_expired"),
+    );
+    expect(
+        &fixture.ctx(None, now),
+        &wrong_subject,
+        Some("consent_subject_mismatch"),
+    );
+
+    let mut group = c.benchmark_group("authorize");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    group.bench_function("allow/no_cache", |b| {
+        let ctx = fixture.ctx(None, now);
+        b.iter(|| decide(&ctx, &allow))
+    });
+    group.bench_function("allow/cache_hit", |b| {
+        let ctx = fixture.ctx(Some(&cache), now);
+        b.iter(|| decide(&ctx, &allow))
+    });
+    // A pool of distinct tokens four times larger than the cache: nearly
+    // every request misses, verifies, and tries to insert.
+    let pool: Vec<Request> = (0..256)
+        .map(|_| Request::new(Some(&dev.sign(&token_spec().claims(ISSUED_AT))), FNR))
+        .collect();
+    let small_cache = TokenCache::new(64, &fixture.metrics);
+    group.bench_function("allow/cache_miss_distinct_tokens", |b| {
+        let ctx = fixture.ctx(Some(&small_cache), now);
+        let mut next = 0usize;
+        b.iter(|| {
+            next = (next + 1) % pool.len();
+            decide(&ctx, &pool[next])
+        })
+    });
+    group.bench_function("deny/missing_token", |b| {
+        let ctx = fixture.ctx(Some(&cache), now);
+        b.iter(|| decide(&ctx, &missing))
+    });
+    group.bench_function("deny/bad_signature", |b| {
+        let ctx = fixture.ctx(Some(&cache), now);
+        b.iter(|| decide(&ctx, &bad_signature))
+    });
+    group.bench_function("deny/expired", |b| {
+        let ctx = fixture.ctx(Some(&cache), expired_now);
+        b.iter(|| decide(&ctx, &allow))
+    });
+    group.bench_function("deny/subject_mismatch/no_cache", |b| {
+        let ctx = fixture.ctx(None, now);
+        b.iter(|| decide(&ctx, &wrong_subject))
+    });
+    group.bench_function("deny/subject_mismatch/cache_hit", |b| {
+        let ctx = fixture.ctx(Some(&cache), now);
+        b.iter(|| decide(&ctx, &wrong_subject))
+    });
+    group.finish();
+}
+
+/// One RS256 verification with a key parsed once: the floor under every
+/// request that carries a token the gateway has not seen.
+fn bench_raw_verify(c: &mut Criterion) {
+    let dev = DevIssuer::generate("mp-1").expect("RSA key");
+    let keys = KeySet::parse(dev.jwks_json().as_bytes(), &[Alg::RS256], None).expect("JWKS");
+    let key = Arc::clone(keys.get("mp-1").expect("the key"));
+    let token = dev.sign(&token_spec().claims(ISSUED_AT));
+    let (message, signature) = consent_gateway::dev_issuer::split_signature(&token);
+    assert!(key.verify(Alg::RS256, message.as_bytes(), &signature));
+
+    let mut group = c.benchmark_group("rs256");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    group.bench_function("verify_cold", |b| {
+        b.iter(|| {
+            key.verify(
+                Alg::RS256,
+                black_box(message.as_bytes()),
+                black_box(&signature),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_authorize, bench_raw_verify);
+criterion_main!(benches);

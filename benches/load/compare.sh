@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# Load comparison, side by side on one Linux machine, loopback only:
+#
+#   backend      nginx `return 200` (the upstream of every proxy)
+#   passthrough  a bare pingora proxy (examples/passthrough.rs)
+#   haproxy      HAProxy verifying the same RS256 token with jwt_verify
+#                (alg pinned to RS256, iss and exp checked in ACLs)
+#   gw-token     consent-gateway, an `auth: token` route
+#   gw-consent   consent-gateway, an `auth: consent` route (subject and
+#                metadata bound to the path)
+#
+# Scenarios, each run with identical wrk settings against every target:
+#   reused   one valid token on every request (as real clients do)
+#   fresh    a pool of distinct valid tokens larger than the gateway's
+#            verified-token cache, cycled by a wrk Lua script: a fresh RS256
+#            verification on (nearly) every request
+#   deny50   every other request carries a forged token (bad signature)
+#
+# wrk runs on core 0 (`taskset -c 0`), the backend and the proxies on core 1.
+# Prints one table: req/s, p50, p99, CPU microseconds per request of the
+# proxy process (from /proc/<pid>/stat utime+stime), the share of non-2xx
+# answers, and the gateway's ratios to the pass-through and to HAProxy.
+#
+# Usage: benches/load/compare.sh            (from the repository root)
+# Environment (all optional):
+#   DURATION=10s  CONNECTIONS=50  THREADS=1   wrk settings
+#   POOL=250000                               distinct tokens for `fresh` (the
+#                                             gateway's cache holds 100,000)
+#   SCENARIOS="reused fresh deny50"           which scenarios
+#   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
+#   SKIP_BUILD=1                              use binaries already built
+#   WRK_CPU=0 PROXY_CPU=1                     cores
+#   KEEP_WORKDIR=1                            keep the temporary directory (configs, logs)
+#   CARGO_TARGET_DIR                          where cargo builds (default ./target)
+# Needs: nginx, haproxy >= 2.5, wrk, taskset, curl (Debian: nginx-light haproxy
+# wrk util-linux curl; installed with apt-get when run as root).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+POOL=${POOL:-250000}
+SCENARIOS=${SCENARIOS:-"reused fresh deny50"}
+BASE_PORT=${BASE_PORT:-0}
+WRK_CPU=${WRK_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d /tmp/consent-gateway-load.XXXXXX)
+PIDS=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+    if [ -z "${KEEP_WORKDIR:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+}
+trap cleanup EXIT INT TERM
+
+# --- tools -------------------------------------------------------------------
+need_install=()
+command -v nginx >/dev/null || need_install+=(nginx-light)
+command -v haproxy >/dev/null || need_install+=(haproxy)
+command -v wrk >/dev/null || need_install+=(wrk)
+command -v taskset >/dev/null || need_install+=(util-linux)
+command -v curl >/dev/null || need_install+=(curl)
+if [ ${#need_install[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing ${need_install[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
+    else
+        log "missing tools; install the Debian packages: ${need_install[*]}"
+        exit 2
+    fi
+fi
+haproxy_version=$(haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p' | head -1)
+if [ "$(printf '2.5\n%s\n' "$haproxy_version" | sort -V | head -1)" != 2.5 ]; then
+    log "haproxy $haproxy_version has no jwt_verify; need >= 2.5"
+    exit 2
+fi
+if [ "$(nproc)" -lt 2 ]; then
+    log "needs at least 2 cores (wrk on one, the proxies on another)"
+    exit 2
+fi
+
+# --- build -------------------------------------------------------------------
+if [ -z "${SKIP_BUILD:-}" ]; then
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin consent-gateway \
+        --example passthrough --example bench_tokens)
+fi
+GATEWAY=$TARGET/release/consent-gateway
+PASSTHROUGH=$TARGET/release/examples/passthrough
+BENCH_TOKENS=$TARGET/release/examples/bench_tokens
+for bin in "$GATEWAY" "$PASSTHROUGH" "$BENCH_TOKENS"; do
+    [ -x "$bin" ] || { log "missing $bin (build it, or unset SKIP_BUILD)"; exit 2; }
+done
+
+# --- ports -------------------------------------------------------------------
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p
+    while :; do
+        p=$(( (RANDOM * 32768 + RANDOM) % 20000 + 30000 ))
+        port_in_use "$p" || { echo "$p"; return; }
+    done
+}
+if [ "$BASE_PORT" != 0 ]; then
+    BACKEND_PORT=$BASE_PORT PASS_PORT=$((BASE_PORT + 1)) HAPROXY_PORT=$((BASE_PORT + 2))
+    GW_PORT=$((BASE_PORT + 3)) ADMIN_PORT=$((BASE_PORT + 4))
+else
+    BACKEND_PORT=$(pick_port) PASS_PORT=$(pick_port) HAPROXY_PORT=$(pick_port)
+    GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port)
+fi
+
+wait_http() { # url, what
+    local i
+    for i in $(seq 1 200); do
+        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
+        sleep 0.05
+    done
+    log "$2 did not come up ($1)"
+    exit 1
+}
+
+# --- keys and tokens ---------------------------------------------------------
+log "minting keys and $POOL tokens"
+"$BENCH_TOKENS" --out "$WORK/keys" --count "$POOL" --ttl 3600
+TOKEN=$(cat "$WORK/keys/token.txt")
+FORGED=$(cat "$WORK/keys/forged.txt")
+{ echo "$TOKEN"; echo "$FORGED"; } > "$WORK/keys/mix.txt"
+FNR=17839116535
+YEAR=2025
+
+# --- backend: nginx return 200, also serving the JWKS ----------------------
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        location = /jwk { default_type application/json; alias $WORK/keys/jwks.json; }
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$BACKEND_PORT/" nginx
+
+# --- bare pingora pass-through ----------------------------------------------
+taskset -c "$PROXY_CPU" "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" \
+    --upstream "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/passthrough.log" 2>&1 &
+PASS_PID=$!
+PIDS+=($PASS_PID)
+wait_http "http://127.0.0.1:$PASS_PORT/" passthrough
+
+# --- HAProxy with jwt_verify -----------------------------------------------
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 4096
+    log stderr format raw local0 err
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    http-request deny deny_status 401 unless { req.hdr(authorization) -m beg -i "bearer " }
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 unless { var(txn.alg) -m str RS256 }
+    http-request deny deny_status 401 unless { var(txn.iss) -m str "https://test.maskinporten.no/" }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify("RS256","$WORK/keys/public.pem") -m int 1 }
+    http-request deny deny_status 401 unless { var(txn.exp),sub(txn.now) -m int gt 0 }
+    default_backend be
+backend be
+    server backend 127.0.0.1:$BACKEND_PORT
+CONF
+haproxy -c -q -f "$WORK/haproxy.cfg"
+taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+PIDS+=($HAPROXY_PID)
+wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy
+
+# --- consent-gateway ---------------------------------------------------------
+cat > "$WORK/gateway.yaml" <<CONF
+server:
+  listen: ["127.0.0.1:$GW_PORT"]
+  admin_listen: "127.0.0.1:$ADMIN_PORT"
+  threads: 1
+issuers:
+  - name: bench
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "http://127.0.0.1:$BACKEND_PORT/jwk"
+    algorithms: [RS256]
+    max_token_lifetime: 2h
+upstreams:
+  - name: backend
+    targets: ["127.0.0.1:$BACKEND_PORT"]
+routes:
+  - name: income
+    path: /income/{fnr}/{year}
+    methods: [GET]
+    upstream: backend
+    auth: consent
+    issuers: [bench]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consumers:
+      allow: ["0192:310497460"]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        path_param: fnr
+        types: [person]
+      metadata:
+        required: [inntektsaar]
+        match:
+          inntektsaar: { path_param: year }
+  - name: codes
+    path: /codes/{*rest}
+    methods: [GET]
+    upstream: backend
+    auth: token
+    issuers: [bench]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consumers:
+      allow: ["0192:310497460"]
+audit:
+  enabled: true
+  personal_data: masked
+CONF
+"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
+# The audit log (stdout) goes to /dev/null: its write is still paid.
+taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
+    >/dev/null 2>"$WORK/gateway.log" &
+GW_PID=$!
+PIDS+=($GW_PID)
+for i in $(seq 1 200); do
+    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break
+    sleep 0.05
+done
+curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { log "gateway not ready"; exit 1; }
+
+# Sanity: every target answers 200 to the valid token, the token-checking
+# ones 401 to the forged one.
+check_status() { # url token expected
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1")
+    [ "$got" = "$3" ] || { log "sanity: $1 answered $got, expected $3"; exit 1; }
+}
+GW_CONSENT_PATH="/income/$FNR/$YEAR"
+check_status "http://127.0.0.1:$PASS_PORT/codes/x" "$TOKEN" 200
+check_status "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$TOKEN" 200
+check_status "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$FORGED" 401
+check_status "http://127.0.0.1:$GW_PORT/codes/x" "$TOKEN" 200
+check_status "http://127.0.0.1:$GW_PORT/codes/x" "$FORGED" 401
+check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$TOKEN" 200
+check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$FORGED" 401
+
+# --- wrk -----------------------------------------------------------------------
+cat > "$WORK/tokens.lua" <<'LUA'
+-- Cycles through the tokens of $TOKENS_FILE, one a request, starting after
+-- the first $TOKENS_START (so that one run does not replay the last one's).
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do
+    tokens[#tokens + 1] = "Bearer " .. line
+end
+local i = tonumber(os.getenv("TOKENS_START") or "0") % #tokens
+request = function()
+    i = i + 1
+    if i > #tokens then i = 1 end
+    wrk.headers["Authorization"] = tokens[i]
+    return wrk.format()
+end
+LUA
+
+cpu_ticks() { # pid: utime + stime in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+cache_counter() { # result: the gateway's token cache counter
+    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk -v r="$1" '$1 ~ "^consent_gateway_token_cache_requests_total" && $1 ~ "result=\""r"\"" { print $2 }' \
+        | head -1
+}
+HZ=$(getconf CLK_TCK)
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+
+# Converts wrk's latency ("812.00us", "1.20ms", "2.00s") to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
+        printf "%.3f", n }'
+}
+
+# Where in the token file the next run starts: a token the gateway has
+# verified in an earlier run must not come back in `fresh`.
+TOKENS_START=0
+
+run_one() { # scenario target pid url tokens_file
+    local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 out before after hits0 hits1 miss0 miss1
+    out=$WORK/wrk-$scenario-$target.txt
+    # A short warm-up (connections, caches, JIT of the Lua script).
+    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
+    # Only the gateway remembers tokens; only its runs use up the pool.
+    case $target in
+        gw-*) TOKENS_START=$((TOKENS_START + $(awk '/requests in/ { print $1 }' "$out.warm-up") + 100)) ;;
+    esac
+    if [ "$target" = gw-token ] || [ "$target" = gw-consent ]; then
+        hits0=$(cache_counter hit); miss0=$(cache_counter miss)
+    fi
+    before=$(cpu_ticks "$pid")
+    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
+    after=$(cpu_ticks "$pid")
+    local hit_share="-"
+    if [ -n "${hits0:-}" ]; then
+        hits1=$(cache_counter hit); miss1=$(cache_counter miss)
+        hit_share=$(awk -v h=$((${hits1%.*} - ${hits0%.*})) -v m=$((${miss1%.*} - ${miss0%.*})) \
+            'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }')
+        hits0=""
+    fi
+    local requests rps p50 p99 non2xx
+    requests=$(awk '/requests in/ { print $1 }' "$out")
+    case $target in gw-*) TOKENS_START=$((TOKENS_START + requests + 100)) ;; esac
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$out")
+    non2xx=${non2xx:-0}
+    local cpu_us deny_share
+    cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    deny_share=$(awk -v d="$non2xx" -v n="$requests" 'BEGIN { printf "%.0f%%", 100 * d / n }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" \
+        "$cpu_us" "$deny_share" "$hit_share" >>"$RESULTS"
+    log "  $scenario $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, ${cpu_us}us CPU/req, non-2xx $deny_share, cache hits $hit_share"
+}
+
+for scenario in $SCENARIOS; do
+    case $scenario in
+        reused) tokens=$WORK/keys/token.txt ;;
+        fresh) tokens=$WORK/keys/tokens.txt ;;
+        deny50) tokens=$WORK/keys/mix.txt ;;
+        *) log "unknown scenario $scenario"; exit 2 ;;
+    esac
+    log "scenario $scenario"
+    run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/codes/x" "$tokens"
+    run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$tokens"
+    run_one "$scenario" gw-token "$GW_PID" "http://127.0.0.1:$GW_PORT/codes/x" "$tokens"
+    run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens"
+done
+
+GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/status")
+
+# --- the table -----------------------------------------------------------------
+echo
+echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU, backend and proxies on core $PROXY_CPU"
+awk -F'\t' '
+    { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
+    END {
+        printf "%-8s %-12s %10s %9s %9s %11s %8s %7s %9s %9s %10s\n",
+            "scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "cache", "vs pass", "vs HAProxy", "+p99 ms"
+        for (i = 1; i <= NR; i++) {
+            split(row[i], f, "\t")
+            pass = f[1] SUBSEP "passthrough"; ha = f[1] SUBSEP "haproxy"
+            vp = "-"; vh = "-"; dp = "-"
+            if (f[2] ~ /^gw-/ || f[2] == "haproxy") {
+                if (rps[pass] > 0) vp = sprintf("%.2f", f[3] / rps[pass])
+                dp = sprintf("%+.3f", f[5] - p99[pass])
+            }
+            if (f[2] ~ /^gw-/ && rps[ha] > 0) vh = sprintf("%.2f", f[3] / rps[ha])
+            printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
+                f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
+        }
+    }' "$RESULTS"
+echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at 100,000 entries)"
