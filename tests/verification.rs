@@ -825,3 +825,35 @@ fn an_upgrade_request_passes_the_same_decision_first() {
         "an unauthenticated upgrade reached upstream"
     );
 }
+
+#[test]
+fn a_refused_requests_body_is_never_read_as_another_request() {
+    let world = World::new();
+    let gw = world.start(CONFIG);
+    world.echo.clear();
+    // The body of a refused request is itself a request with a valid token:
+    // if the gateway read it as the next request on the connection, the
+    // upstream would receive it.
+    let smuggled = format!(
+        "GET {GOOD_PATH} HTTP/1.1\r\nHost: api.example.no\r\nAuthorization: Bearer {}\r\n\r\n",
+        world.valid_token()
+    );
+    let request = format!(
+        "GET {GOOD_PATH} HTTP/1.1\r\nHost: api.example.no\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        world.echo.seen().is_empty(),
+        "the smuggled request reached upstream"
+    );
+}
