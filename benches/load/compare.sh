@@ -406,4 +406,4 @@ awk -F'\t' '
                 f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
         }
     }' "$RESULTS"
-echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at 100,000 entries)"
+echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at TOKEN_CACHE_CAPACITY entries, src/gateway.rs)"
