@@ -47,16 +47,6 @@ struct Record<'a> {
     duration_ms: f64,
 }
 
-/// Masks an 11-digit national identity number as `259229*****`; other
-/// identifiers (organisation numbers) are not personal and stay as they are.
-pub fn mask_subject(subject: &str) -> String {
-    if subject.len() == 11 && subject.bytes().all(|b| b.is_ascii_digit()) {
-        format!("{}*****", &subject[..6])
-    } else {
-        subject.to_string()
-    }
-}
-
 /// Renders the JSON line (without newline).
 pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
     let mut out = Vec::with_capacity(320);
@@ -128,7 +118,7 @@ fn render_into(line: &AuditLine<'_>, personal_data: PersonalData, out: &mut Vec<
     let subject = subject.and_then(|s| match personal_data {
         PersonalData::Clear => Some(s.to_string()),
         PersonalData::Omit => None,
-        PersonalData::Masked if is_person => Some(mask_subject(s)),
+        PersonalData::Masked if is_person => Some(crate::policy::consent::mask(s)),
         PersonalData::Masked => Some(s.to_string()),
     });
     let mut ts_buffer = [0u8; 24];

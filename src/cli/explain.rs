@@ -97,7 +97,7 @@ fn mask_identity_numbers(text: &str) -> String {
     let mut digits = String::new();
     let flush = |digits: &mut String, out: &mut String| {
         if digits.len() == 11 {
-            out.push_str(&crate::audit::mask_subject(digits));
+            out.push_str(&crate::policy::consent::mask(digits));
         } else {
             out.push_str(digits);
         }
