@@ -46,7 +46,11 @@ pub struct GuardedStream {
     timeout: Duration,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
-    /// How many bytes of `\r\n\r\n` the last read ended with.
+    /// Whether `deadline` is set for the header block being read. It is set
+    /// only when a read inside a header block would wait: a header block that
+    /// arrives in one read (the common case) never touches the timer wheel.
+    armed: bool,
+    /// How many bytes of `\r\n\r\n` the bytes read so far end with.
     matched: usize,
     /// Set once a response byte was written: the next read starts a request.
     wrote: bool,
@@ -70,6 +74,7 @@ impl GuardedStream {
             timeout,
             phase: Phase::Header,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            armed: true,
             matched: 0,
             wrote: false,
             _permit: permit,
@@ -78,29 +83,67 @@ impl GuardedStream {
 
     /// Advances the header scanner over freshly read bytes.
     fn scan(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.phase == Phase::Idle {
-                self.phase = Phase::Header;
-                self.matched = 0;
-                let at = Instant::now() + self.timeout;
-                self.deadline.as_mut().reset(at);
-            }
-            if self.phase != Phase::Header {
-                return;
-            }
-            self.matched = if b == HEADER_END[self.matched] {
-                self.matched + 1
-            } else if b == b'\r' {
-                1
-            } else {
-                0
-            };
-            if self.matched == HEADER_END.len() {
-                self.phase = Phase::Body;
-                self.wrote = false;
-            }
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            // The first byte of the next request: its header block starts now.
+            self.phase = Phase::Header;
+            self.matched = 0;
+            self.armed = false;
+        }
+        if self.phase != Phase::Header {
+            return;
+        }
+        if header_end_found(self.matched, bytes) {
+            self.phase = Phase::Body;
+            self.wrote = false;
+        } else {
+            self.matched = partial_header_end(self.matched, bytes);
         }
     }
+
+    /// Sets the deadline of the header block being read, once per block.
+    fn arm(&mut self) {
+        if !self.armed {
+            self.armed = true;
+            let at = Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(at);
+        }
+    }
+}
+
+/// Whether `\r\n\r\n` ends within `bytes`, given that the bytes before them
+/// ended with its first `carried` bytes (and contained no complete one).
+fn header_end_found(carried: usize, bytes: &[u8]) -> bool {
+    if carried > 0 {
+        // A header end straddling the previous read and this one.
+        let mut joint = [0u8; 6];
+        let take = bytes.len().min(HEADER_END.len() - 1);
+        joint[..carried].copy_from_slice(&HEADER_END[..carried]);
+        joint[carried..carried + take].copy_from_slice(&bytes[..take]);
+        if memchr::memmem::find(&joint[..carried + take], HEADER_END).is_some() {
+            return true;
+        }
+    }
+    memchr::memmem::find(bytes, HEADER_END).is_some()
+}
+
+/// How many bytes of `\r\n\r\n` the stream ends with after `bytes`, given
+/// it ended with `carried` of them before and holds no complete one.
+fn partial_header_end(carried: usize, bytes: &[u8]) -> usize {
+    let mut tail = [0u8; 6];
+    let tail = if bytes.len() >= HEADER_END.len() - 1 {
+        &bytes[bytes.len() - (HEADER_END.len() - 1)..]
+    } else {
+        tail[..carried].copy_from_slice(&HEADER_END[..carried]);
+        tail[carried..carried + bytes.len()].copy_from_slice(bytes);
+        &tail[..carried + bytes.len()]
+    };
+    (1..HEADER_END.len())
+        .rev()
+        .find(|&k| tail.ends_with(&HEADER_END[..k]))
+        .unwrap_or(0)
 }
 
 impl AsyncRead for GuardedStream {
@@ -116,13 +159,16 @@ impl AsyncRead for GuardedStream {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let filled = buf.filled()[before..].to_vec();
-                this.scan(&filled);
+                this.scan(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.phase == Phase::Header && this.deadline.as_mut().poll(cx).is_ready() {
+                if this.phase != Phase::Header {
+                    return Poll::Pending;
+                }
+                this.arm();
+                if this.deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "request header block did not arrive within header_read_timeout",
@@ -326,5 +372,39 @@ mod tests {
         assert_eq!(s.phase, Phase::Header);
         s.scan(b" HTTP/1.1\r\n\r\n");
         assert_eq!(s.phase, Phase::Body);
+    }
+
+    fn contains_header_end(bytes: &[u8]) -> bool {
+        bytes.windows(4).any(|w| w == HEADER_END)
+    }
+
+    proptest::proptest! {
+        /// Fed in any chunks, the scanner leaves the header block exactly when
+        /// the bytes so far hold `\r\n\r\n`, wherever the chunks split it.
+        #[test]
+        fn scanner_agrees_with_a_plain_search(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a']), 0..64),
+            cuts in proptest::collection::vec(0usize..64, 0..8),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _guard = runtime.enter();
+            let mut s = stream();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut start = 0;
+            for end in cuts {
+                s.scan(&bytes[start..end]);
+                start = end;
+                proptest::prop_assert_eq!(
+                    s.phase == Phase::Body,
+                    contains_header_end(&bytes[..end]),
+                    "after {:?}", &bytes[..end]
+                );
+                if s.phase == Phase::Body {
+                    break;
+                }
+            }
+        }
     }
 }
