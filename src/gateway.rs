@@ -16,7 +16,7 @@ use crate::keys::cache::IssuerKeys;
 use crate::keys::fetch::http_fetcher_for;
 use crate::keys::registry::KeyRegistry;
 use crate::keys::KeySet;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
 use crate::policy::KeySource;
@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<UpstreamPool>>,
     /// Indexed like `config.issuers`.
     pub issuer_keys: Vec<Arc<IssuerKeys>>,
+    /// Indexed like `config.routes`: each route's resolved metric series.
+    pub route_metrics: Vec<RouteMetrics>,
     /// Stops this generation's health-check tasks when it is replaced.
     health_stop: watch::Sender<bool>,
 }
@@ -385,6 +387,11 @@ pub fn build_snapshot(
         control.spawn(async move { lb.run(stop, None).await });
     }
     let issuer_keys = keys.reconcile(&config.issuers);
+    let route_metrics = config
+        .routes
+        .iter()
+        .map(|_| RouteMetrics::default())
+        .collect();
     Ok(Snapshot {
         generation,
         loaded_at: SystemTime::now(),
@@ -392,6 +399,7 @@ pub fn build_snapshot(
         routes,
         upstreams,
         issuer_keys,
+        route_metrics,
         health_stop,
     })
 }

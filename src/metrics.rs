@@ -2,13 +2,55 @@
 //! bounded labels (route names, reason codes, issuer names; never a consumer,
 //! subject, token or path).
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The label used for requests refused before a route is known.
 pub const NO_ROUTE_LABEL: &str = "-";
+
+/// The classes of `upstream_responses_total{class}`.
+pub const UPSTREAM_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// One route's most used series, resolved on first use and then kept, so
+/// that the request path does not hash label values on every request. Built
+/// with each configuration generation (route names can change on reload);
+/// a series, once made, is the very one `Metrics` exports.
+#[derive(Default)]
+pub struct RouteMetrics {
+    allowed: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+    upstream: [OnceLock<IntCounter>; UPSTREAM_CLASSES.len()],
+}
+
+impl RouteMetrics {
+    /// `requests_total{route, decision="allow", reason="ok"}`.
+    pub fn allowed(&self, metrics: &Metrics, route: &str) -> &IntCounter {
+        self.allowed.get_or_init(|| {
+            metrics
+                .requests_total
+                .with_label_values(&[route, "allow", "ok"])
+        })
+    }
+
+    /// `request_duration_seconds{route}`.
+    pub fn duration(&self, metrics: &Metrics, route: &str) -> &Histogram {
+        self.duration
+            .get_or_init(|| metrics.request_duration_seconds.with_label_values(&[route]))
+    }
+
+    /// `upstream_responses_total{route, class}`, `class` one of `UPSTREAM_CLASSES`.
+    pub fn upstream(&self, metrics: &Metrics, route: &str, class: usize) -> &IntCounter {
+        self.upstream[class].get_or_init(|| {
+            metrics
+                .upstream_responses_total
+                .with_label_values(&[route, UPSTREAM_CLASSES[class]])
+        })
+    }
+}
 
 /// All gateway metrics, registered in their own registry.
 pub struct Metrics {

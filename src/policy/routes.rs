@@ -6,6 +6,7 @@
 //! tried is decided by an index on (host, literal path prefix), so matching
 //! stays flat in the number of routes while "first in file order" holds.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::config::Route;
@@ -52,7 +53,31 @@ fn hex_value(b: u8) -> Option<u8> {
 /// matched and forwarded (SPEC section 12): percent-encoded unreserved
 /// characters decoded, other escapes kept with upper-case hex, dot segments
 /// resolved, repeated slashes merged. Refuses what cannot be made safe.
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_already_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_path_slowly(raw).map(Cow::Owned)
+}
+
+/// Whether `raw` is its own normal form, decided in one pass: printable
+/// ASCII, no escape, no backslash, and no segment that is empty or starts
+/// with a dot (so no `//`, `.`, `..` or `..;`). Most request paths are.
+fn is_already_normal(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    bytes.windows(2).all(|pair| {
+        let [previous, b] = [pair[0], pair[1]];
+        b.is_ascii_graphic()
+            && b != b'%'
+            && b != b'\\'
+            && !(previous == b'/' && (b == b'/' || b == b'.'))
+    })
+}
+
+fn normalize_path_slowly(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
@@ -357,6 +382,42 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The one-pass check never takes a path the full normaliser would
+        /// change or refuse.
+        #[test]
+        fn already_normal_paths_are_their_own_normal_form(
+            raw in proptest::collection::vec(
+                proptest::sample::select(vec!["/", ".", "..", "%2e", "%2F", "a", ";", "\\", "%", "\u{e9}", " "]),
+                0..12,
+            ).prop_map(|parts| parts.concat())
+        ) {
+            if is_already_normal(&raw) {
+                let slow = normalize_path_slowly(&raw);
+                proptest::prop_assert_eq!(slow.as_deref(), Ok(raw.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn common_paths_take_the_one_pass_check() {
+        for raw in [
+            "/",
+            "/codes/x",
+            "/income/17839116535/2025",
+            "/a/b/",
+            "/a;b/c.d",
+        ] {
+            assert!(is_already_normal(raw), "{raw}");
+        }
+        for raw in [
+            "", "a", "//a", "/a//b", "/./a", "/a/..", "/a/%41", "/a\\b", "/\u{e9}", "/a b",
+        ] {
+            assert!(!is_already_normal(raw), "{raw}");
+        }
+    }
     use crate::config::{AuthMode, DelegationRule, ForwardRule, Mode, RouteAuth, ScopeRule};
 
     pub(crate) fn route(name: &str, host: Option<&str>, path: &str, methods: &[&str]) -> Route {

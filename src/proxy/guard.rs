@@ -122,11 +122,19 @@ fn header_end_found(carried: usize, bytes: &[u8]) -> bool {
         let take = bytes.len().min(HEADER_END.len() - 1);
         joint[..carried].copy_from_slice(&HEADER_END[..carried]);
         joint[carried..carried + take].copy_from_slice(&bytes[..take]);
-        if memchr::memmem::find(&joint[..carried + take], HEADER_END).is_some() {
+        if header_end_finder().find(&joint[..carried + take]).is_some() {
             return true;
         }
     }
-    memchr::memmem::find(bytes, HEADER_END).is_some()
+    // A request without a body ends its read with the header block.
+    bytes.ends_with(HEADER_END) || header_end_finder().find(bytes).is_some()
+}
+
+/// The searcher for `\r\n\r\n`, built once.
+fn header_end_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEADER_END));
+    &FINDER
 }
 
 /// How many bytes of `\r\n\r\n` the stream ends with after `bytes`, given

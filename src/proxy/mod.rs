@@ -23,7 +23,7 @@ use crate::audit;
 use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
-use crate::metrics::NO_ROUTE_LABEL;
+use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
 use crate::policy::auth::authorize;
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::{connection_is_acceptable, headers_to_strip, sane_request_id};
@@ -183,7 +183,7 @@ impl ProxyHttp for ConsentProxy {
         // Sent on as it came (no `set_uri`) when it was valid UTF-8 and
         // normalisation did not change it; a `#` would be dropped by `Uri`.
         let path_unchanged = matches!(raw, std::borrow::Cow::Borrowed(_))
-            && normalized.as_deref() == Ok(raw_path)
+            && normalized.as_deref().is_ok_and(|p| p == raw_path)
             && !raw.contains('#');
         let path = match normalized {
             Ok(p) => p,
@@ -278,7 +278,7 @@ impl ProxyHttp for ConsentProxy {
         ctx.forward_uri = match &route.strip_prefix {
             None if path_unchanged => None,
             Some(prefix) => Some(strip_prefix(&path, prefix)),
-            None => Some(path),
+            None => Some(path.into_owned()),
         }
         .map(|forward_path| match &query {
             Some(q) => format!("{forward_path}?{q}"),
@@ -443,14 +443,35 @@ impl ProxyHttp for ConsentProxy {
             // Nothing was decided (the client went away first).
             return;
         }
-        metrics
-            .requests_total
-            .with_label_values(&[route, decision, reason])
-            .inc();
-        metrics
-            .request_duration_seconds
-            .with_label_values(&[route])
-            .observe(ctx.start.elapsed().as_secs_f64());
+        // The route's own series, resolved once per configuration generation.
+        let route_metrics = match (&ctx.snapshot, ctx.route) {
+            (Some(snapshot), Some(r)) => snapshot.route_metrics.get(r),
+            _ => None,
+        };
+        let elapsed = ctx.start.elapsed().as_secs_f64();
+        match route_metrics {
+            Some(series) => {
+                if ctx.decision == Some(Decision::Allow) {
+                    series.allowed(metrics, route).inc();
+                } else {
+                    metrics
+                        .requests_total
+                        .with_label_values(&[route, decision, reason])
+                        .inc();
+                }
+                series.duration(metrics, route).observe(elapsed);
+            }
+            None => {
+                metrics
+                    .requests_total
+                    .with_label_values(&[route, decision, reason])
+                    .inc();
+                metrics
+                    .request_duration_seconds
+                    .with_label_values(&[route])
+                    .observe(elapsed);
+            }
+        }
         if ctx.route.is_none() {
             metrics.http_errors_total.with_label_values(&[reason]).inc();
         }
@@ -458,20 +479,18 @@ impl ProxyHttp for ConsentProxy {
             ctx.decision,
             Some(Decision::Allow) | Some(Decision::ShadowDeny(_))
         ) {
+            // An index into `UPSTREAM_CLASSES`.
             let class = match (ctx.upstream_error, ctx.upstream_status) {
-                (Some(_), _) | (None, None) => "error",
-                (None, Some(s)) => match s / 100 {
-                    1 => "1xx",
-                    2 => "2xx",
-                    3 => "3xx",
-                    4 => "4xx",
-                    _ => "5xx",
-                },
+                (Some(_), _) | (None, None) => 5,
+                (None, Some(s)) => usize::from((s / 100).clamp(1, 5)) - 1,
             };
-            metrics
-                .upstream_responses_total
-                .with_label_values(&[route, class])
-                .inc();
+            match route_metrics {
+                Some(series) => series.upstream(metrics, route, class).inc(),
+                None => metrics
+                    .upstream_responses_total
+                    .with_label_values(&[route, UPSTREAM_CLASSES[class]])
+                    .inc(),
+            }
         }
         if let Some(snapshot) = &ctx.snapshot {
             if snapshot.config.audit.enabled {

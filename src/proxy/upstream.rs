@@ -25,6 +25,9 @@ pub struct UpstreamPool {
     read_timeout: Duration,
     /// `host:port` of the first target, for `Host` when `preserve_host: false`.
     pub host_header: String,
+    /// The peer of a pool with one target and no health check: nothing to
+    /// choose, so it is built once and copied per request.
+    only_peer: Option<HttpPeer>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -76,7 +79,7 @@ impl UpstreamPool {
         } else {
             upstream.targets.first().cloned().unwrap_or_default()
         };
-        Ok(Self {
+        let mut pool = Self {
             name: upstream.name.clone(),
             lb: Arc::new(lb),
             tls: upstream.tls,
@@ -85,7 +88,12 @@ impl UpstreamPool {
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             host_header,
-        })
+            only_peer: None,
+        };
+        if upstream.targets.len() == 1 && !pool.has_health_check() {
+            pool.only_peer = pool.choose_peer();
+        }
+        Ok(pool)
     }
 
     /// Whether this pool runs active health checks (then it needs a task).
@@ -95,6 +103,13 @@ impl UpstreamPool {
 
     /// Picks a healthy target (round robin) and builds the peer for it.
     pub fn select_peer(&self) -> Option<HttpPeer> {
+        match &self.only_peer {
+            Some(peer) => Some(peer.clone()),
+            None => self.choose_peer(),
+        }
+    }
+
+    fn choose_peer(&self) -> Option<HttpPeer> {
         let backend = self.lb.select(b"", 256)?;
         let mut peer = HttpPeer::new(backend, self.tls, self.sni.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -118,4 +133,50 @@ fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
         return Err(format!("{}: no PEM certificate found", path.display()));
     }
     Ok(certs.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(targets: &str, health_check: &str) -> UpstreamPool {
+        let yaml = format!(
+            "upstreams:\n  - name: u\n    targets: {targets}\n{health_check}routes:\n  - name: r\n    path: /\n    upstream: u\n    auth: none\n"
+        );
+        let config = crate::config::load_str(&yaml, std::path::Path::new("gateway.yaml"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        UpstreamPool::build(&config.upstreams[0]).unwrap()
+    }
+
+    fn address(peer: &HttpPeer) -> String {
+        peer._address.to_string()
+    }
+
+    #[test]
+    fn one_target_without_health_check_is_built_once() {
+        let p = pool("[\"127.0.0.1:8081\"]", "");
+        assert!(p.only_peer.is_some());
+        let peer = p.select_peer().unwrap();
+        assert_eq!(address(&peer), "127.0.0.1:8081");
+        assert_eq!(peer.options.read_timeout, Some(p.read_timeout));
+        assert_eq!(address(&p.select_peer().unwrap()), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn several_targets_take_turns() {
+        let p = pool("[\"127.0.0.1:8081\", \"127.0.0.1:8082\"]", "");
+        assert!(p.only_peer.is_none());
+        let seen: std::collections::BTreeSet<String> =
+            (0..4).map(|_| address(&p.select_peer().unwrap())).collect();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_health_checked_target_is_chosen_per_request() {
+        let p = pool(
+            "[\"127.0.0.1:8081\"]",
+            "    health_check:\n      path: /healthz\n      interval: 5s\n",
+        );
+        assert!(p.only_peer.is_none());
+    }
 }
