@@ -9,6 +9,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// Route-table maps: looked up several times per request with short keys,
+/// where SipHash would cost more than the lookups themselves.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 use crate::config::Route;
 
 /// Why a request path cannot be normalised safely (answered 400).
@@ -235,7 +239,7 @@ pub enum RouteMatch {
 /// Routes of one host pattern, indexed by the literal start of the template.
 #[derive(Default)]
 struct Bucket {
-    by_prefix: HashMap<String, Vec<usize>>,
+    by_prefix: FastMap<String, Vec<usize>>,
 }
 
 struct CompiledRoute {
@@ -247,9 +251,9 @@ struct CompiledRoute {
 pub struct RouteTable {
     routes: Vec<CompiledRoute>,
     any_host: Bucket,
-    exact_host: HashMap<String, Bucket>,
+    exact_host: FastMap<String, Bucket>,
     /// Keyed by the suffix with its leading dot: `*.example.no` -> `.example.no`.
-    wildcard_host: HashMap<String, Bucket>,
+    wildcard_host: FastMap<String, Bucket>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -280,8 +284,8 @@ impl RouteTable {
         let mut table = RouteTable {
             routes: Vec::with_capacity(routes.len()),
             any_host: Bucket::default(),
-            exact_host: HashMap::new(),
-            wildcard_host: HashMap::new(),
+            exact_host: FastMap::default(),
+            wildcard_host: FastMap::default(),
         };
         for (index, route) in routes.iter().enumerate() {
             let mut router = matchit::Router::new();
@@ -320,46 +324,16 @@ impl RouteTable {
     /// lowercased): the first route in file order whose host and path match
     /// decides; its methods then give 405 or a match.
     pub fn find(&self, host: &str, path: &str, method: &str) -> RouteMatch {
-        let mut buckets: Vec<&Bucket> = Vec::with_capacity(3);
-        buckets.push(&self.any_host);
+        let mut best: Option<(usize, Vec<(String, String)>)> = None;
+        self.search(&self.any_host, path, &mut best);
         if let Some(b) = self.exact_host.get(host) {
-            buckets.push(b);
+            self.search(b, path, &mut best);
         }
         for (i, _) in host.match_indices('.') {
             if i > 0 {
                 if let Some(b) = self.wildcard_host.get(&host[i..]) {
-                    buckets.push(b);
+                    self.search(b, path, &mut best);
                 }
-            }
-        }
-        let mut best: Option<(usize, Vec<(String, String)>)> = None;
-        let mut consider = |candidates: &Vec<usize>| {
-            for &index in candidates {
-                if best.as_ref().is_some_and(|(b, _)| *b <= index) {
-                    break; // candidates are in file order
-                }
-                if let Ok(m) = self.routes[index].router.at(path) {
-                    let params = m
-                        .params
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
-                    best = Some((index, params));
-                    break;
-                }
-            }
-        };
-        for bucket in &buckets {
-            if let Some(c) = bucket.by_prefix.get("") {
-                consider(c);
-            }
-            for (i, _) in path.match_indices('/').skip(1) {
-                if let Some(c) = bucket.by_prefix.get(&path[..i]) {
-                    consider(c);
-                }
-            }
-            if let Some(c) = bucket.by_prefix.get(path) {
-                consider(c);
             }
         }
         match best {
@@ -375,6 +349,43 @@ impl RouteTable {
                     }
                 }
             }
+        }
+    }
+
+    /// Updates `best` with the earliest route (in file order) of `bucket`
+    /// whose template matches `path`.
+    fn search(
+        &self,
+        bucket: &Bucket,
+        path: &str,
+        best: &mut Option<(usize, Vec<(String, String)>)>,
+    ) {
+        let mut consider = |candidates: &Vec<usize>| {
+            for &index in candidates {
+                if best.as_ref().is_some_and(|(b, _)| *b <= index) {
+                    break; // candidates are in file order
+                }
+                if let Ok(m) = self.routes[index].router.at(path) {
+                    let params = m
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    *best = Some((index, params));
+                    break;
+                }
+            }
+        };
+        if let Some(c) = bucket.by_prefix.get("") {
+            consider(c);
+        }
+        for (i, _) in path.match_indices('/').skip(1) {
+            if let Some(c) = bucket.by_prefix.get(&path[..i]) {
+                consider(c);
+            }
+        }
+        if let Some(c) = bucket.by_prefix.get(path) {
+            consider(c);
         }
     }
 }
