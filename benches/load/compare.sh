@@ -15,6 +15,8 @@
 #            verified-token cache, cycled by a wrk Lua script: a fresh RS256
 #            verification on (nearly) every request
 #   deny50   every other request carries a forged token (bad signature)
+#   latency  the reused token over ONE connection (wrk -c1): no queueing, so
+#            p50/p99 are service times and `+p99 ms` is the added latency
 #
 # wrk runs on core 0 (`taskset -c 0`), the backend and the proxies on core 1.
 # Prints one table: req/s, p50, p99, CPU microseconds per request of the
@@ -26,7 +28,7 @@
 #   DURATION=10s  CONNECTIONS=50  THREADS=1   wrk settings
 #   POOL=250000                               distinct tokens for `fresh` (the
 #                                             gateway's cache holds 100,000)
-#   SCENARIOS="reused fresh deny50"           which scenarios
+#   SCENARIOS="reused fresh deny50 latency"   which scenarios
 #   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
 #   SKIP_BUILD=1                              use binaries already built
 #   WRK_CPU=0 PROXY_CPU=1                     cores
@@ -40,7 +42,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 POOL=${POOL:-250000}
-SCENARIOS=${SCENARIOS:-"reused fresh deny50"}
+SCENARIOS=${SCENARIOS:-"reused fresh deny50 latency"}
 BASE_PORT=${BASE_PORT:-0}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -328,12 +330,13 @@ to_ms() {
 # verified in an earlier run must not come back in `fresh`.
 TOKENS_START=0
 
-run_one() { # scenario target pid url tokens_file
-    local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 out before after hits0 hits1 miss0 miss1
+run_one() { # scenario target pid url tokens_file [connections]
+    local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 conns=${6:-$CONNECTIONS}
+    local out before after hits0 hits1 miss0 miss1
     out=$WORK/wrk-$scenario-$target.txt
     # A short warm-up (connections, caches, JIT of the Lua script).
     TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
+        wrk -t"$THREADS" -c"$conns" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
     # Only the gateway remembers tokens; only its runs use up the pool.
     case $target in
         gw-*) TOKENS_START=$((TOKENS_START + $(awk '/requests in/ { print $1 }' "$out.warm-up") + 100)) ;;
@@ -343,7 +346,7 @@ run_one() { # scenario target pid url tokens_file
     fi
     before=$(cpu_ticks "$pid")
     TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
+        wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
     after=$(cpu_ticks "$pid")
     local hit_share="-"
     if [ -n "${hits0:-}" ]; then
@@ -370,24 +373,28 @@ run_one() { # scenario target pid url tokens_file
 }
 
 for scenario in $SCENARIOS; do
+    conns=$CONNECTIONS
     case $scenario in
         reused) tokens=$WORK/keys/token.txt ;;
         fresh) tokens=$WORK/keys/tokens.txt ;;
         deny50) tokens=$WORK/keys/mix.txt ;;
+        # One connection, one request at a time: latency is service time,
+        # not queueing, so `+p99 ms` is the latency the proxy adds.
+        latency) tokens=$WORK/keys/token.txt; conns=1 ;;
         *) log "unknown scenario $scenario"; exit 2 ;;
     esac
     log "scenario $scenario"
-    run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/codes/x" "$tokens"
-    run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$tokens"
-    run_one "$scenario" gw-token "$GW_PID" "http://127.0.0.1:$GW_PORT/codes/x" "$tokens"
-    run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens"
+    run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/codes/x" "$tokens" "$conns"
+    run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$tokens" "$conns"
+    run_one "$scenario" gw-token "$GW_PID" "http://127.0.0.1:$GW_PORT/codes/x" "$tokens" "$conns"
+    run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens" "$conns"
 done
 
 GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/status")
 
 # --- the table -----------------------------------------------------------------
 echo
-echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU, backend and proxies on core $PROXY_CPU"
+echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU"
 awk -F'\t' '
     { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
     END {
