@@ -9,11 +9,17 @@
 //!     target/release/examples/fresh_token_cost fresh 200
 //! ```
 //!
-//! Modes: `fresh` (a cache, every token distinct: parse, verify, insert),
-//! `nocache` (no cache: parse and verify), `hit` (one token, cached before the
-//! measured run), `verify` (the raw RS256 verification alone). Divide the
-//! total by the count. `memory` (not under valgrind) prints the resident
-//! memory each cached token adds, over `count` distinct tokens.
+//! Counted modes (divide the total by the count): `fresh` (a cache, every
+//! token distinct: parse, verify, insert), `nocache` (parse and verify),
+//! `hit` (one token, cached before the measured run), `verify` (the raw RS256
+//! verification alone). Under DHAT, `fresh` minus `prepare` (which only makes
+//! the tokens) gives the allocations of a fresh token.
+//!
+//! Wall-clock modes, not for valgrind (which hides SHA-NI and AVX2 from
+//! aws-lc): `memory` (resident bytes each cached token adds), `ufo` (the
+//! same for the bare store), `sha` (SHA-256 vs ahash of one token: what
+//! keying the cache by a digest would add to each hit), `parts` (each step
+//! of a fresh token's parse).
 #![forbid(unsafe_code)]
 
 use std::collections::HashSet;
@@ -162,10 +168,14 @@ fn main() {
     };
     let cache: &'static TokenCache = Box::leak(Box::new(cache));
     match mode.as_str() {
-        "fresh" | "nocache" => {
+        "fresh" | "nocache" | "prepare" => {
             let tokens: Vec<HeaderMap> = (0..count)
                 .map(|_| headers(&dev.sign(&spec.claims(ISSUED_AT))))
                 .collect();
+            if mode == "prepare" {
+                // The tokens alone: a baseline for allocation counts.
+                return;
+            }
             eprintln!(
                 "token bytes: {}",
                 tokens[0]["authorization"].len() - "Bearer ".len()
@@ -223,15 +233,6 @@ fn main() {
                 (after - before) / count.max(1) as i64
             );
         }
-        "strings" => {
-            let before = resident_bytes();
-            let kept: Vec<Box<str>> = (0..count).map(|_| "x".repeat(1404).into()).collect();
-            let after = resident_bytes();
-            println!(
-                "resident bytes per 1404-byte string: {}",
-                (after - before) / kept.len().max(1) as i64
-            );
-        }
         "sha" => {
             // Wall-clock (not for valgrind, which hides SHA-NI): what keying
             // the cache by a SHA-256 digest would add to every hit.
@@ -253,6 +254,46 @@ fn main() {
                 let hash = start.elapsed() / count as u32;
                 println!("{} bytes: sha256 {sha:?}, ahash {hash:?}", token.len());
             }
+        }
+        "parts" => {
+            // Wall-clock of each step of a fresh token's parse (best of 5).
+            use consent_gateway::policy::claims::ClaimSet;
+            use consent_gateway::policy::jws;
+            let token = dev.sign(&spec.claims(ISSUED_AT));
+            let decoded = jws::decode_compact(&token).expect("compact JWS");
+            let compact = decoded.parse().expect("strict JSON");
+            let time = |name: &str, f: &dyn Fn()| {
+                let best = (0..5)
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        for _ in 0..count {
+                            f();
+                        }
+                        start.elapsed() / count as u32
+                    })
+                    .min()
+                    .unwrap_or_default();
+                println!("{name:>24}: {best:?}");
+            };
+            time("base64 (3 parts)", &|| {
+                black_box(jws::decode_compact(black_box(&token)).is_ok());
+            });
+            time("strict JSON (header)", &|| {
+                black_box(jws::strict_object(black_box(&decoded.header)).is_some());
+            });
+            time("strict JSON (payload)", &|| {
+                black_box(jws::strict_object(black_box(&decoded.payload)).is_some());
+            });
+            time("serde_json::Value", &|| {
+                black_box(
+                    serde_json::from_slice::<serde_json::Value>(black_box(&decoded.payload))
+                        .is_ok(),
+                );
+            });
+            time("header + claims", &|| {
+                black_box(jws::JoseHeader::from_map(black_box(&compact.header)).is_ok());
+                black_box(ClaimSet::from_payload(black_box(&compact.payload)));
+            });
         }
         other => panic!("unknown mode {other}"),
     }
