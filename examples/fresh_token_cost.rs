@@ -295,6 +295,54 @@ fn main() {
                 black_box(ClaimSet::from_payload(black_box(&compact.payload)));
             });
         }
+        "hostile" => {
+            // Wall-clock of check 4 and the claims on a 16 KB payload of
+            // 1,800 one-digit members (what an unauthenticated client can
+            // send), against the genuine token.
+            use consent_gateway::policy::claims::ClaimSet;
+            use consent_gateway::policy::jws;
+            let members: Vec<String> = (0..1800).map(|i| format!("\"k{i}\":{}", i % 10)).collect();
+            let wide = format!("{{\"iss\":\"x\",{}}}", members.join(","));
+            let genuine = dev.sign(&spec.claims(ISSUED_AT));
+            let hostile = dev.sign_raw(r#"{"alg":"RS256","kid":"mp-1"}"#, &wide);
+            for (name, token) in [("genuine", &genuine), ("hostile", &hostile)] {
+                let start = std::time::Instant::now();
+                for _ in 0..count {
+                    let decoded = jws::decode_compact(black_box(token)).expect("compact JWS");
+                    let compact = decoded.parse().expect("strict JSON");
+                    black_box(ClaimSet::from_payload(&compact.payload));
+                }
+                println!(
+                    "{name} ({} bytes): {:?}",
+                    token.len(),
+                    start.elapsed() / count as u32
+                );
+                let decoded = jws::decode_compact(token).expect("compact JWS");
+                let time = |what: &str, f: &dyn Fn()| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..count {
+                        f();
+                    }
+                    println!("  {what}: {:?}", start.elapsed() / count as u32);
+                };
+                time("decode", &|| {
+                    black_box(jws::decode_compact(black_box(token)).is_ok());
+                });
+                time("strict_object", &|| {
+                    black_box(jws::strict_object(black_box(&decoded.payload)).is_some());
+                });
+                time("serde_json::Value", &|| {
+                    black_box(
+                        serde_json::from_slice::<serde_json::Value>(black_box(&decoded.payload))
+                            .is_ok(),
+                    );
+                });
+                let compact = decoded.parse().expect("strict JSON");
+                time("claims", &|| {
+                    black_box(ClaimSet::from_payload(black_box(&compact.payload)));
+                });
+            }
+        }
         other => panic!("unknown mode {other}"),
     }
 }
