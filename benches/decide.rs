@@ -1,6 +1,7 @@
 //! Criterion benches of the decision core: `policy::auth::authorize` on the
 //! allow path and on several deny paths, with and without the
-//! verified-token cache, and the raw cost of one RS256 verification.
+//! verified-token cache, the raw cost of one RS256 verification, and the
+//! parse of a fresh token (check 4 and its claims) alone.
 //!
 //! `cargo bench --bench decide`. Speed is measured here, never asserted.
 
@@ -18,8 +19,9 @@ use consent_gateway::config::{
 use consent_gateway::dev_issuer::{DevIssuer, TokenSpec};
 use consent_gateway::keys::{Alg, KeySet};
 use consent_gateway::metrics::Metrics;
+use consent_gateway::policy::claims::ClaimSet;
 use consent_gateway::policy::{
-    authorize, AuthContext, Authorized, Denied, KeySource, RequestView, TokenCache,
+    authorize, jws, AuthContext, Authorized, Denied, KeySource, RequestView, TokenCache,
 };
 
 /// The tokens are issued at this instant and checked one second later.
@@ -265,5 +267,31 @@ fn bench_raw_verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_authorize, bench_raw_verify);
+/// Check 4 and the claims of a fresh token without its signature: split,
+/// base64url, strict JSON, typed claims (what a cache miss adds to the
+/// RS256 verification).
+fn bench_parse(c: &mut Criterion) {
+    let dev = DevIssuer::generate("mp-1").expect("RSA key");
+    let token = dev.sign(&token_spec().claims(ISSUED_AT));
+    let parse = |token: &str| {
+        let decoded = jws::decode_compact(token).expect("compact JWS");
+        let compact = decoded.parse().expect("strict JSON");
+        let header = jws::JoseHeader::from_map(&compact.header).expect("header");
+        (header, ClaimSet::from_payload(&compact.payload))
+    };
+    let (header, claims) = parse(&token);
+    assert!(header.kid.is_some() && claims.token.is_ok() && claims.consent.is_ok());
+
+    let mut group = c.benchmark_group("token");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    group.bench_function("parse_and_read_claims", |b| {
+        b.iter(|| parse(black_box(&token)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_authorize, bench_raw_verify, bench_parse);
 criterion_main!(benches);

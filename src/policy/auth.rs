@@ -50,26 +50,43 @@ enum Signature {
     Skip,
 }
 
-/// A token split, decoded and read, its signature not necessarily checked.
-/// Cached (behind an `Arc`) once its signature verified.
+/// What a token says, read and type-checked once, its signature not
+/// necessarily checked: the header members checks 5-6 read and the claims.
+/// Cached (behind an `Arc`) once its signature verified; holds no JSON and
+/// no signature.
 #[derive(Debug)]
 pub(crate) struct ParsedToken {
     pub header: JoseHeader,
     pub claims: ClaimSet,
+}
+
+/// The signed message and signature of a token parsed for the first time.
+pub(crate) struct SignedParts {
     /// The signed message is `token[..signing_input_len]`.
     pub signing_input_len: usize,
     pub signature: Vec<u8>,
 }
 
 impl ParsedToken {
+    #[cfg(test)]
     pub(crate) fn parse(token: &str) -> Result<ParsedToken, JwsError> {
-        let compact = jws::parse_compact(token)?;
-        Ok(ParsedToken {
+        Self::parse_signed(token).map(|(parsed, _)| parsed)
+    }
+
+    /// Check 4 whole (parts, base64url, strict JSON), then the header
+    /// members and the claims, read straight from the JSON.
+    pub(crate) fn parse_signed(token: &str) -> Result<(ParsedToken, SignedParts), JwsError> {
+        let decoded = jws::decode_compact(token)?;
+        let compact = decoded.parse()?;
+        let parsed = ParsedToken {
             header: JoseHeader::from_map(&compact.header)?,
             claims: ClaimSet::from_payload(&compact.payload),
-            signing_input_len: compact.signing_input_len,
-            signature: compact.signature,
-        })
+        };
+        let signed = SignedParts {
+            signing_input_len: decoded.signing_input_len,
+            signature: decoded.signature,
+        };
+        Ok((parsed, signed))
     }
 }
 
@@ -181,10 +198,11 @@ fn run(
     };
     let cache = ctx.cache.filter(|_| signature == Signature::Verify);
     let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
-    let parsed: Arc<ParsedToken> = match &cached {
-        Some(entry) => Arc::clone(&entry.parsed),
-        None => match ParsedToken::parse(token) {
-            Ok(parsed) => Arc::new(parsed),
+    // A fresh token keeps its signature for check 9; a cached one has none.
+    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) = match &cached {
+        Some(entry) => (Arc::clone(&entry.parsed), None),
+        None => match ParsedToken::parse_signed(token) {
+            Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
             Err(e) => return Err(malformed(trace, e.to_string())),
         },
     };
@@ -268,11 +286,19 @@ fn run(
                 format!("{alg} verified earlier with this very key (cache)")
             });
         } else {
+            // A cached token whose kid now names another key object is
+            // verified again: its signature is decoded anew (these bytes
+            // parsed whole before, so this cannot fail; if it did, the
+            // empty signature would not verify).
+            let signed = fresh_signature.unwrap_or_else(|| SignedParts {
+                signing_input_len: token.rfind('.').unwrap_or_default(),
+                signature: jws::decode_signature(token).unwrap_or_default(),
+            });
             let message = token
                 .as_bytes()
-                .get(..parsed.signing_input_len)
+                .get(..signed.signing_input_len)
                 .unwrap_or_default();
-            if !key.verify(alg, message, &parsed.signature) {
+            if !key.verify(alg, message, &signed.signature) {
                 if let Some(cache) = cache.filter(|_| cached.is_some()) {
                     cache.forget(token);
                 }
@@ -2203,6 +2229,34 @@ mod tests {
         let hits = s.cache_count("hit");
         s.allows(&Req::bearer(&token));
         assert_eq!(s.cache_count("hit"), hits + 1);
+    }
+
+    #[test]
+    fn cached_token_is_verified_again_under_a_new_key_object() {
+        let s = Setup::person().with_cache();
+        let token = sign(&person_payload());
+        s.allows(&Req::bearer(&token));
+        // The same key material parsed afresh (no previous set): another key
+        // object. The cached entry holds no signature; the token's is decoded
+        // again, verifies, and the entry is renewed under the new key.
+        s.keys.set(vec![Some(key_set(issuer()))]);
+        let (misses, hits) = (s.cache_count("miss"), s.cache_count("hit"));
+        let again = s.allows(&Req::bearer(&token));
+        assert_eq!(
+            (s.cache_count("miss"), s.cache_count("hit")),
+            (misses + 1, hits)
+        );
+        assert_eq!(again, s.allows(&Req::bearer(&token)));
+        assert_eq!(s.cache_count("hit"), hits + 1);
+        // A token that reuses the cached token's header and payload with
+        // another signature is other bytes: parsed, verified, refused.
+        let (header_b64, rest) = token.split_once('.').unwrap();
+        let (payload_b64, _) = rest.split_once('.').unwrap();
+        let text = |b64: &str| String::from_utf8(URL_SAFE_NO_PAD.decode(b64).unwrap()).unwrap();
+        let forged = attacker().sign_raw(&text(header_b64), &text(payload_b64));
+        assert!(forged.starts_with(&format!("{header_b64}.{payload_b64}.")));
+        assert_ne!(forged, token);
+        assert_eq!(s.reason(&Req::bearer(&forged)), Reason::BadSignature);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! type-checked, and checked free of control characters where the gateway
 //! forwards them. Pure; the result is cached with the verified token.
 
-use serde_json::{Map, Value};
+use crate::policy::jws::{Json, Object};
 
 /// The `type` of a consent element in `authorization_details`.
 pub const CONSENT_TYPE: &str = "urn:altinn:consent";
@@ -109,12 +109,9 @@ pub struct ConsentElement {
 impl ClaimSet {
     /// Reads the claims of a payload. Never fails: the outcome is recorded,
     /// and checks 6 and 10 read it in their turn.
-    pub fn from_payload(payload: &Map<String, Value>) -> ClaimSet {
+    pub fn from_payload(payload: &Object<'_>) -> ClaimSet {
         ClaimSet {
-            iss: payload
-                .get("iss")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            iss: payload.get("iss").and_then(Json::as_str).map(str::to_owned),
             has_exp: payload.contains_key("exp"),
             has_consumer: payload.contains_key("consumer"),
             has_iat: payload.contains_key("iat"),
@@ -124,18 +121,62 @@ impl ClaimSet {
     }
 }
 
-fn token_claims(payload: &Map<String, Value>) -> Result<TokenClaims, ClaimError> {
+/// Where a member of a consent element sits, for error texts: formatted
+/// only when an error is built (`authorization_details[0].consentRights[1].
+/// resource.`).
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    element: usize,
+    right: Option<usize>,
+    member: Option<&'static str>,
+}
+
+impl Path {
+    fn element(element: usize) -> Path {
+        Path {
+            element,
+            right: None,
+            member: None,
+        }
+    }
+
+    fn right(self, right: usize) -> Path {
+        Path {
+            right: Some(right),
+            ..self
+        }
+    }
+
+    fn member(self, member: &'static str) -> Path {
+        Path {
+            member: Some(member),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "authorization_details[{}].", self.element)?;
+        if let Some(right) = self.right {
+            write!(f, "consentRights[{right}].")?;
+        }
+        if let Some(member) = self.member {
+            write!(f, "{member}.")?;
+        }
+        Ok(())
+    }
+}
+
+fn token_claims(payload: &Object<'_>) -> Result<TokenClaims, ClaimError> {
     let exp = number(payload, "exp")?.ok_or_else(|| ClaimError::new("exp is absent"))?;
     let consumer =
         party_id(payload, "consumer")?.ok_or_else(|| ClaimError::new("consumer is absent"))?;
     let aud = match payload.get("aud") {
         None => None,
-        Some(Value::String(s)) => Some(vec![s.clone()]),
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
+        Some(Json::String(s)) => Some(vec![s.to_string()]),
+        Some(Json::Array(items)) => Some(
+            strings(items)
                 .ok_or_else(|| ClaimError::new("aud is not a string or an array of strings"))?,
         ),
         Some(_) => {
@@ -157,11 +198,10 @@ fn token_claims(payload: &Map<String, Value>) -> Result<TokenClaims, ClaimError>
     })
 }
 
-fn number(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, ClaimError> {
+fn number(map: &Object<'_>, name: &str) -> Result<Option<f64>, ClaimError> {
     match map.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
+        Some(Json::Number(n)) => Some(*n)
             .filter(|f| f.is_finite())
             .map(Some)
             .ok_or_else(|| ClaimError::new(format!("{name} is not a finite number"))),
@@ -171,30 +211,34 @@ fn number(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, ClaimErro
 
 /// A string claim the gateway forwards: well-typed and free of control
 /// characters.
-fn forwarded_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimError> {
+fn forwarded_string(map: &Object<'_>, name: &str) -> Result<Option<String>, ClaimError> {
     match map.get(name) {
         None => Ok(None),
-        Some(Value::String(s)) => safe(s, || name.to_owned()).map(|s| Some(s.to_owned())),
+        Some(Json::String(s)) => safe(s, || name.to_owned()).map(|s| Some(s.to_owned())),
         Some(_) => Err(ClaimError::new(format!("{name} is not a string"))),
     }
 }
 
-fn required_string(map: &Map<String, Value>, name: &str, ctx: &str) -> Result<String, ClaimError> {
+/// A required string member of an object inside a consent element; `ctx`
+/// says where, in error texts.
+fn required_string(
+    map: &Object<'_>,
+    name: &str,
+    ctx: impl std::fmt::Display,
+) -> Result<String, ClaimError> {
     match map.get(name) {
-        Some(Value::String(s)) => safe(s, || format!("{ctx}{name}")).map(str::to_owned),
+        Some(Json::String(s)) => safe(s, || format!("{ctx}{name}")).map(str::to_owned),
         Some(_) => Err(ClaimError::new(format!("{ctx}{name} is not a string"))),
         None => Err(ClaimError::new(format!("{ctx}{name} is absent"))),
     }
 }
 
 /// `consumer` / `supplier`: an object with a string `ID`.
-fn party_id(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimError> {
+fn party_id(map: &Object<'_>, name: &str) -> Result<Option<String>, ClaimError> {
     match map.get(name) {
         None => Ok(None),
-        Some(Value::Object(party)) => match party.get("ID") {
-            Some(Value::String(id)) => {
-                safe(id, || format!("{name}.ID")).map(|s| Some(s.to_owned()))
-            }
+        Some(Json::Object(party)) => match party.get("ID") {
+            Some(Json::String(id)) => safe(id, || format!("{name}.ID")).map(|s| Some(s.to_owned())),
             _ => Err(ClaimError::new(format!("{name}.ID is not a string"))),
         },
         Some(_) => Err(ClaimError::new(format!("{name} is not an object"))),
@@ -204,7 +248,12 @@ fn party_id(map: &Map<String, Value>, name: &str) -> Result<Option<String>, Clai
 /// `value` when it holds no control character; `what` names it in the
 /// error (built only then: this runs on every claim of every fresh token).
 fn safe(value: &str, what: impl FnOnce() -> String) -> Result<&str, ClaimError> {
-    if value.chars().any(char::is_control) {
+    // Printable ASCII has no control character; anything else is decoded
+    // and checked character by character (C0, DEL and the C1 range).
+    let printable_ascii = value
+        .bytes()
+        .fold(true, |ok, b| ok & (b' '..=b'~').contains(&b));
+    if !printable_ascii && value.chars().any(char::is_control) {
         Err(ClaimError::new(format!(
             "{} holds a control character",
             what()
@@ -214,43 +263,44 @@ fn safe(value: &str, what: impl FnOnce() -> String) -> Result<&str, ClaimError> 
     }
 }
 
-fn consent_elements(payload: &Map<String, Value>) -> Result<Vec<ConsentElement>, ClaimError> {
+fn consent_elements(payload: &Object<'_>) -> Result<Vec<ConsentElement>, ClaimError> {
     let details = match payload.get("authorization_details") {
         None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
+        Some(Json::Array(items)) => items,
         Some(_) => return Err(ClaimError::new("authorization_details is not an array")),
     };
-    let mut elements = Vec::new();
+    let mut elements = Vec::with_capacity(details.len());
     for (position, item) in details.iter().enumerate() {
-        let ctx = format!("authorization_details[{position}].");
-        let Value::Object(element) = item else {
+        let ctx = Path::element(position);
+        let Json::Object(element) = item else {
             return Err(ClaimError::new(format!("{ctx} is not an object")));
         };
         let kind = match element.get("type") {
-            Some(Value::String(kind)) => kind,
+            Some(Json::String(kind)) => kind,
             _ => return Err(ClaimError::new(format!("{ctx}type is not a string"))),
         };
         if kind == CONSENT_TYPE {
-            elements.push(consent_element(element, position, &ctx)?);
+            elements.push(consent_element(element, position, ctx)?);
         }
     }
+    elements.shrink_to_fit();
     Ok(elements)
 }
 
 fn consent_element(
-    element: &Map<String, Value>,
+    element: &Object<'_>,
     position: usize,
-    ctx: &str,
+    ctx: Path,
 ) -> Result<ConsentElement, ClaimError> {
     let to = match element.get("to") {
-        Some(Value::String(urn)) => Recipient::Urn(safe(urn, || format!("{ctx}to"))?.to_owned()),
-        Some(Value::Object(party)) => {
+        Some(Json::String(urn)) => Recipient::Urn(safe(urn, || format!("{ctx}to"))?.to_owned()),
+        Some(Json::Object(party)) => {
             if party.get("authority").is_some_and(|a| !a.is_string()) {
                 return Err(ClaimError::new(format!(
                     "{ctx}to.authority is not a string"
                 )));
             }
-            Recipient::Party(required_string(party, "ID", &format!("{ctx}to."))?)
+            Recipient::Party(required_string(party, "ID", ctx.member("to"))?)
         }
         Some(_) => {
             return Err(ClaimError::new(format!(
@@ -266,11 +316,13 @@ fn consent_element(
     let valid_to_at = parse_rfc3339(&valid_to)
         .ok_or_else(|| ClaimError::new(format!("{ctx}validTo is not an RFC 3339 time")))?;
     let rights = match element.get("consentRights") {
-        Some(Value::Array(rights)) => rights
-            .iter()
-            .enumerate()
-            .map(|(i, right)| consent_right(right, &format!("{ctx}consentRights[{i}].")))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(Json::Array(rights)) => exact_vec(
+            rights.len(),
+            rights
+                .iter()
+                .enumerate()
+                .map(|(i, right)| consent_right(right, ctx.right(i))),
+        )?,
         Some(_) => {
             return Err(ClaimError::new(format!(
                 "{ctx}consentRights is not an array"
@@ -291,15 +343,12 @@ fn consent_element(
     })
 }
 
-fn consent_right(right: &Value, ctx: &str) -> Result<ConsentRight, ClaimError> {
-    let Value::Object(right) = right else {
+fn consent_right(right: &Json<'_>, ctx: Path) -> Result<ConsentRight, ClaimError> {
+    let Json::Object(right) = right else {
         return Err(ClaimError::new(format!("{ctx} is not an object")));
     };
     let actions = match right.get("action") {
-        Some(Value::Array(actions)) => actions
-            .iter()
-            .map(|a| a.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
+        Some(Json::Array(actions)) => strings(actions)
             .ok_or_else(|| ClaimError::new(format!("{ctx}action is not an array of strings")))?,
         _ => {
             return Err(ClaimError::new(format!(
@@ -308,16 +357,16 @@ fn consent_right(right: &Value, ctx: &str) -> Result<ConsentRight, ClaimError> {
         }
     };
     let resources = match right.get("resource") {
-        Some(Value::Array(resources)) => resources
-            .iter()
-            .map(|r| match r {
-                Value::Object(r) => Ok((
-                    required_string(r, "type", &format!("{ctx}resource."))?,
-                    required_string(r, "value", &format!("{ctx}resource."))?,
+        Some(Json::Array(resources)) => exact_vec(
+            resources.len(),
+            resources.iter().map(|r| match r {
+                Json::Object(r) => Ok((
+                    required_string(r, "type", ctx.member("resource"))?,
+                    required_string(r, "value", ctx.member("resource"))?,
                 )),
                 _ => Err(ClaimError::new(format!("{ctx}resource holds a non-object"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+            }),
+        )?,
         _ => return Err(ClaimError::new(format!("{ctx}resource is not an array"))),
     };
     let metadata = match (right.get("metadata"), right.get("metaData")) {
@@ -336,20 +385,24 @@ fn consent_right(right: &Value, ctx: &str) -> Result<ConsentRight, ClaimError> {
     })
 }
 
-fn metadata(value: &Value, ctx: &str) -> Result<Vec<(String, String)>, ClaimError> {
-    let Value::Object(map) = value else {
+fn metadata(value: &Json<'_>, ctx: Path) -> Result<Vec<(String, String)>, ClaimError> {
+    let Json::Object(map) = value else {
         return Err(ClaimError::new(format!("{ctx}metadata is not an object")));
     };
-    let mut entries = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        let Value::String(value) = value else {
+    // By name, so that of several faults the same one is named whatever the
+    // members' order in the token.
+    let mut members: Vec<(&str, &Json<'_>)> = map.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut entries = Vec::with_capacity(members.len());
+    for (key, value) in members {
+        let Json::String(value) = value else {
             return Err(ClaimError::new(format!(
                 "{ctx}metadata holds a non-string value"
             )));
         };
         safe(key, || format!("{ctx}metadata key"))?;
         safe(value, || format!("{ctx}metadata value"))?;
-        entries.push((key.to_lowercase(), value.clone()));
+        entries.push((key.to_lowercase(), value.to_string()));
     }
     entries.sort();
     if entries.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -358,6 +411,29 @@ fn metadata(value: &Value, ctx: &str) -> Result<Vec<(String, String)>, ClaimErro
         )));
     }
     Ok(entries)
+}
+
+/// Collects `len` results into a vector of exactly that capacity (these
+/// vectors live in the token cache; `collect` would round small ones up to
+/// four elements), stopping at the first error.
+fn exact_vec<T>(
+    len: usize,
+    items: impl Iterator<Item = Result<T, ClaimError>>,
+) -> Result<Vec<T>, ClaimError> {
+    let mut out = Vec::with_capacity(len);
+    for item in items {
+        out.push(item?);
+    }
+    Ok(out)
+}
+
+/// An array of strings, owned, or `None` when an item is not a string.
+fn strings(items: &[Json<'_>]) -> Option<Vec<String>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(item.as_str()?.to_owned());
+    }
+    Some(out)
 }
 
 fn is_digits(s: &str, len: usize) -> bool {
@@ -408,10 +484,14 @@ pub fn parse_rfc3339(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::policy::jws::strict_object;
+    use serde_json::{json, Value};
 
+    /// The claims of `v` as the gateway reads them: serialised, then parsed
+    /// by the strict reader of check 4.
     fn claims(v: Value) -> ClaimSet {
-        ClaimSet::from_payload(v.as_object().unwrap())
+        let bytes = serde_json::to_vec(&v).unwrap();
+        ClaimSet::from_payload(&strict_object(&bytes).unwrap())
     }
 
     fn element() -> Value {
@@ -643,5 +723,81 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_found_in_any_encoding() {
+        for ok in [
+            "",
+            "a b",
+            " ~",
+            "0192:310497460",
+            "\u{a0}",
+            "Ærlig Øl Å",
+            "\u{1f600}",
+        ] {
+            assert!(safe(ok, String::new).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "\u{0}", "a\u{1f}", "\t", "\r\n", "x\u{7f}", "\u{80}", "é\u{85}", "\u{9f}",
+        ] {
+            assert!(safe(bad, String::new).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_faults_are_named_the_same_in_any_member_order() {
+        let texts = [r#"{"b":1,"a":"x\u0000"}"#, r#"{"a":"x\u0000","b":1}"#];
+        let errors: Vec<ClaimError> = texts
+            .iter()
+            .map(|text| {
+                let json = strict_object(text.as_bytes()).unwrap();
+                metadata(&Json::Object(json), Path::element(0).right(0)).unwrap_err()
+            })
+            .collect();
+        assert_eq!(errors[0], errors[1]);
+        assert_eq!(
+            errors[0].0,
+            "authorization_details[0].consentRights[0].metadata value holds a control character"
+        );
+    }
+
+    #[test]
+    fn error_texts_name_the_place() {
+        let mut v = base();
+        v["authorization_details"][0]["consentRights"][0]["resource"][0]["value"] = json!(1);
+        assert_eq!(
+            claims(v).consent.unwrap_err().0,
+            "authorization_details[0].consentRights[0].resource.value is not a string"
+        );
+        let mut v = base();
+        v["authorization_details"][0]["to"] = json!({"ID": 1});
+        assert_eq!(
+            claims(v).consent.unwrap_err().0,
+            "authorization_details[0].to.ID is not a string"
+        );
+        let mut v = base();
+        v["authorization_details"] = json!([element(), 7]);
+        assert_eq!(
+            claims(v).consent.unwrap_err().0,
+            "authorization_details[1]. is not an object"
+        );
+    }
+
+    #[test]
+    fn cached_vectors_hold_no_spare_capacity() {
+        let mut v = base();
+        v["authorization_details"] =
+            json!([{"type": "urn:altinn:systemuser"}, element(), element()]);
+        v["aud"] = json!(["a", "b", "c"]);
+        let set = claims(v);
+        let elements = set.consent.unwrap();
+        assert_eq!((elements.len(), elements.capacity()), (2, 2));
+        let right = &elements[0].rights[0];
+        assert_eq!(elements[0].rights.capacity(), 1);
+        assert_eq!(right.actions.capacity(), 1);
+        assert_eq!(right.resources.capacity(), 1);
+        assert_eq!(right.metadata.capacity(), 1);
+        assert_eq!(set.token.unwrap().aud.unwrap().capacity(), 3);
     }
 }
