@@ -198,14 +198,21 @@ fn run(
     };
     let cache = ctx.cache.filter(|_| signature == Signature::Verify);
     let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
-    // A fresh token keeps its signature for check 9; a cached one has none.
-    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) = match &cached {
-        Some(entry) => (Arc::clone(&entry.parsed), None),
-        None => match ParsedToken::parse_signed(token) {
-            Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
-            Err(e) => return Err(malformed(trace, e.to_string())),
-        },
+    // These very bytes failed check 9 before (then they fail again with the
+    // same key object; checks 5-8 still run on them first).
+    let rejected: Option<Arc<CachedToken>> = match (&cached, cache) {
+        (None, Some(c)) => c.lookup_rejected(token, ctx.now),
+        _ => None,
     };
+    // A fresh token keeps its signature for check 9; a cached one has none.
+    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) =
+        match cached.as_ref().or(rejected.as_ref()) {
+            Some(entry) => (Arc::clone(&entry.parsed), None),
+            None => match ParsedToken::parse_signed(token) {
+                Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
+                Err(e) => return Err(malformed(trace, e.to_string())),
+            },
+        };
     trace.record(4, "compact_jws", true, || {
         format!("{} bytes, three base64url parts, strict JSON", token.len())
     });
@@ -285,6 +292,14 @@ fn run(
             trace.record(9, "signature", true, || {
                 format!("{alg} verified earlier with this very key (cache)")
             });
+        } else if rejected
+            .as_ref()
+            .is_some_and(|entry| entry.rejected_by(key))
+        {
+            trace.record(9, "signature", false, || {
+                format!("{alg} signature did not verify with this very key earlier (cache)")
+            });
+            return Err(deny(Reason::BadSignature));
         } else {
             // A cached token whose kid now names another key object is
             // verified again: its signature is decoded anew (these bytes
@@ -299,8 +314,11 @@ fn run(
                 .get(..signed.signing_input_len)
                 .unwrap_or_default();
             if !key.verify(alg, message, &signed.signature) {
-                if let Some(cache) = cache.filter(|_| cached.is_some()) {
-                    cache.forget(token);
+                if let Some(cache) = cache {
+                    if cached.is_some() {
+                        cache.forget(token);
+                    }
+                    cache.reject(token, Arc::clone(&parsed), Arc::clone(key), ctx.now);
                 }
                 trace.record(9, "signature", false, || {
                     format!("{alg} signature does not verify with kid {kid:?}")
@@ -2229,6 +2247,56 @@ mod tests {
         let hits = s.cache_count("hit");
         s.allows(&Req::bearer(&token));
         assert_eq!(s.cache_count("hit"), hits + 1);
+    }
+
+    /// The check-9 outcome of one call, with its detail.
+    fn signature_check(s: &Setup, token: &str) -> (bool, String) {
+        let mut trace = Vec::new();
+        let _ = authorize(&s.ctx(), &Req::bearer(token).view(), Some(&mut trace));
+        let nine = trace.iter().find(|c| c.number == 9).expect("check 9 ran");
+        (nine.passed, nine.detail.clone())
+    }
+
+    #[test]
+    fn a_repeated_forged_token_is_refused_without_verifying_again() {
+        let s = Setup::person().with_cache();
+        // The genuine claims and kid, signed with another key.
+        let forged = attacker().sign(&person_payload());
+        let (passed, detail) = signature_check(&s, &forged);
+        assert!(!passed);
+        assert!(detail.contains("does not verify"), "{detail}");
+        let (passed, detail) = signature_check(&s, &forged);
+        assert!(!passed);
+        assert!(detail.contains("earlier (cache)"), "{detail}");
+        assert_eq!(s.reason(&Req::bearer(&forged)), Reason::BadSignature);
+        // Never counted as a hit of the verified-token cache.
+        assert_eq!(s.cache_count("hit"), 0);
+        // The genuine token is unaffected.
+        s.allows(&Req::bearer(&sign(&person_payload())));
+    }
+
+    #[test]
+    fn a_remembered_refusal_still_runs_checks_5_to_8_first() {
+        let mut s = Setup::person().with_cache();
+        let forged = attacker().sign(&person_payload());
+        assert_eq!(s.reason(&Req::bearer(&forged)), Reason::BadSignature);
+        s.route.issuers = vec![1];
+        assert_eq!(s.reason(&Req::bearer(&forged)), Reason::IssuerNotAllowed);
+    }
+
+    #[test]
+    fn a_remembered_refusal_dies_with_its_key() {
+        let s = Setup::person().with_cache();
+        let token = sign(&person_payload());
+        // The set holds another key under the token's kid: refused, remembered.
+        s.keys.set(vec![Some(key_set(attacker()))]);
+        assert_eq!(s.reason(&Req::bearer(&token)), Reason::BadSignature);
+        assert!(signature_check(&s, &token).1.contains("earlier (cache)"));
+        // The genuine key arrives under the same kid: verified afresh, allowed.
+        s.keys.set(vec![Some(key_set(issuer()))]);
+        let (passed, detail) = signature_check(&s, &token);
+        assert!(passed, "{detail}");
+        s.allows(&Req::bearer(&token));
     }
 
     #[test]
