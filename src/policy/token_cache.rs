@@ -11,6 +11,7 @@
 //! deterministic), and it is separate so that forged tokens cannot push
 //! verified ones out.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,14 @@ use crate::policy::auth::ParsedToken;
 
 /// The longest an entry is kept, whatever the token's `exp` says.
 const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Once the cache has been filled, a token is admitted on its second
+/// verification only (TinyLFU's "doorkeeper"): tokens seen once, such as a
+/// flood of unique tokens, then cost no insert, no eviction and no memory,
+/// while a client that reuses its token pays one extra verification. The
+/// doorkeeper remembers this many token hashes, direct-mapped (a collision
+/// only admits or delays an entry; hits still compare the exact bytes).
+const DOORKEEPER_SLOTS: usize = 4096;
 
 /// How many refused signatures are remembered, and for how long.
 const REJECTED_CAPACITY: usize = 1024;
@@ -60,6 +69,11 @@ impl CachedToken {
 pub struct TokenCache {
     entries: MemoryCache<String, Arc<CachedToken>>,
     rejected: MemoryCache<String, Arc<CachedToken>>,
+    capacity: usize,
+    /// Entries put so far; at `capacity` the doorkeeper starts admitting.
+    inserted: AtomicUsize,
+    seen_once: Box<[AtomicU64]>,
+    hasher: ahash::RandomState,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -77,6 +91,10 @@ impl TokenCache {
         TokenCache {
             entries: MemoryCache::new(capacity.max(1)),
             rejected: MemoryCache::new(REJECTED_CAPACITY.min(capacity.max(1))),
+            capacity: capacity.max(1),
+            inserted: AtomicUsize::new(0),
+            seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: ahash::RandomState::new(),
             hits: metrics
                 .token_cache_requests_total
                 .with_label_values(&["hit"]),
@@ -108,6 +126,9 @@ impl TokenCache {
         let ttl = Duration::try_from_secs_f64(remaining)
             .unwrap_or(MAX_ENTRY_LIFETIME)
             .min(MAX_ENTRY_LIFETIME);
+        if !self.admit(token) {
+            return;
+        }
         let entry = CachedToken {
             token: token.into(),
             parsed,
@@ -115,6 +136,24 @@ impl TokenCache {
             exp,
         };
         self.entries.put(token, Arc::new(entry), Some(ttl));
+        self.inserted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a verified `token` may enter: always until the cache has been
+    /// filled once, then only when the doorkeeper saw it verified before.
+    fn admit(&self, token: &str) -> bool {
+        if self.inserted.load(Ordering::Relaxed) < self.capacity {
+            return true;
+        }
+        // Never 0, the value of an empty slot.
+        let hash = self.hasher.hash_one(token) | 1;
+        let slot = &self.seen_once[(hash % DOORKEEPER_SLOTS as u64) as usize];
+        if slot.load(Ordering::Relaxed) == hash {
+            true
+        } else {
+            slot.store(hash, Ordering::Relaxed);
+            false
+        }
     }
 
     /// Drops the entry for `token` (its key left the set or changed).
@@ -153,5 +192,92 @@ impl TokenCache {
         } else {
             self.misses.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_issuer::DevIssuer;
+    use crate::keys::{Alg, KeySet};
+
+    const NOW: UnixTime = 1_800_000_000.0;
+
+    struct Fixture {
+        dev: DevIssuer,
+        keys: Arc<KeySet>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dev = DevIssuer::generate("k1").expect("RSA key");
+            let keys = Arc::new(
+                KeySet::parse(dev.jwks_json().as_bytes(), &[Alg::RS256], None).expect("jwks"),
+            );
+            Fixture { dev, keys }
+        }
+
+        fn token(&self, n: u32) -> String {
+            self.dev
+                .sign(&serde_json::json!({ "jti": format!("t{n}"), "exp": NOW + 600.0 }))
+        }
+
+        fn insert(&self, cache: &TokenCache, token: &str) {
+            let parsed = Arc::new(ParsedToken::parse(token).expect("parses"));
+            let key = Arc::clone(self.keys.get("k1").expect("kid"));
+            cache.insert(token, parsed, key, NOW + 600.0, NOW);
+        }
+    }
+
+    #[test]
+    fn until_full_a_verified_token_is_cached_at_once() {
+        let f = Fixture::new();
+        let cache = TokenCache::new(3, &Metrics::new());
+        for n in 0..3 {
+            let token = f.token(n);
+            f.insert(&cache, &token);
+            assert!(cache.lookup(&token, NOW).is_some(), "token {n}");
+        }
+    }
+
+    #[test]
+    fn once_full_a_token_enters_on_its_second_verification() {
+        let f = Fixture::new();
+        let cache = TokenCache::new(2, &Metrics::new());
+        for n in 0..2 {
+            f.insert(&cache, &f.token(n));
+        }
+        let late = f.token(7);
+        f.insert(&cache, &late);
+        assert!(
+            cache.lookup(&late, NOW).is_none(),
+            "seen once: not admitted"
+        );
+        f.insert(&cache, &late);
+        assert!(cache.lookup(&late, NOW).is_some(), "seen twice: admitted");
+        // Another token seen once in between does not admit it either.
+        let other = f.token(8);
+        f.insert(&cache, &other);
+        assert!(cache.lookup(&other, NOW).is_none());
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_for_exactly_these_bytes() {
+        let f = Fixture::new();
+        let cache = TokenCache::new(2, &Metrics::new());
+        let token = f.token(1);
+        let parsed = Arc::new(ParsedToken::parse(&token).expect("parses"));
+        let key = Arc::clone(f.keys.get("k1").expect("kid"));
+        cache.reject(&token, parsed, Arc::clone(&key), NOW);
+        let entry = cache.lookup_rejected(&token, NOW).expect("remembered");
+        assert!(entry.rejected_by(&key));
+        assert!(
+            cache.lookup(&token, NOW).is_none(),
+            "never a verified entry"
+        );
+        assert!(cache.lookup_rejected(&token[1..], NOW).is_none());
+        assert!(cache
+            .lookup_rejected(&token, NOW + REJECTED_LIFETIME.as_secs_f64())
+            .is_none());
     }
 }
