@@ -26,6 +26,10 @@
 # Usage: benches/load/compare.sh            (from the repository root)
 # Environment (all optional):
 #   DURATION=10s  CONNECTIONS=50  THREADS=1   wrk settings
+#   ROUNDS=1                                  runs per target and scenario, the
+#                                             targets taking turns; the table
+#                                             shows each one's median run (use
+#                                             3 on a shared or noisy machine)
 #   POOL=250000                               distinct tokens for `fresh` (the
 #                                             gateway's cache holds 100,000)
 #   SCENARIOS="reused fresh deny50 latency"   which scenarios
@@ -39,6 +43,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 POOL=${POOL:-250000}
@@ -383,18 +388,36 @@ for scenario in $SCENARIOS; do
         latency) tokens=$WORK/keys/token.txt; conns=1 ;;
         *) log "unknown scenario $scenario"; exit 2 ;;
     esac
-    log "scenario $scenario"
-    run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/codes/x" "$tokens" "$conns"
-    run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$tokens" "$conns"
-    run_one "$scenario" gw-token "$GW_PID" "http://127.0.0.1:$GW_PORT/codes/x" "$tokens" "$conns"
-    run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens" "$conns"
+    for round in $(seq 1 "$ROUNDS"); do
+        log "scenario $scenario, round $round of $ROUNDS"
+        run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/codes/x" "$tokens" "$conns"
+        run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$tokens" "$conns"
+        run_one "$scenario" gw-token "$GW_PID" "http://127.0.0.1:$GW_PORT/codes/x" "$tokens" "$conns"
+        run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$tokens" "$conns"
+    done
 done
+
+# Each target's median run (by req/s) per scenario, in the order measured.
+MEDIANS=$WORK/medians.tsv
+awk -F'\t' '{ print NR "\t" $0 }' "$RESULTS" \
+    | sort -t"$(printf '\t')" -k2,2 -k3,3 -k4,4g \
+    | awk -F'\t' -v OFS='\t' '
+        { key = $2 SUBSEP $3
+          if (key != last) { flush(); last = key; n = 0 }
+          rows[++n] = $0 }
+        function flush(  i, mid, f) {
+            if (n == 0) return
+            mid = int((n + 1) / 2)
+            print rows[mid]
+        }
+        END { flush() }' \
+    | sort -t"$(printf '\t')" -k1,1n | cut -f2- >"$MEDIANS"
 
 GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/status")
 
 # --- the table -----------------------------------------------------------------
 echo
-echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU"
+echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU, median of $ROUNDS round(s)"
 awk -F'\t' '
     { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
     END {
@@ -412,5 +435,5 @@ awk -F'\t' '
             printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
                 f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
         }
-    }' "$RESULTS"
+    }' "$MEDIANS"
 echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at TOKEN_CACHE_CAPACITY entries, src/gateway.rs)"
