@@ -403,12 +403,15 @@ awk -F'\t' '{ print NR "\t" $0 }' "$RESULTS" \
     | sort -t"$(printf '\t')" -k2,2 -k3,3 -k4,4g \
     | awk -F'\t' -v OFS='\t' '
         { key = $2 SUBSEP $3
-          if (key != last) { flush(); last = key; n = 0 }
+          if (key != last) { flush(); last = key; n = 0; first = $1 }
+          if ($1 + 0 < first + 0) first = $1
           rows[++n] = $0 }
-        function flush(  i, mid, f) {
+        function flush(  mid, row) {
             if (n == 0) return
             mid = int((n + 1) / 2)
-            print rows[mid]
+            row = rows[mid]
+            sub(/^[0-9]+/, first, row)
+            print row
         }
         END { flush() }' \
     | sort -t"$(printf '\t')" -k1,1n | cut -f2- >"$MEDIANS"
