@@ -51,10 +51,24 @@ fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, bool
 
 #[test]
 fn a_dribbled_header_block_is_cut_off() {
+    dribble_after(b"");
+}
+
+#[test]
+fn empty_lines_before_the_request_line_do_not_stop_the_header_clock() {
+    // The HTTP parser skips them; the guard must not take them for the end
+    // of a header block (then nothing would bound the dribble that follows).
+    dribble_after(b"\r\n\r\n");
+}
+
+/// Sends `prefix`, then a header block one line every 200 ms: it must be cut
+/// off near `header_read_timeout` (1 s) and never reach the upstream.
+fn dribble_after(prefix: &[u8]) {
     let world = World::new();
     let gw = world.start(CONFIG);
     world.echo.clear();
     let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(prefix).unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n").unwrap();
     // Keep sending a header line every 200 ms: each read succeeds, but the
     // whole block never completes.

@@ -15,7 +15,7 @@ use crate::policy::consent::{
     self, parse_subject, Bound, BoundValues, ConsentInputs, ConsentMatch,
 };
 use crate::policy::jws::{self, JoseHeader, JwsError};
-use crate::policy::token_cache::CachedToken;
+use crate::policy::token_cache::{CachedToken, RejectedToken};
 use crate::policy::{
     AuthContext, Authorized, CheckOutcome, ConsentFacts, Denied, DeniedFacts, RequestView,
     TokenFacts,
@@ -199,20 +199,19 @@ fn run(
     let cache = ctx.cache.filter(|_| signature == Signature::Verify);
     let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
     // These very bytes failed check 9 before (then they fail again with the
-    // same key object; checks 5-8 still run on them first).
-    let rejected: Option<Arc<CachedToken>> = match (&cached, cache) {
+    // same key object; they are parsed and checks 5-8 run on them first).
+    let rejected: Option<Arc<RejectedToken>> = match (&cached, cache) {
         (None, Some(c)) => c.lookup_rejected(token, ctx.now),
         _ => None,
     };
     // A fresh token keeps its signature for check 9; a cached one has none.
-    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) =
-        match cached.as_ref().or(rejected.as_ref()) {
-            Some(entry) => (Arc::clone(&entry.parsed), None),
-            None => match ParsedToken::parse_signed(token) {
-                Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
-                Err(e) => return Err(malformed(trace, e.to_string())),
-            },
-        };
+    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) = match cached.as_ref() {
+        Some(entry) => (Arc::clone(&entry.parsed), None),
+        None => match ParsedToken::parse_signed(token) {
+            Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
+            Err(e) => return Err(malformed(trace, e.to_string())),
+        },
+    };
     trace.record(4, "compact_jws", true, || {
         format!("{} bytes, three base64url parts, strict JSON", token.len())
     });
@@ -318,7 +317,7 @@ fn run(
                     if cached.is_some() {
                         cache.forget(token);
                     }
-                    cache.reject(token, Arc::clone(&parsed), Arc::clone(key), ctx.now);
+                    cache.reject(token, Arc::clone(key), ctx.now);
                 }
                 trace.record(9, "signature", false, || {
                     format!("{alg} signature does not verify with kid {kid:?}")

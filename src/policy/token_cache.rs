@@ -34,11 +34,13 @@ const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// only admits or delays an entry; hits still compare the exact bytes).
 const DOORKEEPER_SLOTS: usize = 4096;
 
-/// How many refused signatures are remembered, and for how long.
+/// How many refused signatures are remembered, and for how long (each entry
+/// holds the token bytes, so at most `max_token_bytes`: 16 MiB in all at the
+/// default).
 const REJECTED_CAPACITY: usize = 1024;
 const REJECTED_LIFETIME: Duration = Duration::from_secs(300);
 
-/// A token whose signature verified (in `entries`) or did not (in `rejected`).
+/// A token whose signature verified.
 pub(crate) struct CachedToken {
     /// The whole token, compared on every hit: the store is keyed by a hash,
     /// and a collision must never turn into a hit.
@@ -56,9 +58,20 @@ impl CachedToken {
     pub fn verified_by(&self, current: &Arc<VerifyingKey>) -> bool {
         Arc::ptr_eq(&self.key, current)
     }
+}
 
-    /// For a refused signature: whether `current` is the very key object it
-    /// failed against (then it fails again).
+/// A token whose signature did not verify: its bytes and the key object it
+/// failed against, nothing else (the entry must stay small whatever a forger
+/// puts in the claims: at most `max_token_bytes` each).
+pub(crate) struct RejectedToken {
+    token: Box<str>,
+    key: Arc<VerifyingKey>,
+    until: UnixTime,
+}
+
+impl RejectedToken {
+    /// Whether `current` is the very key object it failed against (then it
+    /// fails again).
     pub fn rejected_by(&self, current: &Arc<VerifyingKey>) -> bool {
         Arc::ptr_eq(&self.key, current)
     }
@@ -68,7 +81,7 @@ impl CachedToken {
 /// consult from many threads).
 pub struct TokenCache {
     entries: MemoryCache<String, Arc<CachedToken>>,
-    rejected: MemoryCache<String, Arc<CachedToken>>,
+    rejected: MemoryCache<String, Arc<RejectedToken>>,
     capacity: usize,
     /// Entries put so far; at `capacity` the doorkeeper starts admitting.
     inserted: AtomicUsize,
@@ -162,24 +175,17 @@ impl TokenCache {
     }
 
     /// The refused-signature entry for exactly these token bytes.
-    pub(crate) fn lookup_rejected(&self, token: &str, now: UnixTime) -> Option<Arc<CachedToken>> {
+    pub(crate) fn lookup_rejected(&self, token: &str, now: UnixTime) -> Option<Arc<RejectedToken>> {
         let (entry, _) = self.rejected.get(token);
-        entry.filter(|e| &*e.token == token && now < e.exp)
+        entry.filter(|e| &*e.token == token && now < e.until)
     }
 
     /// Remembers that `token`'s signature did not verify with `key`.
-    pub(crate) fn reject(
-        &self,
-        token: &str,
-        parsed: Arc<ParsedToken>,
-        key: Arc<VerifyingKey>,
-        now: UnixTime,
-    ) {
-        let entry = CachedToken {
+    pub(crate) fn reject(&self, token: &str, key: Arc<VerifyingKey>, now: UnixTime) {
+        let entry = RejectedToken {
             token: token.into(),
-            parsed,
             key,
-            exp: now + REJECTED_LIFETIME.as_secs_f64(),
+            until: now + REJECTED_LIFETIME.as_secs_f64(),
         };
         self.rejected
             .put(token, Arc::new(entry), Some(REJECTED_LIFETIME));
@@ -266,9 +272,8 @@ mod tests {
         let f = Fixture::new();
         let cache = TokenCache::new(2, &Metrics::new());
         let token = f.token(1);
-        let parsed = Arc::new(ParsedToken::parse(&token).expect("parses"));
         let key = Arc::clone(f.keys.get("k1").expect("kid"));
-        cache.reject(&token, parsed, Arc::clone(&key), NOW);
+        cache.reject(&token, Arc::clone(&key), NOW);
         let entry = cache.lookup_rejected(&token, NOW).expect("remembered");
         assert!(entry.rejected_by(&key));
         assert!(

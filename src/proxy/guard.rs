@@ -26,8 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-const HEADER_END: &[u8; 4] = b"\r\n\r\n";
-
 /// Where a connection is in its request cycle, as seen from the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -50,8 +48,14 @@ pub struct GuardedStream {
     /// only when a read inside a header block would wait: a header block that
     /// arrives in one read (the common case) never touches the timer wheel.
     armed: bool,
-    /// How many bytes of `\r\n\r\n` the bytes read so far end with.
-    matched: usize,
+    /// Whether the header block has begun: the parser (httparse) skips
+    /// empty lines before a request line, so line ends before the first
+    /// other byte do not count.
+    started: bool,
+    /// The last (up to two) bytes of the header block read so far, for an
+    /// end of block split across reads.
+    tail: [u8; 2],
+    tail_len: usize,
     /// Set once a response byte was written: the next read starts a request.
     wrote: bool,
     _permit: OwnedSemaphorePermit,
@@ -75,13 +79,18 @@ impl GuardedStream {
             phase: Phase::Header,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             armed: true,
-            matched: 0,
+            started: false,
+            tail: [0; 2],
+            tail_len: 0,
             wrote: false,
             _permit: permit,
         }
     }
 
-    /// Advances the header scanner over freshly read bytes.
+    /// Advances the header scanner over freshly read bytes. The block ends
+    /// where httparse ends it: at an empty line, `\n\n` or `\n\r\n` (so
+    /// `\r\n\r\n` and bare-LF line ends alike), after any empty lines that
+    /// precede the request line.
     fn scan(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
@@ -89,17 +98,60 @@ impl GuardedStream {
         if self.phase == Phase::Idle {
             // The first byte of the next request: its header block starts now.
             self.phase = Phase::Header;
-            self.matched = 0;
+            self.started = false;
             self.armed = false;
         }
         if self.phase != Phase::Header {
             return;
         }
-        if header_end_found(self.matched, bytes) {
+        let mut bytes = bytes;
+        if !self.started {
+            match bytes.iter().position(|&b| b != b'\r' && b != b'\n') {
+                Some(first) => {
+                    bytes = &bytes[first..];
+                    self.started = true;
+                    self.tail_len = 0;
+                }
+                None => return,
+            }
+        }
+        if self.header_end_in(bytes) {
             self.phase = Phase::Body;
             self.wrote = false;
         } else {
-            self.matched = partial_header_end(self.matched, bytes);
+            self.keep_tail(bytes);
+        }
+    }
+
+    /// Whether the header block ends within `bytes` (or across the previous
+    /// read and this one).
+    fn header_end_in(&self, bytes: &[u8]) -> bool {
+        // A request without a body ends its read with the header block.
+        if bytes.ends_with(b"\r\n\r\n") {
+            return true;
+        }
+        // An end (at most 3 bytes) that straddles the two reads lies within
+        // the last 2 bytes before and the first 2 after.
+        let mut joint = [0u8; 4];
+        joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        let take = bytes.len().min(2);
+        joint[self.tail_len..self.tail_len + take].copy_from_slice(&bytes[..take]);
+        has_empty_line(&joint[..self.tail_len + take]) || has_empty_line(bytes)
+    }
+
+    /// Remembers the last two bytes of the block read so far.
+    fn keep_tail(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 2 {
+            self.tail.copy_from_slice(&bytes[bytes.len() - 2..]);
+            self.tail_len = 2;
+        } else {
+            let mut joint = [0u8; 3];
+            joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            joint[self.tail_len..self.tail_len + bytes.len()].copy_from_slice(bytes);
+            let len = self.tail_len + bytes.len();
+            let keep = len.min(2);
+            self.tail[..keep].copy_from_slice(&joint[len - keep..len]);
+            self.tail_len = keep;
         }
     }
 
@@ -113,45 +165,13 @@ impl GuardedStream {
     }
 }
 
-/// Whether `\r\n\r\n` ends within `bytes`, given that the bytes before them
-/// ended with its first `carried` bytes (and contained no complete one).
-fn header_end_found(carried: usize, bytes: &[u8]) -> bool {
-    if carried > 0 {
-        // A header end straddling the previous read and this one.
-        let mut joint = [0u8; 6];
-        let take = bytes.len().min(HEADER_END.len() - 1);
-        joint[..carried].copy_from_slice(&HEADER_END[..carried]);
-        joint[carried..carried + take].copy_from_slice(&bytes[..take]);
-        if header_end_finder().find(&joint[..carried + take]).is_some() {
-            return true;
-        }
-    }
-    // A request without a body ends its read with the header block.
-    bytes.ends_with(HEADER_END) || header_end_finder().find(bytes).is_some()
-}
-
-/// The searcher for `\r\n\r\n`, built once.
-fn header_end_finder() -> &'static memchr::memmem::Finder<'static> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEADER_END));
-    &FINDER
-}
-
-/// How many bytes of `\r\n\r\n` the stream ends with after `bytes`, given
-/// it ended with `carried` of them before and holds no complete one.
-fn partial_header_end(carried: usize, bytes: &[u8]) -> usize {
-    let mut tail = [0u8; 6];
-    let tail = if bytes.len() >= HEADER_END.len() - 1 {
-        &bytes[bytes.len() - (HEADER_END.len() - 1)..]
-    } else {
-        tail[..carried].copy_from_slice(&HEADER_END[..carried]);
-        tail[carried..carried + bytes.len()].copy_from_slice(bytes);
-        &tail[..carried + bytes.len()]
-    };
-    (1..HEADER_END.len())
-        .rev()
-        .find(|&k| tail.ends_with(&HEADER_END[..k]))
-        .unwrap_or(0)
+/// Whether `bytes` holds an empty line: `\n\n` or `\n\r\n`.
+fn has_empty_line(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|at| match bytes.get(at + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => bytes.get(at + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 impl AsyncRead for GuardedStream {
@@ -382,13 +402,43 @@ mod tests {
         assert_eq!(s.phase, Phase::Body);
     }
 
+    /// The reference: after any leading CR/LF, an LF followed by LF or CRLF.
     fn contains_header_end(bytes: &[u8]) -> bool {
-        bytes.windows(4).any(|w| w == HEADER_END)
+        let Some(first) = bytes.iter().position(|&b| b != b'\r' && b != b'\n') else {
+            return false;
+        };
+        let block = &bytes[first..];
+        block.windows(2).any(|w| w == b"\n\n") || block.windows(3).any(|w| w == b"\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn leading_empty_lines_do_not_end_the_header_block() {
+        let mut s = stream();
+        s.scan(b"\r\n\r\n");
+        assert_eq!(
+            s.phase,
+            Phase::Header,
+            "empty lines before the request line"
+        );
+        s.scan(b"\n\nGET / HTTP/1.1\r\nHost: x\r\n");
+        assert_eq!(s.phase, Phase::Header);
+        s.scan(b"\r\n");
+        assert_eq!(s.phase, Phase::Body);
+    }
+
+    #[tokio::test]
+    async fn bare_line_feeds_end_the_header_block() {
+        let mut s = stream();
+        s.scan(b"GET / HTTP/1.1\nHost: x\n");
+        assert_eq!(s.phase, Phase::Header);
+        s.scan(b"\n");
+        assert_eq!(s.phase, Phase::Body);
     }
 
     proptest::proptest! {
         /// Fed in any chunks, the scanner leaves the header block exactly when
-        /// the bytes so far hold `\r\n\r\n`, wherever the chunks split it.
+        /// the bytes so far end one as httparse does, wherever the chunks
+        /// split them.
         #[test]
         fn scanner_agrees_with_a_plain_search(
             bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a']), 0..64),

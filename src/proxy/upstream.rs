@@ -25,8 +25,8 @@ pub struct UpstreamPool {
     read_timeout: Duration,
     /// `host:port` of the first target, for `Host` when `preserve_host: false`.
     pub host_header: String,
-    /// The peer of a pool with one target and no health check: nothing to
-    /// choose, so it is built once and copied per request.
+    /// The peer of a pool with one resolved target address and no health
+    /// check: nothing to choose, so it is built once and copied per request.
     only_peer: Option<HttpPeer>,
 }
 
@@ -90,7 +90,9 @@ impl UpstreamPool {
             host_header,
             only_peer: None,
         };
-        if upstream.targets.len() == 1 && !pool.has_health_check() {
+        // One resolved address (a name may resolve to several, each its own
+        // backend) and no health check: nothing to choose per request.
+        if pool.lb.backends().get_backend().len() == 1 && !pool.has_health_check() {
             pool.only_peer = pool.choose_peer();
         }
         Ok(pool)
@@ -169,6 +171,17 @@ mod tests {
         let seen: std::collections::BTreeSet<String> =
             (0..4).map(|_| address(&p.select_peer().unwrap())).collect();
         assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_name_resolving_to_several_addresses_is_chosen_per_request() {
+        // `localhost` resolves to 127.0.0.1 and, where IPv6 is configured, ::1.
+        let p = pool("[\"localhost:8081\"]", "");
+        let resolved = p.lb.backends().get_backend().len();
+        assert_eq!(p.only_peer.is_some(), resolved == 1, "{resolved} addresses");
+        let seen: std::collections::BTreeSet<String> =
+            (0..4).map(|_| address(&p.select_peer().unwrap())).collect();
+        assert_eq!(seen.len(), resolved, "{seen:?}");
     }
 
     #[test]
