@@ -41,17 +41,8 @@ impl KeySource for OneIssuer {
 
 fn issuer_config() -> Issuer {
     Issuer {
-        name: "maskinporten-test".into(),
-        issuer: ISSUER.into(),
-        jwks_uri: "http://127.0.0.1/jwk".into(),
-        ca_file: None,
-        algorithms: vec![Alg::RS256],
-        audiences: vec![],
-        leeway: Duration::from_secs(30),
-        jwks_refresh: Duration::from_secs(300),
-        jwks_min_refresh: Duration::from_secs(30),
-        jwks_max_stale: Duration::from_secs(86400),
         max_token_lifetime: Some(Duration::from_secs(3600)),
+        ..Issuer::with_defaults("maskinporten-test", ISSUER, "http://127.0.0.1/jwk")
     }
 }
 

@@ -17,6 +17,10 @@
 #   deny50   every other request carries a forged token (bad signature)
 #   latency  the reused token over ONE connection (wrk -c1): no queueing, so
 #            p50/p99 are service times and `+p99 ms` is the added latency
+#   soak     (not in the default list) the `fresh` load on gw-consent alone
+#            for SOAK_DURATION (10 minutes), the gateway's resident memory
+#            sampled every SOAK_SAMPLE seconds: shows whether memory stays
+#            flat under a long run of unique tokens (SPEC section 11)
 #
 # wrk runs on core 0 (`taskset -c 0`), the backend and the proxies on core 1.
 # Prints one table: req/s, p50, p99, CPU microseconds per request of the
@@ -30,8 +34,10 @@
 #                                             targets taking turns; the table
 #                                             shows each one's median run (use
 #                                             3 on a shared or noisy machine)
-#   POOL=250000                               distinct tokens for `fresh` (the
-#                                             gateway's cache holds 100,000)
+#   POOL=250000                               distinct tokens for `fresh` and
+#                                             `soak` (the gateway's cache holds
+#                                             10,000)
+#   SOAK_DURATION=10m SOAK_SAMPLE=30          the `soak` run, RSS sample period (s)
 #   SCENARIOS="reused fresh deny50 latency"   which scenarios
 #   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
 #   SKIP_BUILD=1                              use binaries already built
@@ -51,6 +57,8 @@ SCENARIOS=${SCENARIOS:-"reused fresh deny50 latency"}
 BASE_PORT=${BASE_PORT:-0}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+SOAK_DURATION=${SOAK_DURATION:-10m}
+SOAK_SAMPLE=${SOAK_SAMPLE:-30}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -377,8 +385,40 @@ run_one() { # scenario target pid url tokens_file [connections]
     log "  $scenario $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, ${cpu_us}us CPU/req, non-2xx $deny_share, cache hits $hit_share"
 }
 
+# The gateway's resident memory, in kB.
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# `soak`: unique tokens on the consent route for SOAK_DURATION while the
+# gateway's RSS is sampled; the summary compares the middle and the end of the
+# run (the first half includes the cache filling up).
+SOAK=$WORK/soak.tsv
+run_soak() {
+    local out=$WORK/wrk-soak-gw-consent.txt start_s sampler
+    log "scenario soak: gw-consent, $SOAK_DURATION of unique tokens, RSS every ${SOAK_SAMPLE}s"
+    printf '0\t%s\n' "$(rss_kb "$GW_PID")" >"$SOAK"
+    start_s=$SECONDS
+    (
+        while kill -0 "$GW_PID" 2>/dev/null; do
+            sleep "$SOAK_SAMPLE"
+            printf '%s\t%s\n' $((SECONDS - start_s)) "$(rss_kb "$GW_PID")" >>"$SOAK"
+        done
+    ) &
+    sampler=$!
+    TOKENS_START=$TOKENS_START TOKENS_FILE=$WORK/keys/tokens.txt taskset -c "$WRK_CPU" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SOAK_DURATION" --latency -s "$WORK/tokens.lua" \
+        "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" >"$out"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    printf '%s\t%s\n' $((SECONDS - start_s)) "$(rss_kb "$GW_PID")" >>"$SOAK"
+    log "  soak gw-consent: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s, non-2xx $(awk '/Non-2xx or 3xx responses:/ { n = $5 } END { print n + 0 }' "$out")"
+}
+
 for scenario in $SCENARIOS; do
     conns=$CONNECTIONS
+    if [ "$scenario" = soak ]; then
+        run_soak
+        continue
+    fi
     case $scenario in
         reused) tokens=$WORK/keys/token.txt ;;
         fresh) tokens=$WORK/keys/tokens.txt ;;
@@ -419,24 +459,38 @@ awk -F'\t' '{ print NR "\t" $0 }' "$RESULTS" \
 GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/status")
 
 # --- the table -----------------------------------------------------------------
-echo
-echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU, median of $ROUNDS round(s)"
-awk -F'\t' '
-    { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
-    END {
-        printf "%-8s %-12s %10s %9s %9s %11s %8s %7s %9s %9s %10s\n",
-            "scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "cache", "vs pass", "vs HAProxy", "+p99 ms"
-        for (i = 1; i <= NR; i++) {
-            split(row[i], f, "\t")
-            pass = f[1] SUBSEP "passthrough"; ha = f[1] SUBSEP "haproxy"
-            vp = "-"; vh = "-"; dp = "-"
-            if (f[2] ~ /^gw-/ || f[2] == "haproxy") {
-                if (rps[pass] > 0) vp = sprintf("%.2f", f[3] / rps[pass])
-                dp = sprintf("%+.3f", f[5] - p99[pass])
+if [ -s "$MEDIANS" ]; then
+    echo
+    echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU, median of $ROUNDS round(s)"
+    awk -F'\t' '
+        { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
+        END {
+            printf "%-8s %-12s %10s %9s %9s %11s %8s %7s %9s %9s %10s\n",
+                "scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "cache", "vs pass", "vs HAProxy", "+p99 ms"
+            for (i = 1; i <= NR; i++) {
+                split(row[i], f, "\t")
+                pass = f[1] SUBSEP "passthrough"; ha = f[1] SUBSEP "haproxy"
+                vp = "-"; vh = "-"; dp = "-"
+                if (f[2] ~ /^gw-/ || f[2] == "haproxy") {
+                    if (rps[pass] > 0) vp = sprintf("%.2f", f[3] / rps[pass])
+                    dp = sprintf("%+.3f", f[5] - p99[pass])
+                }
+                if (f[2] ~ /^gw-/ && rps[ha] > 0) vh = sprintf("%.2f", f[3] / rps[ha])
+                printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
+                    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
             }
-            if (f[2] ~ /^gw-/ && rps[ha] > 0) vh = sprintf("%.2f", f[3] / rps[ha])
-            printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
-                f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
-        }
-    }' "$MEDIANS"
+        }' "$MEDIANS"
+fi
 echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at TOKEN_CACHE_CAPACITY entries, src/gateway.rs)"
+if [ -s "$SOAK" ]; then
+    echo
+    echo "soak: gw-consent, unique tokens for $SOAK_DURATION ($(awk '/requests in/ { print $1 }' "$WORK/wrk-soak-gw-consent.txt") requests), resident memory:"
+    awk -F'\t' '
+        { t[NR] = $1; kb[NR] = $2; if ($2 > max) max = $2 }
+        END {
+            mid = int((NR + 1) / 2)
+            for (i = 1; i <= NR; i++) printf "  %5ds %7.1f MB\n", t[i], kb[i] / 1024
+            printf "  middle %.1f MB, end %.1f MB, max %.1f MB: %+.1f%% over the second half\n",
+                kb[mid] / 1024, kb[NR] / 1024, max / 1024, 100 * (kb[NR] - kb[mid]) / kb[mid]
+        }' "$SOAK"
+fi

@@ -526,7 +526,12 @@ upstreams:
                 &files(),
             )
         };
-        assert!(run("    jwks_uri: \"http://127.0.0.1:9/jwks\"\n").is_ok());
+        // An entry with only the required keys is exactly `Issuer::with_defaults`.
+        let minimal = run("    jwks_uri: \"http://127.0.0.1:9/jwks\"\n").unwrap();
+        assert_eq!(
+            minimal.issuers[0],
+            Issuer::with_defaults("x", "https://x/", "http://127.0.0.1:9/jwks")
+        );
         assert!(run("    jwks_uri: \"http://localhost:9/jwks\"\n").is_ok());
         let e = run("    jwks_uri: \"http://x/jwks\"\n").unwrap_err();
         assert_eq!(e.0[0].path, "issuers[0].jwks_uri");

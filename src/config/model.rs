@@ -28,6 +28,34 @@ pub struct Issuer {
     pub max_token_lifetime: Option<Duration>,
 }
 
+/// The defaults of an `issuers[]` entry (the table atop `raw.rs`).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Issuer {
+    /// An issuer with every optional setting at its default: RS256 only, no
+    /// `aud` check, no CA file, no lifetime bound, the default leeway and
+    /// JWKS timings. What a `gateway.yaml` entry with only `name`, `issuer`
+    /// and `jwks_uri` compiles to.
+    pub fn with_defaults(name: &str, issuer: &str, jwks_uri: &str) -> Issuer {
+        Issuer {
+            name: name.into(),
+            issuer: issuer.into(),
+            jwks_uri: jwks_uri.into(),
+            ca_file: None,
+            algorithms: vec![Alg::RS256],
+            audiences: vec![],
+            leeway: DEFAULT_LEEWAY,
+            jwks_refresh: DEFAULT_JWKS_REFRESH,
+            jwks_min_refresh: DEFAULT_JWKS_MIN_REFRESH,
+            jwks_max_stale: DEFAULT_JWKS_MAX_STALE,
+            max_token_lifetime: None,
+        }
+    }
+}
+
 /// How a route authenticates requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {

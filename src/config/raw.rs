@@ -51,6 +51,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::model;
+
 /// A duration written as a string with a unit (`500ms`, `30s`, `5m`, `1h`;
 /// humantime syntax). A bare number is refused: `30` could mean anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,16 +225,16 @@ fn default_algorithms() -> Vec<String> {
     vec!["RS256".to_string()]
 }
 fn default_leeway() -> HumanDuration {
-    HumanDuration::secs(30)
+    HumanDuration(model::DEFAULT_LEEWAY)
 }
 fn default_jwks_refresh() -> HumanDuration {
-    HumanDuration::secs(5 * 60)
+    HumanDuration(model::DEFAULT_JWKS_REFRESH)
 }
 fn default_jwks_min_refresh() -> HumanDuration {
-    HumanDuration::secs(30)
+    HumanDuration(model::DEFAULT_JWKS_MIN_REFRESH)
 }
 fn default_jwks_max_stale() -> HumanDuration {
-    HumanDuration::secs(24 * 60 * 60)
+    HumanDuration(model::DEFAULT_JWKS_MAX_STALE)
 }
 
 /// `issuers[]`.

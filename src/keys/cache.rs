@@ -412,7 +412,6 @@ pub(crate) mod tests {
     use crate::clock::FixedClock;
     use crate::dev_issuer::DevIssuer;
     use crate::keys::fetch::{FetchLimits, HttpJwksFetcher};
-    use crate::keys::Alg;
     use crate::support::JwksServer;
     use std::collections::VecDeque;
 
@@ -420,17 +419,8 @@ pub(crate) mod tests {
 
     pub(crate) fn issuer(name: &str, jwks_uri: &str) -> Issuer {
         Issuer {
-            name: name.into(),
-            issuer: format!("https://{name}.example/"),
-            jwks_uri: jwks_uri.into(),
-            ca_file: None,
-            algorithms: vec![Alg::RS256],
-            audiences: vec![],
-            leeway: Duration::from_secs(30),
-            jwks_refresh: Duration::from_secs(300),
-            jwks_min_refresh: Duration::from_secs(30),
             jwks_max_stale: Duration::from_secs(3600),
-            max_token_lifetime: None,
+            ..Issuer::with_defaults(name, &format!("https://{name}.example/"), jwks_uri)
         }
     }
 

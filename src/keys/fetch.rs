@@ -387,19 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fetcher_that_cannot_be_built_fails_every_fetch() {
-        let issuer = Issuer {
-            name: "bad".into(),
-            issuer: "https://bad/".into(),
-            jwks_uri: "http://example.no/jwks".into(),
-            ca_file: None,
-            algorithms: vec![crate::keys::Alg::RS256],
-            audiences: vec![],
-            leeway: Duration::from_secs(30),
-            jwks_refresh: Duration::from_secs(300),
-            jwks_min_refresh: Duration::from_secs(30),
-            jwks_max_stale: Duration::from_secs(86400),
-            max_token_lifetime: None,
-        };
+        let issuer = Issuer::with_defaults("bad", "https://bad/", "http://example.no/jwks");
         let fetcher = http_fetcher_for(&issuer);
         assert!(matches!(
             fetcher.fetch().await,

@@ -786,19 +786,7 @@ mod tests {
     }
 
     fn issuer_config(name: &str, iss: &str) -> Issuer {
-        Issuer {
-            name: name.into(),
-            issuer: iss.into(),
-            jwks_uri: "http://127.0.0.1/jwk".into(),
-            ca_file: None,
-            algorithms: vec![Alg::RS256],
-            audiences: vec![],
-            leeway: Duration::from_secs(30),
-            jwks_refresh: Duration::from_secs(300),
-            jwks_min_refresh: Duration::from_secs(30),
-            jwks_max_stale: Duration::from_secs(86400),
-            max_token_lifetime: None,
-        }
+        Issuer::with_defaults(name, iss, "http://127.0.0.1/jwk")
     }
 
     fn person_rule() -> ConsentRule {

@@ -2,7 +2,7 @@
 //! reach the upstream, on every route, before anything is set. Strip before
 //! you set.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Hop-by-hop, proxy, method- and path-override headers removed from every
 /// client request.
@@ -104,7 +104,7 @@ pub fn connection_is_acceptable(headers: &HeaderMap) -> bool {
 }
 
 /// A sane `X-Request-Id`: one value, 1-128 visible ASCII characters.
-pub fn sane_request_id(headers: &HeaderMap) -> Option<&str> {
+pub fn sane_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     let mut values = headers.get_all("x-request-id").iter();
     let first = values.next()?;
     if values.next().is_some() {
@@ -112,8 +112,7 @@ pub fn sane_request_id(headers: &HeaderMap) -> Option<&str> {
     }
     let bytes = first.as_bytes();
     (!bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| (0x21..=0x7e).contains(b)))
-        .then(|| first.to_str().ok())
-        .flatten()
+        .then_some(first)
 }
 
 #[cfg(test)]
@@ -253,7 +252,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(sane_request_id(&h), None);
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(sane_request_id(&h), Some("abc-123"));
+        assert_eq!(
+            sane_request_id(&h).map(|v| v.as_bytes()),
+            Some(&b"abc-123"[..])
+        );
         h.append("x-request-id", HeaderValue::from_static("again"));
         assert_eq!(sane_request_id(&h), None);
         let mut h = HeaderMap::new();

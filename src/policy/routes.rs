@@ -207,7 +207,7 @@ pub fn is_valid_host(host: &str) -> bool {
 }
 
 /// The request's host: without its port, lowercased.
-pub fn host_without_port(host: &str) -> String {
+pub fn host_without_port(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let bare = if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
@@ -217,7 +217,12 @@ pub fn host_without_port(host: &str) -> String {
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h)
     };
-    bare.trim_end_matches('.').to_ascii_lowercase()
+    let bare = bare.trim_end_matches('.');
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }
 }
 
 /// The outcome of matching host + path + method.
@@ -552,6 +557,12 @@ mod tests {
         assert_eq!(host_without_port("api.example.no"), "api.example.no");
         assert_eq!(host_without_port("[::1]:8080"), "::1");
         assert_eq!(host_without_port("example.no."), "example.no");
+        // A host already in normal form is borrowed, not copied.
+        assert!(matches!(
+            host_without_port("api.example.no:443"),
+            Cow::Borrowed("api.example.no")
+        ));
+        assert!(matches!(host_without_port("Api.example.no"), Cow::Owned(_)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::header::HeaderValue;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::prelude::*;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -26,11 +27,12 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
 use crate::policy::auth::authorize;
 use crate::policy::forward::{verified_headers, VerifiedName};
-use crate::policy::headers::{connection_is_acceptable, headers_to_strip, sane_request_id};
+use crate::policy::headers::{connection_is_acceptable, headers_to_strip};
 use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
 };
 use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
+use request_id::RequestId;
 
 /// What was decided for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,7 @@ pub enum Decision {
 /// Per-request state, created by `new_ctx` and read by every later phase.
 pub struct RequestCtx {
     start: Instant,
-    pub request_id: String,
+    pub request_id: RequestId,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
     params: Vec<(String, String)>,
@@ -52,13 +54,13 @@ pub struct RequestCtx {
     /// differ from what the client sent.
     forward_uri: Option<String>,
     /// The request's host as received (for `X-Forwarded-Host`).
-    original_host: Option<String>,
+    original_host: Option<HeaderValue>,
     pub decision: Option<Decision>,
     authorized: Option<Authorized>,
     denied_facts: DeniedFacts,
     upstream_error: Option<Reason>,
     upstream_status: Option<u16>,
-    upstream_host: Option<String>,
+    upstream_host: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -97,26 +99,28 @@ impl ConsentProxy {
         Ok(true)
     }
 
-    /// Check 0: well-formed HTTP. Returns the host to route on.
+    /// Check 0: well-formed HTTP. Returns the host to route on, as received
+    /// (a shared copy of the client's `Host` value).
     fn check_request(
         &self,
         req: &RequestHeader,
         snapshot: &Snapshot,
-    ) -> std::result::Result<String, Reason> {
+    ) -> std::result::Result<HeaderValue, Reason> {
         if req.method == http::Method::CONNECT {
             return Err(Reason::MethodNotAllowed);
         }
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
             (Some(_), Some(_)) => return Err(Reason::InvalidRequest),
-            (Some(h), None) => h.to_str().map_err(|_| Reason::InvalidRequest)?.to_string(),
+            (Some(h), None) => h.clone(),
             (None, _) => match req.uri.authority() {
-                Some(a) => a.as_str().to_string(),
-                None if req.version == http::Version::HTTP_10 => String::new(),
+                Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| Reason::InvalidRequest)?,
+                None if req.version == http::Version::HTTP_10 => HeaderValue::from_static(""),
                 None => return Err(Reason::InvalidRequest),
             },
         };
-        if !is_valid_host(&host) || !connection_is_acceptable(&req.headers) {
+        let host_str = host.to_str().map_err(|_| Reason::InvalidRequest)?;
+        if !is_valid_host(host_str) || !connection_is_acceptable(&req.headers) {
             return Err(Reason::InvalidRequest);
         }
         let limit = snapshot.config.server.limits.max_request_header_bytes;
@@ -138,7 +142,7 @@ impl ProxyHttp for ConsentProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::from_static("-"),
             snapshot: None,
             route: None,
             params: Vec::new(),
@@ -153,6 +157,11 @@ impl ProxyHttp for ConsentProxy {
         }
     }
 
+    /// No downstream modules: the gateway never compresses responses, so
+    /// pingora's default (a compression module, disabled, built and called
+    /// for every request) is left out.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     /// Runs once the request header is read. Decides allow or deny for the
     /// whole request. `Ok(true)`: a response was written, stop here;
     /// `Ok(false)`: proxy to the upstream.
@@ -160,9 +169,7 @@ impl ProxyHttp for ConsentProxy {
         let snapshot = self.gateway.snapshot();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         let req = session.req_header();
-        ctx.request_id = sane_request_id(&req.headers)
-            .map(str::to_string)
-            .unwrap_or_else(request_id::new_request_id);
+        ctx.request_id = RequestId::for_request(&req.headers);
 
         // Check 0.
         let host = match self.check_request(req, &snapshot) {
@@ -195,8 +202,9 @@ impl ProxyHttp for ConsentProxy {
         };
 
         // Checks 1-2.
-        let route_host = host_without_port(&host);
-        ctx.original_host = Some(host);
+        // `check_request` accepted only a host that is a valid string.
+        let route_host = host_without_port(host.to_str().unwrap_or_default());
+        ctx.original_host = Some(host.clone());
         let method = req.method.as_str();
         let (route_index, params) = match snapshot.routes.find(&route_host, &path, method) {
             RouteMatch::Found { route, params } => (route, params),
@@ -337,7 +345,7 @@ impl ProxyHttp for ConsentProxy {
         }
         if !route.forward.preserve_host {
             if let Some(h) = &ctx.upstream_host {
-                upstream_request.insert_header(http::header::HOST, h.as_str())?;
+                upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
         }
         // X-Forwarded-*: For is appended to, Proto and Host overwritten.
@@ -360,9 +368,9 @@ impl ProxyHttp for ConsentProxy {
         };
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         if let Some(h) = &ctx.original_host {
-            upstream_request.insert_header("x-forwarded-host", h.as_str())?;
+            upstream_request.insert_header("x-forwarded-host", h.clone())?;
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.header())?;
         if ctx.decision == Some(Decision::Allow) {
             if let Some(authorized) = &ctx.authorized {
                 // `&'static str` names are taken by pingora without a copy.
@@ -387,10 +395,7 @@ impl ProxyHttp for ConsentProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
-        upstream_response.insert_header(
-            "x-request-id",
-            HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("-")),
-        )?;
+        upstream_response.insert_header("x-request-id", ctx.request_id.header())?;
         Ok(())
     }
 
@@ -498,7 +503,7 @@ impl ProxyHttp for ConsentProxy {
                 let template = ctx.route.map(|r| snapshot.config.routes[r].path.as_str());
                 let line = audit::AuditLine {
                     ts: std::time::SystemTime::now(),
-                    request_id: &ctx.request_id,
+                    request_id: ctx.request_id.as_str(),
                     route,
                     method: session.req_header().method.as_str(),
                     path: template.unwrap_or("-"),

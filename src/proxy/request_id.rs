@@ -1,12 +1,59 @@
-//! New `X-Request-Id` values: UUID v4-shaped, unique within the process, and
-//! cheap. `uuid::Uuid::new_v4()` asks the kernel for 16 random bytes on every
-//! call (a `getrandom` system call per request); here the randomness is drawn
-//! once per process and every id is a bijective scramble of a counter, so two
-//! ids of one process never collide and ids of different processes differ in
-//! 58 random bits.
+//! A request's `X-Request-Id`, and new values for it: UUID v4-shaped, unique
+//! within the process, and cheap. `uuid::Uuid::new_v4()` asks the kernel for
+//! 16 random bytes on every call (a `getrandom` system call per request);
+//! here the randomness is drawn once per process and every id is a bijective
+//! scramble of a counter, so two ids of one process never collide and ids of
+//! different processes differ in 58 random bits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::policy::headers::sane_request_id;
+
+/// The request id of one request: the client's own when it is a single sane
+/// value, else a new one. Held as a header value (visible ASCII only), so the
+/// upstream request, the response and a refusal share it without copies.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The client's `X-Request-Id` when sane, else a new id.
+    pub fn for_request(headers: &HeaderMap) -> Self {
+        match sane_request_id(headers) {
+            Some(value) => RequestId(value.clone()),
+            None => RequestId::new(),
+        }
+    }
+
+    /// A new id.
+    pub fn new() -> Self {
+        // A UUID is always a valid header value.
+        RequestId(HeaderValue::try_from(new_request_id()).unwrap_or(HeaderValue::from_static("-")))
+    }
+
+    /// A given id (tests, and callers that already hold one).
+    pub fn from_static(id: &'static str) -> Self {
+        RequestId(HeaderValue::from_static(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII ever gets in (`sane_request_id`, UUIDs).
+        self.0.to_str().unwrap_or("-")
+    }
+
+    /// The id as a header value (a reference-counted copy).
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
 
 /// Per-process randomness: a key for the counter scramble and 58 bits that
 /// every id of this process carries.
@@ -63,6 +110,25 @@ pub fn new_request_id() -> String {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_sane_client_id_is_kept_and_anything_else_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        let id = RequestId::for_request(&headers);
+        assert_eq!(id.as_str(), "abc-123");
+        assert_eq!(id.header(), "abc-123");
+        headers.insert("x-request-id", HeaderValue::from_static("has space"));
+        let id = RequestId::for_request(&headers);
+        assert_ne!(id.as_str(), "has space");
+        assert_eq!(
+            uuid::Uuid::parse_str(id.as_str())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(id.header(), id.as_str());
+    }
 
     #[test]
     fn ids_are_version_4_uuids() {

@@ -8,11 +8,12 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::error::Reason;
+use crate::proxy::request_id::RequestId;
 
 /// Builds the response header of a refusal (pure; tested below).
 pub fn problem_header(
     reason: Reason,
-    request_id: &str,
+    request_id: &RequestId,
     body_len: usize,
     allow: Option<&str>,
 ) -> Result<ResponseHeader> {
@@ -20,7 +21,7 @@ pub fn problem_header(
     resp.insert_header("content-type", "application/problem+json")?;
     resp.insert_header("content-length", body_len.to_string())?;
     resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("x-request-id", request_id.header())?;
     if let Some(challenge) = reason.www_authenticate() {
         resp.insert_header("www-authenticate", challenge)?;
     }
@@ -36,11 +37,11 @@ pub fn problem_header(
 /// Answers the client with the problem response for `reason`.
 pub async fn problem(
     session: &mut Session,
-    request_id: &str,
+    request_id: &RequestId,
     reason: Reason,
     allow: Option<&str>,
 ) -> Result<()> {
-    let body = reason.problem_body(request_id);
+    let body = reason.problem_body(request_id.as_str());
     let header = problem_header(reason, request_id, body.len(), allow)?;
     session
         .write_response_header(Box::new(header), false)
@@ -57,13 +58,14 @@ mod tests {
 
     #[test]
     fn header_carries_challenge_retry_and_allow() {
-        let h = problem_header(Reason::KeysUnavailable, "r1", 10, None).unwrap();
+        let r1 = &RequestId::from_static("r1");
+        let h = problem_header(Reason::KeysUnavailable, r1, 10, None).unwrap();
         assert_eq!(h.status.as_u16(), 503);
         assert_eq!(h.headers["retry-after"], "5");
         assert!(h.headers.get("www-authenticate").is_none());
-        let h = problem_header(Reason::MethodNotAllowed, "r1", 10, Some("GET, POST")).unwrap();
+        let h = problem_header(Reason::MethodNotAllowed, r1, 10, Some("GET, POST")).unwrap();
         assert_eq!(h.headers["allow"], "GET, POST");
-        let h = problem_header(Reason::BadSignature, "r1", 10, None).unwrap();
+        let h = problem_header(Reason::BadSignature, r1, 10, None).unwrap();
         assert_eq!(
             h.headers["www-authenticate"],
             r#"Bearer realm="consent-gateway", error="invalid_token""#

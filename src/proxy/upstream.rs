@@ -23,8 +23,9 @@ pub struct UpstreamPool {
     ca: Option<Arc<[WrappedX509]>>,
     connect_timeout: Duration,
     read_timeout: Duration,
-    /// `host:port` of the first target, for `Host` when `preserve_host: false`.
-    pub host_header: String,
+    /// `host:port` of the first target (or the `sni` with TLS), for `Host`
+    /// when `preserve_host: false`; built once, shared by every request.
+    pub host_header: http::HeaderValue,
     /// The peer of a pool with one resolved target address and no health
     /// check: nothing to choose, so it is built once and copied per request.
     only_peer: Option<HttpPeer>,
@@ -79,6 +80,12 @@ impl UpstreamPool {
         } else {
             upstream.targets.first().cloned().unwrap_or_default()
         };
+        let host_header = http::HeaderValue::try_from(host_header).map_err(|_| {
+            format!(
+                "upstream {}: the target is not a valid Host header value",
+                upstream.name
+            )
+        })?;
         let mut pool = Self {
             name: upstream.name.clone(),
             lb: Arc::new(lb),
