@@ -171,7 +171,8 @@ fn spoofed_consent_headers_and_hop_by_hop_never_reach_upstream() {
          X-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\nX-Method-Override: DELETE\r\n\
          Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
          Proxy-Authorization: Basic eA==\r\nX-Real-IP: 6.6.6.6\r\nX-Secret: s\r\n\
-         Forwarded: for=1.2.3.4\r\nX-Forwarded-For: 9.9.9.9\r\nX-Forwarded-Proto: https\r\n\r\n",
+         Forwarded: for=1.2.3.4\r\nX-Forwarded-For: 9.9.9.9\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Host: evil.example\r\n\r\n",
     );
     assert_eq!(r.status, 200);
     let seen = world.echo.seen();
@@ -213,8 +214,27 @@ fn spoofed_consent_headers_and_hop_by_hop_never_reach_upstream() {
         Some("9.9.9.9, 127.0.0.1")
     );
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen[0].header("x-forwarded-host"), Some("x"));
     assert!(r.header("x-request-id").is_some());
     assert_eq!(seen[0].header("x-request-id"), r.header("x-request-id"));
+}
+
+#[test]
+fn http_1_0_without_host_forwards_no_client_forwarded_host() {
+    let world = World::new();
+    let gw = world.start(CONFIG);
+    world.echo.clear();
+    let r = gw.raw("GET /items/1 HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let seen = world.echo.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-forwarded-host"), None);
+    // The same request over HTTP/1.1 without a host is refused unrouted.
+    world.echo.clear();
+    let r = gw.raw("GET /items/1 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.reason(), "invalid_request");
+    assert!(world.echo.seen().is_empty());
 }
 
 #[test]

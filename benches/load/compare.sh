@@ -79,6 +79,28 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Seconds in a wrk duration (`30s`, `10m`, `1h`, or plain seconds).
+duration_s() {
+    case $1 in
+        *h) echo $((${1%h} * 3600)) ;;
+        *m) echo $((${1%m} * 60)) ;;
+        *s) echo "${1%s}" ;;
+        *) echo "$1" ;;
+    esac
+}
+# Tokens live an hour; with `soak` two hours (the generated config's
+# max_token_lifetime), which bounds the soak to 90 minutes.
+TOKEN_TTL=3600
+case " $SCENARIOS " in
+    *" soak "*)
+        TOKEN_TTL=7200
+        if [ "$(duration_s "$SOAK_DURATION")" -gt 5400 ]; then
+            log "SOAK_DURATION is at most 90m (the tokens live two hours)"
+            exit 2
+        fi
+        ;;
+esac
+
 # --- tools -------------------------------------------------------------------
 need_install=()
 command -v nginx >/dev/null || need_install+=(nginx-light)
@@ -148,7 +170,7 @@ wait_http() { # url, what
 
 # --- keys and tokens ---------------------------------------------------------
 log "minting keys and $POOL tokens"
-"$BENCH_TOKENS" --out "$WORK/keys" --count "$POOL" --ttl 3600
+"$BENCH_TOKENS" --out "$WORK/keys" --count "$POOL" --ttl "$TOKEN_TTL"
 TOKEN=$(cat "$WORK/keys/token.txt")
 FORGED=$(cat "$WORK/keys/forged.txt")
 { echo "$TOKEN"; echo "$FORGED"; } > "$WORK/keys/mix.txt"
@@ -388,29 +410,53 @@ run_one() { # scenario target pid url tokens_file [connections]
 # The gateway's resident memory, in kB.
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-# `soak`: unique tokens on the consent route for SOAK_DURATION while the
-# gateway's RSS is sampled; the summary compares the middle and the end of the
-# run (the first half includes the cache filling up).
+# `soak`: the `fresh` token pool, cycled, on the consent route for
+# SOAK_DURATION while the gateway's RSS is sampled; the summary compares the
+# middle and the end of the loaded run (the first samples include the cache
+# filling up). Any non-2xx answer, or the gateway exiting, fails the run.
 SOAK=$WORK/soak.tsv
 run_soak() {
-    local out=$WORK/wrk-soak-gw-consent.txt start_s sampler
-    log "scenario soak: gw-consent, $SOAK_DURATION of unique tokens, RSS every ${SOAK_SAMPLE}s"
+    local out=$WORK/wrk-soak-gw-consent.txt start_s sampler kb hits0 miss0 hits1 miss1 non2xx requests
+    log "scenario soak: gw-consent, $SOAK_DURATION of the $POOL-token pool, RSS every ${SOAK_SAMPLE}s"
     printf '0\t%s\n' "$(rss_kb "$GW_PID")" >"$SOAK"
+    hits0=$(cache_counter hit); miss0=$(cache_counter miss)
     start_s=$SECONDS
+    # Writes only to $SOAK; its output is closed so that a sleep it leaves
+    # behind cannot hold the script's stdout open.
     (
-        while kill -0 "$GW_PID" 2>/dev/null; do
-            sleep "$SOAK_SAMPLE"
-            printf '%s\t%s\n' $((SECONDS - start_s)) "$(rss_kb "$GW_PID")" >>"$SOAK"
+        while sleep "$SOAK_SAMPLE"; do
+            kb=$(rss_kb "$GW_PID" 2>/dev/null) && [ -n "$kb" ] || break
+            printf '%s\t%s\n' $((SECONDS - start_s)) "$kb" >>"$SOAK"
         done
-    ) &
+    ) >/dev/null 2>&1 &
     sampler=$!
+    PIDS+=("$sampler")
     TOKENS_START=$TOKENS_START TOKENS_FILE=$WORK/keys/tokens.txt taskset -c "$WRK_CPU" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SOAK_DURATION" --latency -s "$WORK/tokens.lua" \
         "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" >"$out"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
-    printf '%s\t%s\n' $((SECONDS - start_s)) "$(rss_kb "$GW_PID")" >>"$SOAK"
-    log "  soak gw-consent: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s, non-2xx $(awk '/Non-2xx or 3xx responses:/ { n = $5 } END { print n + 0 }' "$out")"
+    # A gateway that exited (even one not yet reaped) has no VmRSS.
+    kb=$(rss_kb "$GW_PID" 2>/dev/null) || true
+    if [ -z "$kb" ]; then
+        log "soak: the gateway exited during the run (see $WORK/gateway.log)"
+        exit 1
+    fi
+    printf '%s\t%s\n' $((SECONDS - start_s)) "$kb" >>"$SOAK"
+    requests=$(awk '/requests in/ { print $1 }' "$out")
+    TOKENS_START=$((TOKENS_START + requests + 100))
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { n = $5 } END { print n + 0 }' "$out")
+    hits1=$(cache_counter hit); miss1=$(cache_counter miss)
+    SOAK_HITS=$(awk -v h=$((${hits1%.*} - ${hits0%.*})) -v m=$((${miss1%.*} - ${miss0%.*})) \
+        'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }')
+    log "  soak gw-consent: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s, $requests requests, non-2xx $non2xx, verified-token cache hits $SOAK_HITS"
+    if grep -q 'Socket errors' "$out"; then
+        log "  soak: wrk reports $(grep 'Socket errors' "$out" | sed 's/^ *//')"
+    fi
+    if [ "$non2xx" -gt 0 ]; then
+        log "soak: $non2xx answers were not 2xx (see $out and $WORK/gateway.log)"
+        exit 1
+    fi
 }
 
 for scenario in $SCENARIOS; do
@@ -484,12 +530,14 @@ fi
 echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at TOKEN_CACHE_CAPACITY entries, src/gateway.rs)"
 if [ -s "$SOAK" ]; then
     echo
-    echo "soak: gw-consent, unique tokens for $SOAK_DURATION ($(awk '/requests in/ { print $1 }' "$WORK/wrk-soak-gw-consent.txt") requests), resident memory:"
+    echo "soak: gw-consent for $SOAK_DURATION, the $POOL-token pool cycled ($(awk '/requests in/ { print $1 }' "$WORK/wrk-soak-gw-consent.txt") requests, verified-token cache hits $SOAK_HITS), resident memory:"
     awk -F'\t' '
-        { t[NR] = $1; kb[NR] = $2; if ($2 > max) max = $2 }
+        { t[NR] = $1; kb[NR] = $2; if (NR > 1 && $2 > max) max = $2 }
         END {
-            mid = int((NR + 1) / 2)
-            for (i = 1; i <= NR; i++) printf "  %5ds %7.1f MB\n", t[i], kb[i] / 1024
+            for (i = 1; i <= NR; i++) printf "  %5ds %7.1f MB%s\n", t[i], kb[i] / 1024, i == 1 ? " (before the load)" : ""
+            # Row 1 is the idle gateway; the trend is over the loaded samples.
+            if (NR < 4) { print "  too few samples for a trend (make SOAK_SAMPLE smaller)"; exit }
+            mid = 1 + int(NR / 2)
             printf "  middle %.1f MB, end %.1f MB, max %.1f MB: %+.1f%% over the second half\n",
                 kb[mid] / 1024, kb[NR] / 1024, max / 1024, 100 * (kb[NR] - kb[mid]) / kb[mid]
         }' "$SOAK"

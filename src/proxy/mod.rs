@@ -201,10 +201,14 @@ impl ProxyHttp for ConsentProxy {
             }
         };
 
-        // Checks 1-2.
-        // `check_request` accepted only a host that is a valid string.
-        let route_host = host_without_port(host.to_str().unwrap_or_default());
-        ctx.original_host = Some(host.clone());
+        // Checks 1-2. `check_request` accepted only a host that is a valid
+        // string; should that ever change, refuse rather than route on "".
+        let Ok(host_str) = host.to_str() else {
+            return self
+                .refuse(session, ctx, Reason::InvalidRequest, None)
+                .await;
+        };
+        let route_host = host_without_port(host_str);
         let method = req.method.as_str();
         let (route_index, params) = match snapshot.routes.find(&route_host, &path, method) {
             RouteMatch::Found { route, params } => (route, params),
@@ -217,6 +221,7 @@ impl ProxyHttp for ConsentProxy {
             RouteMatch::NotFound => return self.refuse(session, ctx, Reason::NoRoute, None).await,
         };
         ctx.route = Some(route_index);
+        ctx.original_host = Some(host);
         let route = &snapshot.config.routes[route_index];
 
         // Checks 3-21, on the pure core.
@@ -367,8 +372,13 @@ impl ProxyHttp for ConsentProxy {
             "http"
         };
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
-        if let Some(h) = &ctx.original_host {
-            upstream_request.insert_header("x-forwarded-host", h.clone())?;
+        // An HTTP/1.0 request may come without a host: then no client-sent
+        // value may pass for the gateway's.
+        match ctx.original_host.as_ref().filter(|h| !h.is_empty()) {
+            Some(h) => upstream_request.insert_header("x-forwarded-host", h.clone())?,
+            None => {
+                upstream_request.remove_header("x-forwarded-host");
+            }
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.header())?;
         if ctx.decision == Some(Decision::Allow) {
