@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench decide`. Speed is measured here, never asserted.
 
+mod common;
+
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -181,11 +183,13 @@ fn bench_authorize(c: &mut Criterion) {
         Some("consent_subject_mismatch"),
     );
 
-    let mut group = c.benchmark_group("authorize");
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = common::group(
+        c,
+        "authorize",
+        30,
+        Duration::from_millis(300),
+        Duration::from_secs(2),
+    );
     group.bench_function("allow/no_cache", |b| {
         let ctx = fixture.ctx(None, now);
         b.iter(|| decide(&ctx, &allow))
@@ -241,11 +245,13 @@ fn bench_raw_verify(c: &mut Criterion) {
     let (message, signature) = consent_gateway::dev_issuer::split_signature(&token);
     assert!(key.verify(Alg::RS256, message.as_bytes(), &signature));
 
-    let mut group = c.benchmark_group("rs256");
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = common::group(
+        c,
+        "rs256",
+        30,
+        Duration::from_millis(300),
+        Duration::from_secs(2),
+    );
     group.bench_function("verify_cold", |b| {
         b.iter(|| {
             key.verify(
@@ -273,11 +279,13 @@ fn bench_parse(c: &mut Criterion) {
     let (header, claims) = parse(&token);
     assert!(header.kid.is_some() && claims.token.is_ok() && claims.consent.is_ok());
 
-    let mut group = c.benchmark_group("token");
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = common::group(
+        c,
+        "token",
+        30,
+        Duration::from_millis(300),
+        Duration::from_secs(2),
+    );
     group.bench_function("parse_and_read_claims", |b| {
         b.iter(|| parse(black_box(&token)))
     });

@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench routes`. Speed is measured here, never asserted.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
@@ -64,11 +66,13 @@ fn load(text: &str) -> Config {
 }
 
 fn bench_normalize(c: &mut Criterion) {
-    let mut group = c.benchmark_group("normalize_path");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    let mut group = common::group(
+        c,
+        "normalize_path",
+        50,
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    );
     for (name, path) in [
         ("clean", "/income/17839116535/2025"),
         ("dot_segments", "/income/./a/../17839116535//2025/"),
@@ -82,11 +86,13 @@ fn bench_normalize(c: &mut Criterion) {
 
 fn bench_find(c: &mut Criterion) {
     let config = load(&generated_config(10_000));
-    let mut group = c.benchmark_group("route_find");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    let mut group = common::group(
+        c,
+        "route_find",
+        50,
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    );
     for size in [10usize, 1_000, 10_000] {
         let table = RouteTable::new(&config.routes[..size]).expect("route table");
         // The last consent route of the table (the worst case for a linear
@@ -126,11 +132,13 @@ fn bench_find(c: &mut Criterion) {
 fn bench_load(c: &mut Criterion) {
     let text = generated_config(10_000);
     assert_eq!(load(&text).routes.len(), 10_000);
-    let mut group = c.benchmark_group("config_load");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
+    let mut group = common::group(
+        c,
+        "config_load",
+        10,
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    );
     group.bench_function("load_str_10000_routes", |b| {
         b.iter(|| load(black_box(&text)))
     });
