@@ -7,6 +7,7 @@ pub mod request_id;
 pub mod respond;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,14 +54,14 @@ pub struct RequestCtx {
     /// Path and query to forward (normalised, prefix stripped), when they
     /// differ from what the client sent.
     forward_uri: Option<String>,
-    /// The request's host as received (for `X-Forwarded-Host`).
+    /// The request's host as received (for `X-Forwarded-Host`); none for an
+    /// HTTP/1.0 request without one.
     original_host: Option<HeaderValue>,
     pub decision: Option<Decision>,
     authorized: Option<Authorized>,
     denied_facts: DeniedFacts,
     upstream_error: Option<Reason>,
     upstream_status: Option<u16>,
-    upstream_host: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -100,26 +101,29 @@ impl ConsentProxy {
     }
 
     /// Check 0: well-formed HTTP. Returns the host to route on, as received
-    /// (a shared copy of the client's `Host` value).
+    /// (a shared copy of the client's `Host` value), or none for an HTTP/1.0
+    /// request without one.
     fn check_request(
         &self,
         req: &RequestHeader,
         snapshot: &Snapshot,
-    ) -> std::result::Result<HeaderValue, Reason> {
+    ) -> std::result::Result<Option<HeaderValue>, Reason> {
         if req.method == http::Method::CONNECT {
             return Err(Reason::MethodNotAllowed);
         }
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
             (Some(_), Some(_)) => return Err(Reason::InvalidRequest),
-            (Some(h), None) => h.clone(),
+            (Some(h), None) => Some(h.clone()),
             (None, _) => match req.uri.authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| Reason::InvalidRequest)?,
-                None if req.version == http::Version::HTTP_10 => HeaderValue::from_static(""),
+                Some(a) => {
+                    Some(HeaderValue::from_str(a.as_str()).map_err(|_| Reason::InvalidRequest)?)
+                }
+                None if req.version == http::Version::HTTP_10 => None,
                 None => return Err(Reason::InvalidRequest),
             },
         };
-        let host_str = host.to_str().map_err(|_| Reason::InvalidRequest)?;
+        let host_str = host_str(host.as_ref()).map_err(|_| Reason::InvalidRequest)?;
         if !is_valid_host(host_str) || !connection_is_acceptable(&req.headers) {
             return Err(Reason::InvalidRequest);
         }
@@ -133,6 +137,11 @@ impl ConsentProxy {
         }
         Ok(host)
     }
+}
+
+/// The host to route on: an HTTP/1.0 request without one routes as "".
+fn host_str(host: Option<&HeaderValue>) -> std::result::Result<&str, http::header::ToStrError> {
+    host.map_or(Ok(""), HeaderValue::to_str)
 }
 
 #[async_trait]
@@ -153,7 +162,6 @@ impl ProxyHttp for ConsentProxy {
             denied_facts: DeniedFacts::default(),
             upstream_error: None,
             upstream_status: None,
-            upstream_host: None,
         }
     }
 
@@ -189,8 +197,13 @@ impl ProxyHttp for ConsentProxy {
         let normalized = normalize_path(raw_path);
         // Sent on as it came (no `set_uri`) when it was valid UTF-8 and
         // normalisation did not change it; a `#` would be dropped by `Uri`.
-        let path_unchanged = matches!(raw, std::borrow::Cow::Borrowed(_))
-            && normalized.as_deref().is_ok_and(|p| p == raw_path)
+        let path_unchanged = matches!(raw, Cow::Borrowed(_))
+            && match &normalized {
+                // Borrowed: already in normal form.
+                Ok(Cow::Borrowed(_)) => true,
+                Ok(Cow::Owned(p)) => p == raw_path,
+                Err(_) => false,
+            }
             && !raw.contains('#');
         let path = match normalized {
             Ok(p) => p,
@@ -203,7 +216,7 @@ impl ProxyHttp for ConsentProxy {
 
         // Checks 1-2. `check_request` accepted only a host that is a valid
         // string; should that ever change, refuse rather than route on "".
-        let Ok(host_str) = host.to_str() else {
+        let Ok(host_str) = host_str(host.as_ref()) else {
             return self
                 .refuse(session, ctx, Reason::InvalidRequest, None)
                 .await;
@@ -221,7 +234,7 @@ impl ProxyHttp for ConsentProxy {
             RouteMatch::NotFound => return self.refuse(session, ctx, Reason::NoRoute, None).await,
         };
         ctx.route = Some(route_index);
-        ctx.original_host = Some(host);
+        ctx.original_host = host;
         let route = &snapshot.config.routes[route_index];
 
         // Checks 3-21, on the pure core.
@@ -311,10 +324,7 @@ impl ProxyHttp for ConsentProxy {
         };
         let pool = &snapshot.upstreams[snapshot.config.routes[route].upstream];
         match pool.select_peer() {
-            Some(peer) => {
-                ctx.upstream_host = Some(pool.host_header.clone());
-                Ok(Box::new(peer))
-            }
+            Some(peer) => Ok(Box::new(peer)),
             None => {
                 let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy target");
                 e.esource = ErrorSource::Upstream;
@@ -349,9 +359,8 @@ impl ProxyHttp for ConsentProxy {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
         if !route.forward.preserve_host {
-            if let Some(h) = &ctx.upstream_host {
-                upstream_request.insert_header(http::header::HOST, h.clone())?;
-            }
+            let pool = &snapshot.upstreams[route.upstream];
+            upstream_request.insert_header(http::header::HOST, pool.host_header.clone())?;
         }
         // X-Forwarded-*: For is appended to, Proto and Host overwritten.
         if let Some(addr) = session.client_addr().and_then(SocketAddr::as_inet) {
@@ -374,7 +383,7 @@ impl ProxyHttp for ConsentProxy {
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         // An HTTP/1.0 request may come without a host: then no client-sent
         // value may pass for the gateway's.
-        match ctx.original_host.as_ref().filter(|h| !h.is_empty()) {
+        match &ctx.original_host {
             Some(h) => upstream_request.insert_header("x-forwarded-host", h.clone())?,
             None => {
                 upstream_request.remove_header("x-forwarded-host");
@@ -464,28 +473,19 @@ impl ProxyHttp for ConsentProxy {
             _ => None,
         };
         let elapsed = ctx.start.elapsed().as_secs_f64();
+        match route_metrics.filter(|_| ctx.decision == Some(Decision::Allow)) {
+            Some(series) => series.allowed(metrics, route).inc(),
+            None => metrics
+                .requests_total
+                .with_label_values(&[route, decision, reason])
+                .inc(),
+        }
         match route_metrics {
-            Some(series) => {
-                if ctx.decision == Some(Decision::Allow) {
-                    series.allowed(metrics, route).inc();
-                } else {
-                    metrics
-                        .requests_total
-                        .with_label_values(&[route, decision, reason])
-                        .inc();
-                }
-                series.duration(metrics, route).observe(elapsed);
-            }
-            None => {
-                metrics
-                    .requests_total
-                    .with_label_values(&[route, decision, reason])
-                    .inc();
-                metrics
-                    .request_duration_seconds
-                    .with_label_values(&[route])
-                    .observe(elapsed);
-            }
+            Some(series) => series.duration(metrics, route).observe(elapsed),
+            None => metrics
+                .request_duration_seconds
+                .with_label_values(&[route])
+                .observe(elapsed),
         }
         if ctx.route.is_none() {
             metrics.http_errors_total.with_label_values(&[reason]).inc();
