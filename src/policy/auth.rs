@@ -14,8 +14,8 @@ use crate::policy::claims::{ClaimSet, ConsentElement, TokenClaims};
 use crate::policy::consent::{
     self, parse_subject, Bound, BoundValues, ConsentInputs, ConsentMatch,
 };
-use crate::policy::jws::{self, JoseHeader, JwsError};
-use crate::policy::token_cache::{CachedToken, RejectedToken};
+use crate::policy::jws::{self, DecodedJws, JoseHeader, JwsError};
+use crate::policy::token_cache::CachedToken;
 use crate::policy::{
     AuthContext, Authorized, CheckOutcome, ConsentFacts, Denied, DeniedFacts, RequestView,
     TokenFacts,
@@ -60,13 +60,6 @@ pub(crate) struct ParsedToken {
     pub claims: ClaimSet,
 }
 
-/// The signed message and signature of a token parsed for the first time.
-pub(crate) struct SignedParts {
-    /// The signed message is `token[..signing_input_len]`.
-    pub signing_input_len: usize,
-    pub signature: Vec<u8>,
-}
-
 impl ParsedToken {
     #[cfg(test)]
     pub(crate) fn parse(token: &str) -> Result<ParsedToken, JwsError> {
@@ -74,19 +67,16 @@ impl ParsedToken {
     }
 
     /// Check 4 whole (parts, base64url, strict JSON), then the header
-    /// members and the claims, read straight from the JSON.
-    pub(crate) fn parse_signed(token: &str) -> Result<(ParsedToken, SignedParts), JwsError> {
+    /// members and the claims, read straight from the JSON. The decoded
+    /// token comes along for its signature (check 9).
+    pub(crate) fn parse_signed(token: &str) -> Result<(ParsedToken, DecodedJws), JwsError> {
         let decoded = jws::decode_compact(token)?;
         let compact = decoded.parse()?;
         let parsed = ParsedToken {
             header: JoseHeader::from_map(&compact.header)?,
             claims: ClaimSet::from_payload(&compact.payload),
         };
-        let signed = SignedParts {
-            signing_input_len: decoded.signing_input_len,
-            signature: decoded.signature,
-        };
-        Ok((parsed, signed))
+        Ok((parsed, decoded))
     }
 }
 
@@ -198,14 +188,8 @@ fn run(
     };
     let cache = ctx.cache.filter(|_| signature == Signature::Verify);
     let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
-    // These very bytes failed check 9 before (then they fail again with the
-    // same key object; they are parsed and checks 5-8 run on them first).
-    let rejected: Option<Arc<RejectedToken>> = match (&cached, cache) {
-        (None, Some(c)) => c.lookup_rejected(token, ctx.now),
-        _ => None,
-    };
     // A fresh token keeps its signature for check 9; a cached one has none.
-    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<SignedParts>) = match cached.as_ref() {
+    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<DecodedJws>) = match cached.as_ref() {
         Some(entry) => (Arc::clone(&entry.parsed), None),
         None => match ParsedToken::parse_signed(token) {
             Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
@@ -291,10 +275,13 @@ fn run(
             trace.record(9, "signature", true, || {
                 format!("{alg} verified earlier with this very key (cache)")
             });
-        } else if rejected
-            .as_ref()
-            .is_some_and(|entry| entry.rejected_by(key))
+        } else if cached.is_none()
+            && cache
+                .and_then(|c| c.lookup_rejected(token, ctx.now))
+                .is_some_and(|entry| entry.rejected_by(key))
         {
+            // These very bytes failed check 9 before with this same key
+            // object (they were parsed and passed checks 5-8 again first).
             trace.record(9, "signature", false, || {
                 format!("{alg} signature did not verify with this very key earlier (cache)")
             });
@@ -304,10 +291,8 @@ fn run(
             // verified again: its signature is decoded anew (these bytes
             // parsed whole before, so this cannot fail; if it did, the
             // empty signature would not verify).
-            let signed = fresh_signature.unwrap_or_else(|| SignedParts {
-                signing_input_len: token.rfind('.').unwrap_or_default(),
-                signature: jws::decode_signature(token).unwrap_or_default(),
-            });
+            let signed =
+                fresh_signature.unwrap_or_else(|| jws::decode_compact(token).unwrap_or_default());
             let message = token
                 .as_bytes()
                 .get(..signed.signing_input_len)

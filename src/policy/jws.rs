@@ -27,7 +27,8 @@ pub enum JwsError {
 }
 
 /// A compact JWS split and its three parts decoded; the JSON not yet read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The default (all empty) verifies with no key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecodedJws {
     pub header: Vec<u8>,
     pub payload: Vec<u8>,
@@ -44,9 +45,6 @@ pub struct DecodedJws {
 pub struct CompactJws<'a> {
     pub header: Object<'a>,
     pub payload: Object<'a>,
-    /// The signed message is `token[..signing_input_len]`.
-    pub signing_input_len: usize,
-    pub signature: &'a [u8],
 }
 
 /// Splits a compact JWS and decodes its parts. Every part must be canonical
@@ -72,20 +70,8 @@ impl DecodedJws {
     pub fn parse(&self) -> Result<CompactJws<'_>, JwsError> {
         let header = strict_object(&self.header).ok_or(JwsError::Json("header"))?;
         let payload = strict_object(&self.payload).ok_or(JwsError::Json("payload"))?;
-        Ok(CompactJws {
-            header,
-            payload,
-            signing_input_len: self.signing_input_len,
-            signature: &self.signature,
-        })
+        Ok(CompactJws { header, payload })
     }
-}
-
-/// The signature part of a token that was once parsed whole: for a cached
-/// token whose key changed and must be verified again.
-pub fn decode_signature(token: &str) -> Result<Vec<u8>, JwsError> {
-    let (_, signature_b64) = token.rsplit_once('.').ok_or(JwsError::PartCount)?;
-    decode_part(signature_b64)
 }
 
 /// `text` split around its first `.` (a SIMD search: the payload part is
@@ -364,9 +350,9 @@ mod tests {
             panic!("a[1] is an object")
         };
         assert_eq!(inner.get("b"), Some(&Json::Null));
-        assert_eq!(jws.signature, b"sig");
+        assert_eq!(decoded.signature, b"sig");
         assert_eq!(
-            &token[..jws.signing_input_len],
+            &token[..decoded.signing_input_len],
             token.rsplit_once('.').unwrap().0
         );
         let header = JoseHeader::from_map(&jws.header).unwrap();
@@ -582,18 +568,5 @@ mod tests {
         let object = strict_object(br#"{"b":1,"a":2,"c":3}"#).unwrap();
         let names: Vec<&str> = object.iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["b", "a", "c"]);
-    }
-
-    #[test]
-    fn signature_decodes_alone_as_in_the_whole_token() {
-        let token = format!("{}.{}.{}", b64("{}"), b64("{}"), b64("signature bytes"));
-        let decoded = decode_compact(&token).unwrap();
-        assert_eq!(decode_signature(&token).unwrap(), decoded.signature);
-        assert_eq!(decoded.signing_input_len, token.rfind('.').unwrap());
-        assert_eq!(decode_signature("a.b.AB").unwrap_err(), JwsError::Base64);
-        assert_eq!(
-            decode_signature("no dots").unwrap_err(),
-            JwsError::PartCount
-        );
     }
 }
