@@ -41,6 +41,20 @@ impl KeySource for OneIssuer {
     }
 }
 
+/// Every group here: 30 samples, 0.3 s warm-up, 2 s measured.
+fn quick_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    common::group(
+        c,
+        name,
+        30,
+        Duration::from_millis(300),
+        Duration::from_secs(2),
+    )
+}
+
 fn issuer_config() -> Issuer {
     Issuer {
         max_token_lifetime: Some(Duration::from_secs(3600)),
@@ -183,13 +197,7 @@ fn bench_authorize(c: &mut Criterion) {
         Some("consent_subject_mismatch"),
     );
 
-    let mut group = common::group(
-        c,
-        "authorize",
-        30,
-        Duration::from_millis(300),
-        Duration::from_secs(2),
-    );
+    let mut group = quick_group(c, "authorize");
     group.bench_function("allow/no_cache", |b| {
         let ctx = fixture.ctx(None, now);
         b.iter(|| decide(&ctx, &allow))
@@ -245,13 +253,7 @@ fn bench_raw_verify(c: &mut Criterion) {
     let (message, signature) = consent_gateway::dev_issuer::split_signature(&token);
     assert!(key.verify(Alg::RS256, message.as_bytes(), &signature));
 
-    let mut group = common::group(
-        c,
-        "rs256",
-        30,
-        Duration::from_millis(300),
-        Duration::from_secs(2),
-    );
+    let mut group = quick_group(c, "rs256");
     group.bench_function("verify_cold", |b| {
         b.iter(|| {
             key.verify(
@@ -279,13 +281,7 @@ fn bench_parse(c: &mut Criterion) {
     let (header, claims) = parse(&token);
     assert!(header.kid.is_some() && claims.token.is_ok() && claims.consent.is_ok());
 
-    let mut group = common::group(
-        c,
-        "token",
-        30,
-        Duration::from_millis(300),
-        Duration::from_secs(2),
-    );
+    let mut group = quick_group(c, "token");
     group.bench_function("parse_and_read_claims", |b| {
         b.iter(|| parse(black_box(&token)))
     });
