@@ -6,7 +6,11 @@
 //! - `token.txt`: one valid RS256 consent token (reused by every request);
 //! - `tokens.txt`: `--count` distinct valid tokens, one a line;
 //! - `forged.txt`: a token with the same claims and `kid`, signed by another
-//!   key (a `bad_signature` deny).
+//!   key (a `bad_signature` deny);
+//! - `consent-tokens.txt` (with `--consent-count N`): the consent workload,
+//!   N lines `<fnr> <token>`, each token for a different data subject (as a
+//!   consumer holding one consent per person has), so a request for person
+//!   `fnr` goes to `/income/<fnr>/<year>`.
 //!
 //! ```text
 //! cargo run --release --example bench_tokens -- --out DIR --count 150000
@@ -46,6 +50,9 @@ struct Args {
     /// The consent right's `inntektsaar` metadata (the `{year}` of the route).
     #[arg(long, default_value = "2025")]
     year: String,
+    /// Number of tokens in consent-tokens.txt, one data subject each (0: none).
+    #[arg(long, default_value_t = 0)]
+    consent_count: usize,
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -107,17 +114,50 @@ fn run(args: &Args) -> Result<(), String> {
         &(attacker.sign(&spec.claims(now)) + "\n"),
     )?;
 
+    write_parallel(&args.out.join("tokens.txt"), args.count, |_| {
+        dev.sign(&spec.claims(now))
+    })?;
+    if args.consent_count > 0 {
+        write_parallel(
+            &args.out.join("consent-tokens.txt"),
+            args.consent_count,
+            |i| {
+                let fnr = subject(i);
+                let spec = TokenSpec {
+                    from: Some(fnr.clone()),
+                    ..spec.clone()
+                };
+                format!("{fnr} {}", dev.sign(&spec.claims(now)))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The `i`-th data subject of the consent workload: a distinct 11-digit
+/// person number (the gateway checks the form, not a national register).
+fn subject(i: usize) -> String {
+    format!("{:011}", 10_000_000_000u64 + i as u64)
+}
+
+/// Writes `count` lines `line(i)` to `path`, signing on every core.
+fn write_parallel(
+    path: &Path,
+    count: usize,
+    line: impl Fn(usize) -> String + Sync,
+) -> Result<(), String> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_worker = args.count.div_ceil(workers);
+    let per_worker = count.div_ceil(workers);
     let chunks: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (dev, spec) = (&dev, &spec);
-                let n = per_worker.min(args.count.saturating_sub(w * per_worker));
+                let line = &line;
+                let first = w * per_worker;
+                let n = per_worker.min(count.saturating_sub(first));
                 scope.spawn(move || {
                     let mut text = String::new();
-                    for _ in 0..n {
-                        text.push_str(&dev.sign(&spec.claims(now)));
+                    for i in first..first + n {
+                        text.push_str(&line(i));
                         text.push('\n');
                     }
                     text
@@ -129,8 +169,7 @@ fn run(args: &Args) -> Result<(), String> {
             .map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let path = args.out.join("tokens.txt");
-    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     for chunk in chunks {
         file.write_all(chunk.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;

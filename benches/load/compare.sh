@@ -17,6 +17,13 @@
 #   deny50   every other request carries a forged token (bad signature)
 #   latency  the reused token over ONE connection (wrk -c1): no queueing, so
 #            p50/p99 are service times and `+p99 ms` is the added latency
+#   consent1, consent3, consent10
+#            the consent workload: Altinn consent tokens are per data
+#            subject, so a consumer checking many persons holds a token per
+#            person and uses each a few times. A pool of CONSENT_POOL tokens,
+#            one data subject each, each token used k = 1, 3 or 10 times in a
+#            row on its own path (/income/<fnr>/2025), audit log on; run
+#            against passthrough, haproxy and gw-consent
 #   soak     (not in the default list) the `fresh` load on gw-consent alone
 #            for SOAK_DURATION (10 minutes), the gateway's resident memory
 #            sampled every SOAK_SAMPLE seconds: shows whether memory stays
@@ -38,7 +45,10 @@
 #                                             `soak` (the gateway's cache holds
 #                                             10,000)
 #   SOAK_DURATION=10m SOAK_SAMPLE=30          the `soak` run, RSS sample period (s)
-#   SCENARIOS="reused fresh deny50 latency"   which scenarios
+#   CONSENT_POOL=120000                       tokens (= data subjects) of the
+#                                             consent workload
+#   SCENARIOS="reused fresh deny50 latency consent1 consent3 consent10"
+#                                             which scenarios
 #   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
 #   SKIP_BUILD=1                              use binaries already built
 #   WRK_CPU=0 PROXY_CPU=1                     cores
@@ -53,7 +63,8 @@ ROUNDS=${ROUNDS:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 POOL=${POOL:-250000}
-SCENARIOS=${SCENARIOS:-"reused fresh deny50 latency"}
+SCENARIOS=${SCENARIOS:-"reused fresh deny50 latency consent1 consent3 consent10"}
+CONSENT_POOL=${CONSENT_POOL:-120000}
 BASE_PORT=${BASE_PORT:-0}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -169,8 +180,9 @@ wait_http() { # url, what
 }
 
 # --- keys and tokens ---------------------------------------------------------
-log "minting keys and $POOL tokens"
-"$BENCH_TOKENS" --out "$WORK/keys" --count "$POOL" --ttl "$TOKEN_TTL"
+log "minting keys, $POOL tokens and $CONSENT_POOL consent-workload tokens"
+"$BENCH_TOKENS" --out "$WORK/keys" --count "$POOL" --ttl "$TOKEN_TTL" \
+    --consent-count "$CONSENT_POOL"
 TOKEN=$(cat "$WORK/keys/token.txt")
 FORGED=$(cat "$WORK/keys/forged.txt")
 { echo "$TOKEN"; echo "$FORGED"; } > "$WORK/keys/mix.txt"
@@ -323,21 +335,40 @@ check_status "http://127.0.0.1:$GW_PORT/codes/x" "$TOKEN" 200
 check_status "http://127.0.0.1:$GW_PORT/codes/x" "$FORGED" 401
 check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$TOKEN" 200
 check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$FORGED" 401
+# The consent workload: a subject's token on its own path, and not on another's.
+read -r CONSENT_FNR CONSENT_TOKEN < "$WORK/keys/consent-tokens.txt"
+check_status "http://127.0.0.1:$GW_PORT/income/$CONSENT_FNR/$YEAR" "$CONSENT_TOKEN" 200
+check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$CONSENT_TOKEN" 403
 
 # --- wrk -----------------------------------------------------------------------
 cat > "$WORK/tokens.lua" <<'LUA'
--- Cycles through the tokens of $TOKENS_FILE, one a request, starting after
--- the first $TOKENS_START (so that one run does not replay the last one's).
-local tokens = {}
+-- Cycles through the tokens of $TOKENS_FILE, starting after the first
+-- $TOKENS_START (so that one run does not replay the last one's), each used
+-- $USES times in a row (default 1). A line `<fnr> <token>` (the consent
+-- workload) also sets the path: $PATH_FMT with %s = fnr.
+local tokens, paths = {}, {}
+local path_fmt = os.getenv("PATH_FMT")
 for line in io.lines(os.getenv("TOKENS_FILE")) do
-    tokens[#tokens + 1] = "Bearer " .. line
+    local fnr, token = line:match("^(%d+) (.+)$")
+    if fnr and path_fmt then
+        paths[#tokens + 1] = string.format(path_fmt, fnr)
+    else
+        token = line
+    end
+    tokens[#tokens + 1] = "Bearer " .. token
 end
+local uses = tonumber(os.getenv("USES") or "1")
 local i = tonumber(os.getenv("TOKENS_START") or "0") % #tokens
+local used = uses
 request = function()
-    i = i + 1
-    if i > #tokens then i = 1 end
+    if used >= uses then
+        used = 0
+        i = i + 1
+        if i > #tokens then i = 1 end
+    end
+    used = used + 1
     wrk.headers["Authorization"] = tokens[i]
-    return wrk.format()
+    return wrk.format(nil, paths[i])
 end
 LUA
 
@@ -362,25 +393,43 @@ to_ms() {
 }
 
 # Where in the token file the next run starts: a token the gateway has
-# verified in an earlier run must not come back in `fresh`.
+# verified in an earlier run must not come back in `fresh` (nor in the
+# consent workload, which has its own pool and counter).
 TOKENS_START=0
+CONSENT_START=0
+USES=1
+PATH_FMT=""
+
+# The pool a scenario draws from, and where its next run starts.
+pool_start() { # scenario
+    case $1 in consent*) echo "$CONSENT_START" ;; *) echo "$TOKENS_START" ;; esac
+}
+pool_advance() { # scenario requests: past the tokens that run used (USES each)
+    local n=$(( $2 / USES + 100 ))
+    case $1 in
+        consent*) CONSENT_START=$((CONSENT_START + n)) ;;
+        *) TOKENS_START=$((TOKENS_START + n)) ;;
+    esac
+}
 
 run_one() { # scenario target pid url tokens_file [connections]
     local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 conns=${6:-$CONNECTIONS}
     local out before after hits0 hits1 miss0 miss1
     out=$WORK/wrk-$scenario-$target.txt
     # A short warm-up (connections, caches, JIT of the Lua script).
-    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+    TOKENS_START=$(pool_start "$scenario") TOKENS_FILE=$tokens USES=$USES PATH_FMT=$PATH_FMT \
+        taskset -c "$WRK_CPU" \
         wrk -t"$THREADS" -c"$conns" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
     # Only the gateway remembers tokens; only its runs use up the pool.
     case $target in
-        gw-*) TOKENS_START=$((TOKENS_START + $(awk '/requests in/ { print $1 }' "$out.warm-up") + 100)) ;;
+        gw-*) pool_advance "$scenario" "$(awk '/requests in/ { print $1 }' "$out.warm-up")" ;;
     esac
     if [ "$target" = gw-token ] || [ "$target" = gw-consent ]; then
         hits0=$(cache_counter hit); miss0=$(cache_counter miss)
     fi
     before=$(cpu_ticks "$pid")
-    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
+    TOKENS_START=$(pool_start "$scenario") TOKENS_FILE=$tokens USES=$USES PATH_FMT=$PATH_FMT \
+        taskset -c "$WRK_CPU" \
         wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
     after=$(cpu_ticks "$pid")
     local hit_share="-"
@@ -392,7 +441,7 @@ run_one() { # scenario target pid url tokens_file [connections]
     fi
     local requests rps p50 p99 non2xx
     requests=$(awk '/requests in/ { print $1 }' "$out")
-    case $target in gw-*) TOKENS_START=$((TOKENS_START + requests + 100)) ;; esac
+    case $target in gw-*) pool_advance "$scenario" "$requests" ;; esac
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -472,7 +521,21 @@ for scenario in $SCENARIOS; do
         # One connection, one request at a time: latency is service time,
         # not queueing, so `+p99 ms` is the latency the proxy adds.
         latency) tokens=$WORK/keys/token.txt; conns=1 ;;
+        consent1 | consent3 | consent10) tokens=$WORK/keys/consent-tokens.txt ;;
         *) log "unknown scenario $scenario"; exit 2 ;;
+    esac
+    case $scenario in
+        consent*)
+            USES=${scenario#consent} PATH_FMT="/income/%s/$YEAR"
+            for round in $(seq 1 "$ROUNDS"); do
+                log "scenario $scenario (each token used $USES times), round $round of $ROUNDS"
+                run_one "$scenario" passthrough "$PASS_PID" "http://127.0.0.1:$PASS_PORT/" "$tokens" "$conns"
+                run_one "$scenario" haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/" "$tokens" "$conns"
+                run_one "$scenario" gw-consent "$GW_PID" "http://127.0.0.1:$GW_PORT/" "$tokens" "$conns"
+            done
+            USES=1 PATH_FMT=""
+            continue
+            ;;
     esac
     for round in $(seq 1 "$ROUNDS"); do
         log "scenario $scenario, round $round of $ROUNDS"
