@@ -398,6 +398,11 @@ impl AsyncWrite for GuardedStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.refusal.is_some() {
+            // The refusal must go out before the FIN: the lingering close
+            // on drop sends both, in that order.
+            return Poll::Ready(Ok(()));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
