@@ -24,6 +24,11 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
         Ok(built) => {
             crate::services::reload::spawn(&built.gateway);
             log::info!("consent-gateway serving with {}", path.display());
+            crate::server::exit_when_drained(
+                &built.server,
+                built.connections.clone(),
+                std::time::Duration::from_secs(options.grace_period_seconds),
+            );
             built.server.run_forever()
         }
         Err(e) => {
