@@ -11,6 +11,7 @@ pub mod dev_issuer;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
