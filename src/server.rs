@@ -48,6 +48,7 @@ pub fn build_server(
 ) -> Result<Built, String> {
     let control = start_control_plane().map_err(|e| format!("control plane: {e}"))?;
     let server_settings = config.server.clone();
+    crate::audit::start(config.audit.queue_lines);
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
 
     let conf = ServerConf {

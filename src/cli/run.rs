@@ -24,7 +24,13 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
         Ok(built) => {
             crate::services::reload::spawn(&built.gateway);
             log::info!("consent-gateway serving with {}", path.display());
-            built.server.run_forever()
+            built.server.run(pingora_core::server::RunArgs::default());
+            // Nothing accepted is lost: every queued audit line is written.
+            if !crate::audit::flush(std::time::Duration::from_secs(5)) {
+                log::error!("audit: stdout did not take the last lines within 5s");
+            }
+            log::logger().flush();
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("cannot start: {e}");

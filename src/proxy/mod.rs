@@ -523,8 +523,9 @@ impl ProxyHttp for ConsentProxy {
                     authorized: ctx.authorized.as_ref(),
                     denied: &ctx.denied_facts,
                     duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+                    trace_id: None,
                 };
-                audit::emit(&line, snapshot.config.audit.personal_data);
+                audit::emit(&line, &snapshot.config.audit);
             }
         }
     }
