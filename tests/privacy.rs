@@ -44,6 +44,14 @@ audit:
   personal_data: masked
 "#;
 
+/// The audit lines of routed requests (readiness probes are `no_route`).
+fn routed(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.audit_lines()
+        .into_iter()
+        .filter(|l| l["route"] != "-")
+        .collect()
+}
+
 fn spawn(world: &World, args: &[&str]) -> Gateway {
     let gw = world.spawn_custom(CONFIG, &[], args, &|dir, text| {
         let path = dir.join("gateway.yaml");
@@ -154,4 +162,171 @@ fn log_format_is_validated() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
+}
+
+const AUDIT_CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: income
+    path: /income/{fnr}
+    methods: [GET]
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        path_param: fnr
+  - name: open
+    path: /open
+    upstream: echo
+    auth: none
+audit:
+  personal_data: AUDIT_MODE
+  queue_lines: 8
+"#;
+
+fn audit_config(mode: &str) -> String {
+    let mut text = AUDIT_CONFIG.replace("AUDIT_MODE", mode);
+    if mode == "pseudonymized" {
+        text.push_str("  pseudonym_key_file: pseudonym.key\n");
+    }
+    text
+}
+
+#[test]
+fn pseudonymized_subjects_follow_the_key_file_across_a_reload() {
+    let world = World::new();
+    let key = "a-pseudonym-key-of-32-bytes-0001";
+    let gw = world.start_with(&audit_config("pseudonymized"), &[("pseudonym.key", key)]);
+    let token = world.valid_token();
+    let path = format!("/income/{PERSON}");
+    assert_eq!(gw.get(&path, Some(&token), &[]).status, 200);
+    eventually(10, "one audit line", || routed(&gw).len() == 1);
+    let first = routed(&gw)[0]["subject"].as_str().unwrap().to_string();
+    assert_eq!(
+        first,
+        consent_gateway::audit::pseudonym(key.as_bytes(), PERSON)
+    );
+    assert!(!gw.stdout().contains(PERSON));
+
+    let generation = gw.generation();
+    let other_key = "another-pseudonym-key-32-bytes-2";
+    let tmp = gw.dir.path().join(".key.tmp");
+    std::fs::write(&tmp, other_key).unwrap();
+    std::fs::rename(&tmp, gw.dir.path().join("pseudonym.key")).unwrap();
+    eventually(10, "the reload", || gw.generation() > generation);
+    assert_eq!(gw.get(&path, Some(&token), &[]).status, 200);
+    eventually(10, "two audit lines", || routed(&gw).len() == 2);
+    let second = routed(&gw)[1]["subject"].as_str().unwrap().to_string();
+    assert_eq!(
+        second,
+        consent_gateway::audit::pseudonym(other_key.as_bytes(), PERSON)
+    );
+    assert_ne!(first, second);
+}
+
+#[test]
+fn masked_audit_lines_carry_the_new_fields() {
+    let world = World::new();
+    let gw = world.start(&audit_config("masked"));
+    let mut claims = TokenSpec {
+        supplier: Some(SUPPLIER.into()),
+        ..world.spec()
+    }
+    .claims(World::now());
+    claims["client_id"] = "client-abc".into();
+    claims["jti"] = "jti-xyz".into();
+    let token = world.token(&claims);
+    assert_eq!(
+        gw.get(&format!("/income/{PERSON}"), Some(&token), &[])
+            .status,
+        200
+    );
+    eventually(10, "one audit line", || routed(&gw).len() == 1);
+    let line = &routed(&gw)[0];
+    assert_eq!(line["subject"], "*********35", "{line}");
+    assert_eq!(line["client_id"], "client-abc", "{line}");
+    assert_eq!(line["token_id"], "jti-xyz", "{line}");
+    assert_eq!(line["resource"], "demo-samtykke-inntekt", "{line}");
+    assert_eq!(line["supplier"], SUPPLIER, "{line}");
+}
+
+/// Starts the binary with stdout a pipe that is handed back unread.
+fn spawn_piped(world: &World, template: &str) -> (std::process::Child, Gateway) {
+    let gw = world.spawn(template, &[]);
+    // Replace the file-backed child by one writing to a pipe.
+    let mut gw = gw;
+    let _ = gw.child.kill();
+    let _ = gw.child.wait();
+    let stderr = std::fs::File::create(&gw.stderr_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
+        .args(["run", "-c"])
+        .arg(&gw.config_path)
+        .arg("--upgrade-sock")
+        .arg(gw.dir.path().join("upgrade2.sock"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(stderr))
+        .spawn()
+        .expect("spawn");
+    // The harness's own handle now points at a dead process; keep ours.
+    let placeholder = std::process::Command::new("true").spawn().unwrap();
+    gw.child = placeholder;
+    wait_ready(&gw);
+    (child, gw)
+}
+
+#[test]
+fn a_blocked_stdout_never_stalls_requests_and_drops_are_counted() {
+    let world = World::new();
+    let (mut child, gw) = spawn_piped(&world, &audit_config("masked"));
+    // Nobody reads the pipe: after the pipe buffer and the queue fill,
+    // lines are dropped, and requests keep being answered.
+    let mut served = 0;
+    while gw
+        .series("consent_gateway_audit_dropped_total", &[])
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        for _ in 0..200 {
+            assert_eq!(gw.get("/open", None, &[]).status, 200);
+            served += 1;
+        }
+        assert!(served < 20_000, "no drop counted after {served} requests");
+    }
+    assert!(gw.status()["audit"]["dropped"].as_u64().unwrap() >= 1);
+    assert_eq!(world.echo.seen().len(), served);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sigterm_flushes_every_accepted_line() {
+    let world = World::new();
+    let gw = world.start(&audit_config("masked"));
+    for i in 0..50 {
+        let id = format!("flush-{i}");
+        let r = gw.get("/open", None, &[("X-Request-Id", &id)]);
+        assert_eq!(r.status, 200);
+    }
+    let mut gw = gw;
+    gw.signal("TERM");
+    let status = gw.child.wait().expect("wait");
+    assert!(status.success(), "{status:?} {}", gw.stderr());
+    let lines = routed(&gw);
+    assert_eq!(lines.len(), 50, "{}", gw.stdout());
+    assert_eq!(
+        gw.stdout().lines().count(),
+        gw.audit_lines().len(),
+        "every line whole"
+    );
 }

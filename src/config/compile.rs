@@ -71,6 +71,10 @@ pub fn compile(
     for list in &checked.access_lists {
         hash_file(&mut content, &list.path, &list.bytes);
     }
+    if let (Some(file), Some(key)) = (&raw.audit.pseudonym_key_file, &pseudonym_key) {
+        // A new key is a new generation (its bytes never leave the hash).
+        hash_file(&mut content, &ctx.resolve(file), key);
+    }
     let content_sha256 = hex(content.finish().as_ref());
 
     Ok(Config {
