@@ -18,3 +18,4 @@ pub mod proxy;
 pub mod server;
 pub mod services;
 pub mod support;
+pub mod trace_context;

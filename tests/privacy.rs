@@ -330,3 +330,67 @@ fn sigterm_flushes_every_accepted_line() {
         "every line whole"
     );
 }
+
+#[test]
+fn traceparent_is_honoured_or_started_and_forwarded() {
+    let world = World::new();
+    let gw = world.start(&audit_config("masked"));
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = gw.get(
+        "/open",
+        None,
+        &[
+            ("traceparent", incoming),
+            ("tracestate", "vendor=abc"),
+            ("X-Request-Id", "trace-honoured"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let r = gw.get(
+        "/open",
+        None,
+        &[
+            ("traceparent", "00-zz-bad-01"),
+            ("tracestate", "vendor=stale"),
+            ("X-Request-Id", "trace-started"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let seen = world.echo.seen();
+    assert_eq!(seen.len(), 2);
+    let honoured = seen[0].header("traceparent").unwrap();
+    let parts: Vec<&str> = honoured.split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the gateway's own span");
+    assert_eq!(parts[3], "01");
+    assert_eq!(seen[0].header("tracestate"), Some("vendor=abc"));
+    let started = seen[1].header("traceparent").unwrap();
+    assert_eq!(started.len(), 55, "{started}");
+    assert!(started.starts_with("00-") && started.ends_with("-01"));
+    assert_eq!(seen[1].header("tracestate"), None);
+    // The audit lines name the trace.
+    eventually(10, "two audit lines", || routed(&gw).len() == 2);
+    let lines = routed(&gw);
+    assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(lines[1]["trace_id"].as_str(), Some(&started[3..35]));
+}
+
+#[test]
+fn a_denied_request_has_a_trace_id_and_never_reaches_upstream() {
+    let world = World::new();
+    let gw = world.start(&audit_config("masked"));
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let r = gw.get(
+        &format!("/income/{PERSON}"),
+        None,
+        &[("traceparent", incoming)],
+    );
+    assert_eq!(r.status, 401);
+    assert!(world.echo.seen().is_empty());
+    eventually(10, "one audit line", || routed(&gw).len() == 1);
+    assert_eq!(
+        routed(&gw)[0]["trace_id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+}
