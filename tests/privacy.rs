@@ -394,3 +394,69 @@ fn a_denied_request_has_a_trace_id_and_never_reaches_upstream() {
         "0af7651916cd43dd8448eb211c80319c"
     );
 }
+
+#[test]
+fn env_values_are_substituted_and_unset_ones_reported_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        r#"
+server:
+  listen: ["127.0.0.1:${CGW_TEST_PORT}"]
+  threads: ${CGW_TEST_THREADS}
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "http://127.0.0.1:${CGW_TEST_UNSET_A}/jwks"
+upstreams:
+  - name: echo
+    targets: ["${CGW_TEST_UPSTREAM}"]
+routes:
+  - name: open
+    path: /open
+    upstream: echo
+    auth: none
+    forward:
+      preserve_host: ${CGW_TEST_UNSET_B}
+"#,
+    )
+    .unwrap();
+    let run = |unset: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"));
+        cmd.args(["check", "-c"])
+            .arg(&config)
+            .env("CGW_TEST_PORT", "18080")
+            .env("CGW_TEST_THREADS", "3")
+            .env("CGW_TEST_UPSTREAM", "127.0.0.1:19999");
+        if !unset {
+            cmd.env("CGW_TEST_UNSET_A", "18081")
+                .env("CGW_TEST_UNSET_B", "false");
+        }
+        cmd.output().expect("run check")
+    };
+    let bad = run(true);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("issuers[0].jwks_uri"), "{stderr}");
+    assert!(stderr.contains("CGW_TEST_UNSET_A is not set"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].forward.preserve_host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CGW_TEST_UNSET_B is not set"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.yaml:8"),
+        "line of the first error: {stderr}"
+    );
+    let good = run(false);
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(stdout.contains("127.0.0.1:19999"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:18080"), "{stdout}");
+}
