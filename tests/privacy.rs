@@ -460,3 +460,26 @@ routes:
     assert!(stdout.contains("127.0.0.1:19999"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:18080"), "{stdout}");
 }
+
+#[test]
+fn token_print_jwks_prints_the_public_key_set() {
+    let issuer = consent_gateway::dev_issuer::DevIssuer::generate("k-2026").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, issuer.private_pem()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
+        .args(["token", "--kid", "k-2026", "--print-jwks", "--key"])
+        .arg(&key)
+        .output()
+        .expect("run token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&issuer.jwks_json()).unwrap();
+    assert_eq!(printed, expected);
+    assert_eq!(printed["keys"][0]["kid"], "k-2026");
+    assert!(printed["keys"][0].get("d").is_none(), "no private part");
+}
