@@ -50,6 +50,7 @@ pub fn build_server(
 ) -> Result<Built, String> {
     let control = start_control_plane().map_err(|e| format!("control plane: {e}"))?;
     let server_settings = config.server.clone();
+    crate::audit::start(config.audit.queue_lines);
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
 
     let conf = ServerConf {
@@ -167,6 +168,14 @@ pub fn probe_listeners(server: &crate::config::Server) -> Result<(), String> {
 /// exits with status 0 when the proxy's last client connection (lingering
 /// closes included) is gone. Idle keep-alive connections are closed by
 /// pingora at shutdown; a busy one keeps the wait going, up to the period.
+/// Nothing accepted is lost: every queued audit line is written, then the log.
+pub fn flush_before_exit() {
+    if !crate::audit::flush(Duration::from_secs(5)) {
+        log::error!("audit: stdout did not take the last lines within 5s");
+    }
+    log::logger().flush();
+}
+
 pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: Duration) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
@@ -178,6 +187,7 @@ pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: D
                     while std::time::Instant::now() < until {
                         if connections.count() == 0 {
                             log::info!("graceful shutdown: no connection left open, exiting");
+                            flush_before_exit();
                             std::process::exit(0);
                         }
                         std::thread::sleep(Duration::from_millis(20));

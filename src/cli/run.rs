@@ -29,7 +29,9 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
                 built.connections.clone(),
                 std::time::Duration::from_secs(options.grace_period_seconds),
             );
-            built.server.run_forever()
+            built.server.run(pingora_core::server::RunArgs::default());
+            crate::server::flush_before_exit();
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("cannot start: {e}");

@@ -319,8 +319,9 @@ fn record_refusal(gateway: &Gateway, refusal: &Refusal, request_id: &str) {
             authorized: None,
             denied: &DeniedFacts::default(),
             duration_ms: 0.0,
+            trace_id: None,
         };
-        audit::emit(&line, snapshot.config.audit.personal_data);
+        audit::emit(&line, &snapshot.config.audit);
     }
 }
 

@@ -34,7 +34,20 @@ use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
 };
 use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
+use crate::trace_context::TraceContext;
 use request_id::RequestId;
+
+/// The request's trace context: honoured or started once, then kept.
+fn trace_of<'c>(session: &Session, ctx: &'c mut RequestCtx) -> &'c TraceContext {
+    ctx.trace.get_or_insert_with(|| {
+        let headers = &session.req_header().headers;
+        TraceContext::from_headers(
+            headers.get("traceparent").map(HeaderValue::as_bytes),
+            headers.get("tracestate").map(HeaderValue::as_bytes),
+            TraceContext::random(),
+        )
+    })
+}
 
 /// What was decided for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +78,8 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     /// Targets whose connect failed for this request (passive failover).
     failed_targets: Vec<upstream::PeerAddr>,
+    /// The W3C trace context, taken from the request on first use.
+    trace: Option<TraceContext>,
 }
 
 impl RequestCtx {
@@ -199,6 +214,7 @@ impl ProxyHttp for ConsentProxy {
             upstream_error: None,
             upstream_status: None,
             failed_targets: Vec::new(),
+            trace: None,
         }
     }
 
@@ -463,6 +479,14 @@ impl ProxyHttp for ConsentProxy {
             }
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.header())?;
+        let trace = trace_of(session, ctx);
+        upstream_request.insert_header("traceparent", trace.traceparent())?;
+        match &trace.tracestate {
+            Some(state) => upstream_request.insert_header("tracestate", state.clone())?,
+            None => {
+                upstream_request.remove_header("tracestate");
+            }
+        }
         if ctx.decision == Some(Decision::Allow) {
             if let Some(authorized) = &ctx.authorized {
                 // `&'static str` names are taken by pingora without a copy.
@@ -536,6 +560,14 @@ impl ProxyHttp for ConsentProxy {
 
     /// Runs last, for every request: metrics and the audit line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.config.audit.enabled)
+        {
+            // The audit line's `trace_id` (a denial never reached upstream).
+            trace_of(session, ctx);
+        }
         let metrics = &self.gateway.metrics;
         let route = ctx.route_name();
         let (decision, reason) = match &ctx.decision {
@@ -603,8 +635,9 @@ impl ProxyHttp for ConsentProxy {
                     authorized: ctx.authorized.as_ref(),
                     denied: &ctx.denied_facts,
                     duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+                    trace_id: ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
                 };
-                audit::emit(&line, snapshot.config.audit.personal_data);
+                audit::emit(&line, &snapshot.config.audit);
             }
         }
     }
