@@ -242,6 +242,9 @@ pub enum PersonalData {
     Pseudonymized,
 }
 
+/// The default length of the audit writer's queue (`audit.queue_lines`).
+pub const DEFAULT_AUDIT_QUEUE_LINES: usize = 1024;
+
 /// The audit log settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {

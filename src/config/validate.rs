@@ -1012,12 +1012,12 @@ pub fn check_binding_header(name: &str) -> Result<(), String> {
     let parsed = http::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))?;
     let lower = parsed.as_str();
-    if crate::policy::headers::is_consent_namespace(lower) {
+    if crate::header_names::is_consent_namespace(lower) {
         return Err(format!(
             "`{name}` is an X-Consent-* header, removed from every request: it can carry no value"
         ));
     }
-    if crate::policy::headers::is_always_removed(lower) || lower == "authorization" {
+    if crate::header_names::is_always_removed(lower) || lower == "authorization" {
         return Err(format!(
             "`{name}` cannot carry a request value (it is removed or reserved by the gateway)"
         ));
