@@ -29,6 +29,7 @@ pub mod jws;
 pub mod token;
 pub mod token_cache;
 pub mod trace;
+pub mod verify;
 
 pub use auth::{authorize, authorize_without_signature};
 pub use decide::{decide, Checking, Generation, Refusal, RequestFacts, Routed, Verdict};
