@@ -13,6 +13,10 @@ pub enum Reason {
     /// `InvalidRequest`, but it carries the RFC 6750 `invalid_request` challenge.
     InvalidTokenRequest,
     HeadersTooLarge,
+    /// A body a route binds is larger than its `max_body_bytes`.
+    BodyTooLarge,
+    /// A body a route binds is not of the bound kind, or is compressed.
+    UnsupportedMediaType,
     MethodNotAllowed,
     NoRoute,
     MissingToken,
@@ -55,10 +59,12 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 31] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
+        Reason::BodyTooLarge,
+        Reason::UnsupportedMediaType,
         Reason::MethodNotAllowed,
         Reason::NoRoute,
         Reason::MissingToken,
@@ -92,6 +98,8 @@ impl Reason {
         match self {
             Reason::InvalidRequest | Reason::InvalidTokenRequest => "invalid_request",
             Reason::HeadersTooLarge => "headers_too_large",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::NoRoute => "no_route",
             Reason::MissingToken => "missing_token",
@@ -126,6 +134,8 @@ impl Reason {
         match self {
             Reason::InvalidRequest | Reason::InvalidTokenRequest => 400,
             Reason::HeadersTooLarge => 431,
+            Reason::BodyTooLarge => 413,
+            Reason::UnsupportedMediaType => 415,
             Reason::MethodNotAllowed => 405,
             Reason::NoRoute => 404,
             Reason::MissingToken
@@ -161,6 +171,8 @@ impl Reason {
             Reason::InvalidRequest => "The request is malformed",
             Reason::InvalidTokenRequest => "The bearer credential is malformed",
             Reason::HeadersTooLarge => "Request header fields too large",
+            Reason::BodyTooLarge => "The request body is larger than this route accepts",
+            Reason::UnsupportedMediaType => "The request body is not of a type this route reads",
             Reason::MethodNotAllowed => "Method not allowed on this route",
             Reason::NoRoute => "No route matches this request",
             Reason::MissingToken => "A bearer token is required",
@@ -218,6 +230,8 @@ impl Reason {
             | Reason::ConsentMetadataMismatch => Challenge::InsufficientScope,
             Reason::InvalidRequest
             | Reason::HeadersTooLarge
+            | Reason::BodyTooLarge
+            | Reason::UnsupportedMediaType
             | Reason::MethodNotAllowed
             | Reason::NoRoute
             | Reason::KeysUnavailable
@@ -304,6 +318,13 @@ mod tests {
                 Reason::HeadersTooLarge,
                 "headers_too_large",
                 431,
+                Challenge::None,
+            ),
+            (Reason::BodyTooLarge, "body_too_large", 413, Challenge::None),
+            (
+                Reason::UnsupportedMediaType,
+                "unsupported_media_type",
+                415,
                 Challenge::None,
             ),
             (

@@ -335,6 +335,9 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub strip_prefix: Option<String>,
+    /// The most a route that binds the body buffers (default 64 KiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]
@@ -428,11 +431,13 @@ pub struct RawSubject {
     pub header: Option<String>,
     #[serde(default)]
     pub query: Option<String>,
+    #[serde(default)]
+    pub body: Option<RawBodyField>,
     #[serde(default = "default_subject_types")]
     pub types: Vec<RawSubjectType>,
 }
 
-/// A request value: exactly one of `path_param`, `header`, `query`.
+/// A request value: exactly one of `path_param`, `header`, `query`, `body`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBinding {
@@ -442,6 +447,19 @@ pub struct RawBinding {
     pub header: Option<String>,
     #[serde(default)]
     pub query: Option<String>,
+    #[serde(default)]
+    pub body: Option<RawBodyField>,
+}
+
+/// A value in the request body: exactly one of `json_pointer` (RFC 6901)
+/// and `form_field`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBodyField {
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+    #[serde(default)]
+    pub form_field: Option<String>,
 }
 
 /// `routes[].consent.metadata:`.

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::model::PathTemplate;
+use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAuth, RawBinding, RawConfig, RawConsent, RawConsumers, RawDelegation, RawIssuer, RawRoute,
-    RawServer, RawUpstream,
+    RawAuth, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers, RawDelegation,
+    RawIssuer, RawRoute, RawServer, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -360,10 +360,56 @@ impl Validator<'_, '_> {
                 self.check(|| at(&format!("methods[{j}]")), check_method(method));
             }
         }
+        self.body_limits(i, route);
         if let (Some(prefix), Some(template)) = (&route.strip_prefix, &template) {
             self.check(|| at("strip_prefix"), check_strip_prefix(prefix, template));
         }
         template
+    }
+
+    /// `max_body_bytes` only where a binding reads the body, within
+    /// pingora's replay buffer; one kind of body per route.
+    fn body_limits(&mut self, i: usize, route: &RawRoute) {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        let fields: Vec<&RawBodyField> = route
+            .consent
+            .iter()
+            .flat_map(|c| {
+                c.subject.iter().filter_map(|s| s.body.as_ref()).chain(
+                    c.metadata
+                        .matches
+                        .0
+                        .iter()
+                        .filter_map(|(_, b)| b.body.as_ref()),
+                )
+            })
+            .collect();
+        // A field naming both is reported on its own.
+        let json = fields
+            .iter()
+            .any(|f| f.json_pointer.is_some() && f.form_field.is_none());
+        let form = fields
+            .iter()
+            .any(|f| f.form_field.is_some() && f.json_pointer.is_none());
+        if json && form {
+            self.error(
+                at("consent"),
+                "bindings read the body both as JSON (`json_pointer`) and as a form (`form_field`); one body has one type",
+            );
+        }
+        match route.max_body_bytes {
+            Some(_) if fields.is_empty() => self.error(
+                at("max_body_bytes"),
+                "has no effect: no `subject` or `metadata.match` binding reads the body",
+            ),
+            Some(n) if n == 0 || n > MAX_BODY_BYTES as u64 => self.error(
+                at("max_body_bytes"),
+                format!(
+                    "must be 1 to {MAX_BODY_BYTES} (the most the gateway can buffer and replay)"
+                ),
+            ),
+            _ => {}
+        }
     }
 
     fn route_auth(
@@ -593,6 +639,7 @@ impl Validator<'_, '_> {
                 path_param: subject.path_param.clone(),
                 header: subject.header.clone(),
                 query: subject.query.clone(),
+                body: subject.body.clone(),
             };
             self.binding(&at("subject"), &binding, template);
             if subject.types.is_empty() {
@@ -626,6 +673,7 @@ impl Validator<'_, '_> {
             binding.path_param.is_some(),
             binding.header.is_some(),
             binding.query.is_some(),
+            binding.body.is_some(),
         ]
         .into_iter()
         .filter(|g| *g)
@@ -633,9 +681,14 @@ impl Validator<'_, '_> {
         if given != 1 {
             self.error(
                 path,
-                format!("name exactly one of `path_param`, `header`, `query` (found {given})"),
+                format!(
+                    "name exactly one of `path_param`, `header`, `query`, `body` (found {given})"
+                ),
             );
             return;
+        }
+        if let Some(body) = &binding.body {
+            self.check(|| format!("{path}.body"), check_body_field(body));
         }
         if let Some(param) = &binding.path_param {
             if let Some(template) = template {
@@ -1012,6 +1065,33 @@ pub fn check_binding_header(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A body binding: exactly one of `json_pointer` (RFC 6901, `/a/b`) and
+/// `form_field`.
+fn check_body_field(body: &RawBodyField) -> Result<(), String> {
+    match (&body.json_pointer, &body.form_field) {
+        (Some(pointer), None) => {
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "json_pointer `{pointer}` must start with `/` (RFC 6901, e.g. /person/fnr)"
+                ));
+            }
+            let bad_escape = pointer
+                .split('~')
+                .skip(1)
+                .any(|rest| !rest.starts_with(['0', '1']));
+            if bad_escape {
+                return Err(format!(
+                    "json_pointer `{pointer}`: `~` must be followed by 0 or 1 (RFC 6901)"
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(field)) if field.is_empty() => Err("form_field must not be empty".into()),
+        (None, Some(_)) => Ok(()),
+        _ => Err("name exactly one of `json_pointer`, `form_field`".into()),
+    }
 }
 
 /// Why `route` cannot join the method group of the earlier routes

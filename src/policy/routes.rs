@@ -493,6 +493,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             upstream: 0,
             strip_prefix: None,
+            max_body_bytes: None,
             auth: RouteAuth {
                 mode: AuthMode::None,
                 issuers: vec![],
