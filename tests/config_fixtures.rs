@@ -155,7 +155,7 @@ fn unknown_service_key_is_refused() {
     one(
         "bad_service_key.yaml",
         11,
-        "service",
+        "service.contcat",
         "unknown field `contcat`",
     );
 }

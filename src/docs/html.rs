@@ -33,10 +33,11 @@ pub fn render(config: &Config) -> String {
     )
 }
 
-/// Raw HTML becomes text unless it is exactly an anchor of ours.
+/// Raw HTML becomes text unless it is one tag of our anchors: `<a id="x">`
+/// or `</a>` (pulldown-cmark gives inline HTML one tag at a time).
 fn only_own_anchors(event: Event<'_>) -> Event<'_> {
     match event {
-        Event::Html(text) | Event::InlineHtml(text) if is_own_anchor(&text) => {
+        Event::Html(text) | Event::InlineHtml(text) if is_own_anchor_tag(&text) => {
             Event::InlineHtml(text)
         }
         Event::Html(text) | Event::InlineHtml(text) => Event::Text(text),
@@ -44,17 +45,19 @@ fn only_own_anchors(event: Event<'_>) -> Event<'_> {
     }
 }
 
-/// `<a id="x"></a>` with `x` made of `a-z`, `0-9`, `_` and `-` only.
-fn is_own_anchor(text: &CowStr<'_>) -> bool {
+/// `<a id="x">` with `x` made of `a-z`, `0-9`, `_` and `-` only, or `</a>`.
+fn is_own_anchor_tag(text: &CowStr<'_>) -> bool {
     let text = text.trim_end();
-    text.strip_prefix("<a id=\"")
-        .and_then(|rest| rest.strip_suffix("\"></a>"))
-        .is_some_and(|id| {
-            !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        })
+    text == "</a>"
+        || text
+            .strip_prefix("<a id=\"")
+            .and_then(|rest| rest.strip_suffix("\">"))
+            .is_some_and(|id| {
+                !id.is_empty()
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+            })
 }
 
 /// HTML text escaping for the `<title>`.
@@ -77,17 +80,21 @@ mod tests {
 
     #[test]
     fn only_our_anchors_pass_as_html() {
-        assert!(is_own_anchor(&CowStr::from(
-            "<a id=\"consent_expired\"></a>"
+        assert!(is_own_anchor_tag(&CowStr::from(
+            "<a id=\"consent_expired\">"
         )));
-        assert!(is_own_anchor(&CowStr::from(
-            "<a id=\"route-income\"></a>\n"
+        assert!(is_own_anchor_tag(&CowStr::from(
+            "<a id=\"route-income\">\n"
         )));
-        assert!(!is_own_anchor(&CowStr::from(
-            "<a id=\"x\" onclick=\"y\"></a>"
+        assert!(is_own_anchor_tag(&CowStr::from("</a>")));
+        assert!(!is_own_anchor_tag(&CowStr::from(
+            "<a id=\"x\" onclick=\"y\">"
         )));
-        assert!(!is_own_anchor(&CowStr::from("<script>alert(1)</script>")));
-        assert!(!is_own_anchor(&CowStr::from("<a id=\"\"></a>")));
+        assert!(!is_own_anchor_tag(&CowStr::from("<a href=\"https://x\">")));
+        assert!(!is_own_anchor_tag(&CowStr::from(
+            "<script>alert(1)</script>"
+        )));
+        assert!(!is_own_anchor_tag(&CowStr::from("<a id=\"\">")));
         let Event::Text(text) = only_own_anchors(Event::Html(CowStr::from("<img src=x>"))) else {
             panic!("raw HTML must become text");
         };
