@@ -64,19 +64,23 @@ fn contact_object(contact: &str) -> Value {
 fn security_schemes(config: &Config) -> Value {
     let mut schemes = Map::new();
     for issuer in used_issuers(config) {
-        let mut scopes: BTreeMap<String, Value> = BTreeMap::new();
+        let mut routes_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for route in &config.routes {
             if !route_issuers(config, route).contains(&issuer) || route.auth.mode == AuthMode::None
             {
                 continue;
             }
             for scope in route.auth.scopes.all.iter().chain(&route.auth.scopes.any) {
-                scopes.insert(
-                    scope.clone(),
-                    json!(format!("required by route {}", route.name)),
-                );
+                let names = routes_of.entry(scope).or_default();
+                if !names.contains(&route.name.as_str()) {
+                    names.push(&route.name);
+                }
             }
         }
+        let scopes: BTreeMap<&str, String> = routes_of
+            .into_iter()
+            .map(|(scope, names)| (scope, format!("Required by route {}.", names.join(", "))))
+            .collect();
         schemes.insert(
             issuer.name.clone(),
             json!({
