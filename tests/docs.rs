@@ -15,6 +15,7 @@ use std::process::Command;
 
 use common::*;
 use consent_gateway::config::{self, Config};
+use consent_gateway::dev_issuer::TokenSpec;
 use consent_gateway::docs::{self, markdown::route_anchor, Format};
 use consent_gateway::error::Reason;
 
@@ -416,11 +417,26 @@ routes:
     issuers: [test]
     scopes:
       all: ["demo:inntekt.read"]
+    delegation:
+      allow: false
+    consumers:
+      allow: ["0192:310497460"]
     consent:
       resources: ["demo-samtykke-inntekt"]
       subject:
         path_param: fnr
+      metadata:
+        required: [inntektsaar]
+        match:
+          inntektsaar: { query: year }
 "#;
+
+/// A token for the live route, `edit` applied to the standard facts.
+fn live_token(world: &World, edit: impl FnOnce(&mut TokenSpec)) -> String {
+    let mut spec = world.spec();
+    edit(&mut spec);
+    world.token(&spec.claims(World::now()))
+}
 
 /// Through the running gateway: every problem body links its reason's
 /// anchor, and each reason it answers on the route is in the route's docs.
@@ -430,54 +446,97 @@ fn problem_bodies_link_their_reason_in_the_documentation() {
     let gw = world.start(LIVE);
     let config = config::load(&gw.config_path).unwrap_or_else(|e| panic!("{e}"));
     let documented = docs::route_reasons(&config, &config.routes[0]);
-    let wrong_scope = world.token(
-        &consent_gateway::dev_issuer::TokenSpec {
-            scope: "other:scope".into(),
-            ..world.spec()
-        }
-        .claims(World::now()),
-    );
-    let path = format!("/income/{PERSON}");
-    let other = format!("/income/{OTHER_PERSON}");
-    let token = world.valid_token();
-    let answers = [
-        gw.get(&path, None, &[]),
-        gw.get(&path, Some("not-a-jwt"), &[]),
-        gw.get(&path, Some(&wrong_scope), &[]),
-        gw.get(&other, Some(&token), &[]),
-        gw.raw(&format!(
-            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )),
+    let ok = format!("/income/{PERSON}?year=2025");
+    let tok = |edit: fn(&mut TokenSpec)| live_token(&world, edit);
+    let cases: Vec<(Response, &str)> = vec![
+        (gw.get(&ok, None, &[]), "missing_token"),
+        (gw.get(&ok, Some("not-a-jwt"), &[]), "malformed_token"),
+        (
+            gw.get(&format!("{ok}&access_token=x"), Some(&tok(|_| ())), &[]),
+            "invalid_request",
+        ),
+        (
+            gw.get(&ok, Some(&tok(|s| s.scope = "other:scope".into())), &[]),
+            "insufficient_scope",
+        ),
+        (
+            gw.get(&ok, Some(&tok(|s| s.supplier = Some(SUPPLIER.into()))), &[]),
+            "supplier_not_allowed",
+        ),
+        (
+            gw.get(
+                &ok,
+                Some(&tok(|s| s.consumer = "0192:991825827".into())),
+                &[],
+            ),
+            "consumer_not_allowed",
+        ),
+        (
+            gw.get(
+                &ok,
+                Some(&tok(|s| {
+                    s.from = None;
+                    s.resource = None;
+                })),
+                &[],
+            ),
+            "consent_missing",
+        ),
+        (
+            gw.get(&ok, Some(&tok(|s| s.resource = Some("other".into()))), &[]),
+            "consent_resource_mismatch",
+        ),
+        (
+            gw.get(
+                &ok,
+                Some(&tok(|s| s.valid_to = Some("2020-01-01T00:00:00Z".into()))),
+                &[],
+            ),
+            "consent_expired",
+        ),
+        (
+            gw.get(
+                &format!("/income/{OTHER_PERSON}?year=2025"),
+                Some(&tok(|_| ())),
+                &[],
+            ),
+            "consent_subject_mismatch",
+        ),
+        (
+            gw.get(
+                &format!("/income/{PERSON}?year=2024"),
+                Some(&tok(|_| ())),
+                &[],
+            ),
+            "consent_metadata_mismatch",
+        ),
+        (
+            gw.raw(&format!(
+                "POST {ok} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )),
+            "method_not_allowed",
+        ),
+        // A refusal of the connection guard (before any route) links it too.
+        (
+            gw.raw(&format!(
+                "GET {ok} HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "x".repeat(4096)
+            )),
+            "headers_too_large",
+        ),
     ];
-    let expected = [
-        "missing_token",
-        "malformed_token",
-        "insufficient_scope",
-        "consent_subject_mismatch",
-        "method_not_allowed",
-    ];
-    for (answer, want) in answers.iter().zip(expected) {
+    for (answer, want) in &cases {
         let body = answer.json();
-        assert_eq!(body["reason"], want, "{}", answer.body);
+        assert_eq!(body["reason"], *want, "{}", answer.body);
         assert_eq!(
             body["documentation"],
             format!("https://docs.example.no/consumers.html#{want}")
         );
         assert!(
-            documented.iter().any(|r| r.code() == want),
+            documented.iter().any(|r| r.code() == *want),
             "{want} answered but not documented"
         );
     }
-    // A refusal of the connection guard (before any route) links it too.
-    let big = "x".repeat(4096);
-    let answer = gw.raw(&format!(
-        "GET {path} HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
-    ));
-    assert_eq!(answer.status, 431, "{}", answer.body);
-    assert_eq!(
-        answer.json()["documentation"],
-        "https://docs.example.no/consumers.html#headers_too_large"
-    );
     // The allowed request is unaffected.
-    assert_eq!(gw.get(&path, Some(&token), &[]).status, 200);
+    assert_eq!(gw.get(&ok, Some(&tok(|_| ())), &[]).status, 200);
 }
