@@ -216,6 +216,53 @@ fn reasons_follow_the_route_rules() {
     assert!(!health.contains(&Reason::NoRoute));
 }
 
+/// Production and test issuers, `any` scopes, header and query bindings,
+/// report-only, any method: what the documentation says about each.
+#[test]
+fn rich_config_is_documented_rule_by_rule() {
+    let config = config::load(&repo("tests/fixtures/config/docs_rich.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&docs::render(&config, Format::Openapi)).unwrap();
+    let post = &doc["paths"]["/loans/{orgnr}"]["post"];
+    // Two issuers times one of two `any` scopes, each with the `all` scope.
+    let security = post["security"].as_array().unwrap();
+    assert_eq!(security.len(), 4, "{security:?}");
+    assert!(
+        security.contains(&serde_json::json!({"maskinporten": ["bank:loans", "bank:loans.write"]}))
+    );
+    assert_eq!(
+        doc["paths"]["/loans/{orgnr}"]["put"]["operationId"],
+        "loans-put"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["maskinporten"]["flows"]["clientCredentials"]
+            ["tokenUrl"],
+        "https://maskinporten.no/token"
+    );
+    assert_eq!(doc["info"]["contact"]["url"], "https://example.no/contact");
+    // A route without `methods` is written for the common methods.
+    let preview = doc["paths"]["/preview/{rest}"].as_object().unwrap();
+    assert_eq!(preview.len(), 7);
+    // Report-only answers none of the token or consent reasons.
+    let preview_route = &config.routes[1];
+    let reasons = docs::route_reasons(&config, preview_route);
+    assert!(!reasons.contains(&Reason::MissingToken), "{reasons:?}");
+    assert!(reasons.contains(&Reason::UpstreamTimeout));
+    let markdown = docs::render(&config, Format::Markdown);
+    assert!(markdown.contains("report only"));
+    assert!(markdown.contains("Maskinporten production"));
+    assert!(markdown.contains("at least one of `bank:loans.read`, `bank:loans.write`"));
+    assert!(markdown.contains("in the header `x-org-id`"));
+    assert!(markdown.contains("an organization (9-digit organisation number)"));
+    assert!(!section(&markdown, &config, 0).contains("a person (11-digit"));
+    assert!(markdown.contains("`purpose`: required in the consent; not carried in the request"));
+    assert!(
+        markdown.contains("one of `https://api.example.no`"),
+        "the audience"
+    );
+}
+
 const SECRET_CONFIG: &str = r#"
 service:
   name: Leak test
