@@ -350,6 +350,7 @@ fn no_target_member_supplier_or_path_reaches_any_output() {
         "310497460",
         "303137211",
         "upstream-name-marker",
+        "maskinporten.no/jwk",
         dir.path().to_str().unwrap(),
     ];
     for (format, flag, _) in FORMATS {
@@ -386,6 +387,42 @@ fn no_target_member_supplier_or_path_reaches_any_output() {
     let markdown = docs::render(&config, Format::Markdown);
     assert!(markdown.contains("Maskinporten production"));
     assert!(markdown.contains("audience_mismatch"));
+}
+
+/// The shipped example too: neither its upstream, its access-list file and
+/// members, its supplier nor its JWKS URI is in any format.
+#[test]
+fn the_shipped_example_leaks_nothing_either() {
+    let config = shipped();
+    let list = std::fs::read_to_string(repo("access-lists/income-consumers.txt")).unwrap();
+    let Ok(members) = config::parse_access_list(&list) else {
+        panic!("the shipped list parses")
+    };
+    assert!(!members.is_empty());
+    let mut forbidden: Vec<String> = members
+        .iter()
+        .flat_map(|m| [m.clone(), m.trim_start_matches("0192:").to_string()])
+        .collect();
+    forbidden.extend(config.upstreams.iter().flat_map(|u| u.targets.clone()));
+    forbidden.extend(config.issuers.iter().map(|i| i.jwks_uri.clone()));
+    forbidden.extend(
+        [
+            "income-consumers.txt",
+            "303137211",
+            "310497460",
+            "income-api",
+        ]
+        .map(String::from),
+    );
+    for (format, flag, _) in FORMATS {
+        let out = docs::render(&config, format);
+        for needle in &forbidden {
+            assert!(
+                !out.contains(needle.as_str()),
+                "{flag} output contains `{needle}`"
+            );
+        }
+    }
 }
 
 #[test]
