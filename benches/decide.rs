@@ -1,7 +1,9 @@
-//! Criterion benches of the decision core: `policy::auth::authorize` on the
-//! allow path and on several deny paths, with and without the
-//! verified-token cache, the raw cost of one RS256 verification, and the
-//! parse of a fresh token (check 4 and its claims) alone.
+//! Criterion benches of the decision core: `policy::decide` (checks 0-21,
+//! what every door calls) on a whole configuration, `policy::auth::authorize`
+//! (checks 3-21) on the allow path and on several deny paths, with and
+//! without the verified-token cache, the raw cost of one RS256
+//! verification, and the parse of a fresh token (check 4 and its claims)
+//! alone.
 //!
 //! `cargo bench --bench decide`. Speed is measured here, never asserted.
 
@@ -22,8 +24,10 @@ use consent_gateway::dev_issuer::{DevIssuer, TokenSpec};
 use consent_gateway::keys::{Alg, KeySet};
 use consent_gateway::metrics::Metrics;
 use consent_gateway::policy::claims::ClaimSet;
+use consent_gateway::policy::routes::RouteTable;
 use consent_gateway::policy::{
-    authorize, jws, AuthContext, Authorized, Denied, KeySource, RequestView, TokenCache,
+    authorize, jws, AuthContext, Authorized, Checking, Denied, Generation, KeySource, RequestFacts,
+    RequestView, TokenCache, Verdict,
 };
 
 /// The tokens are issued at this instant and checked one second later.
@@ -288,5 +292,123 @@ fn bench_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_authorize, bench_raw_verify, bench_parse);
+/// The income route of the shipped example, as a whole configuration.
+const CONFIG: &str = r#"
+server:
+  listen: ["127.0.0.1:0"]
+issuers:
+  - name: maskinporten-test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "http://127.0.0.1:9/jwk"
+    algorithms: [RS256]
+    max_token_lifetime: 1h
+upstreams:
+  - name: income-api
+    targets: ["127.0.0.1:9"]
+routes:
+  - name: health
+    path: /health
+    upstream: income-api
+    auth: none
+  - name: income
+    path: /income/{fnr}/{year}
+    methods: [GET]
+    upstream: income-api
+    auth: consent
+    issuers: [maskinporten-test]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consumers:
+      allow: ["0192:310497460"]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      actions: [consent]
+      subject:
+        path_param: fnr
+        types: [person]
+      metadata:
+        required: [inntektsaar]
+        match:
+          inntektsaar: { path_param: year }
+"#;
+
+/// `policy::decide` as the proxy calls it: checks 0-2 (well-formed request,
+/// route, method) included.
+fn bench_decide(c: &mut Criterion) {
+    let dev = DevIssuer::generate("mp-1").expect("RSA key");
+    let keys = OneIssuer(Arc::new(
+        KeySet::parse(dev.jwks_json().as_bytes(), &[Alg::RS256], None).expect("JWKS"),
+    ));
+    let config = consent_gateway::config::load_str(CONFIG, std::path::Path::new("bench.yaml"))
+        .expect("bench config");
+    let routes = RouteTable::new(&config.routes).expect("routes");
+    let generation = Generation {
+        config: &config,
+        routes: &routes,
+        keys: &keys,
+    };
+    let metrics = Metrics::new();
+    let cache = TokenCache::new(1024, &metrics);
+    let now = ISSUED_AT as f64 + 1.0;
+    let valid = dev.sign(&token_spec().claims(ISSUED_AT));
+    let request = Request::new(Some(&valid), FNR);
+    let method = http::Method::GET;
+    let facts = |target: &'static str| RequestFacts {
+        method: &method,
+        version: http::Version::HTTP_11,
+        target: target.as_bytes(),
+        authority: None,
+        headers: &request.headers,
+    };
+    let income = facts("/income/17839116535/2025");
+    let nowhere = facts("/nowhere");
+    let checking = |cache: Option<&'static TokenCache>| Checking {
+        now,
+        cache,
+        verify_signature: true,
+        may_refetch: true,
+    };
+    let cache: &'static TokenCache = Box::leak(Box::new(cache));
+    let run = |facts: &RequestFacts<'_>, checking: &Checking<'_>| {
+        decide_all(black_box(facts), &generation, checking)
+    };
+    assert!(
+        matches!(run(&income, &checking(None)), Verdict::Allow { .. }),
+        "bench fixture allows"
+    );
+    assert!(
+        matches!(run(&nowhere, &checking(None)), Verdict::Deny(ref r) if r.reason.code() == "no_route"),
+        "bench fixture finds no route"
+    );
+    let mut group = quick_group(c, "decide");
+    group.bench_function("allow/no_cache", |b| {
+        let checking = checking(None);
+        b.iter(|| run(&income, &checking))
+    });
+    group.bench_function("allow/cache_hit", |b| {
+        let checking = checking(Some(cache));
+        b.iter(|| run(&income, &checking))
+    });
+    group.bench_function("deny/no_route", |b| {
+        let checking = checking(Some(cache));
+        b.iter(|| run(&nowhere, &checking))
+    });
+    group.finish();
+}
+
+fn decide_all(
+    facts: &RequestFacts<'_>,
+    generation: &Generation<'_>,
+    checking: &Checking<'_>,
+) -> Verdict {
+    consent_gateway::policy::decide(facts, generation, checking, None)
+}
+
+criterion_group!(
+    benches,
+    bench_decide,
+    bench_authorize,
+    bench_raw_verify,
+    bench_parse
+);
 criterion_main!(benches);

@@ -8,14 +8,14 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use serde::Serialize;
 
 use crate::config::{Audit, PersonalData};
-use crate::gateway::rfc3339;
 use crate::policy::{Authorized, DeniedFacts, SubjectType};
+use crate::time::{rfc3339, write_rfc3339};
 
 /// The facts of one decided request.
 pub struct AuditLine<'a> {
@@ -71,46 +71,6 @@ pub fn render(line: &AuditLine<'_>, audit: &Audit) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// `ts` as RFC 3339 UTC with milliseconds (`2026-03-02T08:16:40.123Z`),
-/// written into `out` without allocating; the same text as
-/// `gateway::rfc3339`, which it falls back to outside years 1970-9999.
-fn format_ts(ts: SystemTime, out: &mut [u8; 24]) -> Option<&str> {
-    let since_epoch = ts.duration_since(UNIX_EPOCH).ok()?;
-    let secs = since_epoch.as_secs();
-    let days = i64::try_from(secs / 86_400).ok()?;
-    let rem = secs % 86_400;
-    // Days to a civil date (proleptic Gregorian), after H. Hinnant.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(1970..=9999).contains(&year) {
-        return None;
-    }
-    let fields: [(usize, u64, usize); 7] = [
-        (0, year as u64, 4),
-        (5, month as u64, 2),
-        (8, day as u64, 2),
-        (11, rem / 3_600, 2),
-        (14, rem % 3_600 / 60, 2),
-        (17, rem % 60, 2),
-        (20, u64::from(since_epoch.subsec_millis()), 3),
-    ];
-    out.copy_from_slice(b"0000-00-00T00:00:00.000Z");
-    for (at, mut value, width) in fields {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    }
-    std::str::from_utf8(out).ok()
-}
-
 /// Renders the JSON line (without newline) into `out`.
 fn render_into(line: &AuditLine<'_>, audit: &Audit, out: &mut Vec<u8>) {
     let consent = line.authorized.and_then(|a| a.consent.as_ref());
@@ -142,7 +102,7 @@ fn render_into(line: &AuditLine<'_>, audit: &Audit, out: &mut Vec<u8>) {
     });
     let mut ts_buffer = [0u8; 24];
     let ts_slow;
-    let ts = match format_ts(line.ts, &mut ts_buffer) {
+    let ts = match write_rfc3339(line.ts, &mut ts_buffer) {
         Some(ts) => ts,
         None => {
             ts_slow = rfc3339(line.ts);
@@ -195,9 +155,6 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// The queue of the writer thread, once started.
 static WRITER: OnceLock<Writer> = OnceLock::new();
-
-/// The default queue length (`audit.queue_lines`).
-pub const DEFAULT_QUEUE_LINES: usize = 1024;
 
 enum Message {
     Line(Vec<u8>),
@@ -325,6 +282,7 @@ pub fn emit(line: &AuditLine<'_>, audit: &Audit) {
 mod tests {
     use super::*;
     use crate::policy::{ConsentFacts, TokenFacts};
+    use std::time::UNIX_EPOCH;
 
     fn authorized(subject: &str, kind: SubjectType) -> Authorized {
         Authorized {
@@ -474,15 +432,15 @@ mod tests {
             let t = UNIX_EPOCH + Duration::from_millis(millis) + Duration::from_nanos(999_999);
             let mut buffer = [0u8; 24];
             assert_eq!(
-                format_ts(t, &mut buffer),
+                write_rfc3339(t, &mut buffer),
                 Some(rfc3339(t).as_str()),
                 "{millis}"
             );
         }
         let before_epoch = UNIX_EPOCH - Duration::from_secs(1);
-        assert_eq!(format_ts(before_epoch, &mut [0u8; 24]), None);
+        assert_eq!(write_rfc3339(before_epoch, &mut [0u8; 24]), None);
         let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
-        assert_eq!(format_ts(far, &mut [0u8; 24]), None);
+        assert_eq!(write_rfc3339(far, &mut [0u8; 24]), None);
         let d = DeniedFacts::default();
         let mut l = line(None, &d);
         l.ts = far;

@@ -20,7 +20,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
 use crate::policy::KeySource;
-use crate::proxy::upstream::UpstreamPool;
+use crate::upstream::UpstreamPool;
 
 /// How many verified tokens the cache remembers at most. Clients reuse a
 /// token for its lifetime, so this covers thousands of clients; it bounds the
@@ -61,6 +61,15 @@ impl KeySource for Snapshot {
 }
 
 impl Snapshot {
+    /// This generation as the decision reads it.
+    pub fn generation_view(&self) -> crate::policy::Generation<'_> {
+        crate::policy::Generation {
+            config: &self.config,
+            routes: &self.routes,
+            keys: self,
+        }
+    }
+
     /// Names of issuers used by at least one authenticating route.
     pub fn issuers_in_use(&self) -> Vec<usize> {
         let mut used: Vec<usize> = self
@@ -327,7 +336,7 @@ impl Gateway {
         }
         serde_json::json!({
             "generation": snapshot.generation,
-            "loaded_at": rfc3339(snapshot.loaded_at),
+            "loaded_at": crate::time::rfc3339(snapshot.loaded_at),
             "config_sha256": snapshot.config.config_sha256,
             "last_reload_error": last_error,
             "issuers": issuers,
@@ -337,11 +346,6 @@ impl Gateway {
             },
         })
     }
-}
-
-/// RFC 3339 UTC with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The restart-only settings (SPEC section 7) that differ, by YAML key.

@@ -741,3 +741,42 @@ fn base64_standard(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// SPEC section 13, "Connections" (issue 12 item 9): an issuer without
+/// usable keys is retried with backoff (0.5 s doubling to 10 s), not at the
+/// next periodic refresh: with `jwks_refresh: 1h`, keys that come back are in
+/// force within seconds.
+#[test]
+fn an_issuer_without_keys_is_retried_with_backoff_not_at_the_next_refresh() {
+    let world = World::new();
+    world.jwks.set_failing(true);
+    let gw = world.spawn(&config("1h", "30s", "2h"), &[]);
+    let token = token_from(&world, &world.issuer);
+    let mut last = None;
+    eventually(30, "the gateway answers while the JWKS is down", || {
+        last = raw(
+            gw.addr,
+            &format!(
+                "GET /t HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ),
+        )
+        .ok();
+        last.is_some()
+    });
+    assert_keys_unavailable(&last.expect("a response"), "no keys yet");
+    eventually(30, "two failed refreshes", || {
+        metric_or_zero(
+            &gw,
+            "consent_gateway_jwks_refresh_total{issuer=\"test\",outcome=\"failure\"}",
+        ) >= 2.0
+    });
+    assert_eq!(gw.admin_get("/readyz").status, 503);
+    assert!(world.echo.seen().is_empty(), "nothing reached the upstream");
+
+    world.jwks.set_failing(false);
+    // The backoff is at most 10 s: far sooner than the hour of jwks_refresh.
+    eventually(25, "keys in force well before the next periodic refresh", || {
+        get_t(&gw, &token).status == 200
+    });
+    assert_eq!(gw.admin_get("/readyz").status, 200);
+}

@@ -12,9 +12,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::keys::fetch::http_fetcher_for;
 use crate::keys::KeySet;
-use crate::policy::auth::{authorize, authorize_without_signature};
-use crate::policy::routes::{host_without_port, normalize_path, RouteMatch, RouteTable};
-use crate::policy::{AuthContext, CheckOutcome, KeySource, RequestView};
+use crate::policy::routes::RouteTable;
+use crate::policy::{decide, CheckOutcome, Checking, Generation, KeySource, RequestFacts, Verdict};
 
 #[cfg(test)]
 mod tests {
@@ -169,8 +168,25 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             }
         }
     }
-    let method = args.method.to_ascii_uppercase();
-    let host = host_without_port(uri.authority().map_or("", |a| a.as_str()));
+    let Ok(method) = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("--method {:?}: not an HTTP method", args.method);
+        return ExitCode::from(2);
+    };
+    // As curl sends it: the URL's authority as `Host` unless `-H Host` is given.
+    if let Some(authority) = uri.authority() {
+        if !headers.contains_key(http::header::HOST) {
+            match http::HeaderValue::from_str(authority.as_str()) {
+                Ok(v) => {
+                    headers.insert(http::header::HOST, v);
+                }
+                Err(_) => {
+                    eprintln!("--url: the authority is not a valid Host");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let routes = match RouteTable::new(&config.routes) {
         Ok(r) => r,
         Err(e) => {
@@ -178,117 +194,68 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-
-    println!("request: {method} {}", mask_identity_numbers(&args.url));
-    let deny = |number: u8, name: &'static str, detail: String, reason: &str| {
-        print_check(&CheckOutcome {
-            number,
-            name,
-            passed: false,
-            detail,
-        });
-        println!("decision: deny ({reason})");
-        ExitCode::from(1)
-    };
-    let path = match normalize_path(uri.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            return deny(
-                0,
-                "well-formed request",
-                format!("{e:?}"),
-                "invalid_request",
-            )
-        }
-    };
-    print_check(&CheckOutcome {
-        number: 0,
-        name: "well-formed request",
-        passed: true,
-        detail: format!("normalised path {path}"),
-    });
-    let (route_index, params) = match routes.find(&host, &path, &method) {
-        RouteMatch::Found { route, params } => (route, params),
-        RouteMatch::MethodNotAllowed { route, allow } => {
-            print_check(&CheckOutcome {
-                number: 1,
-                name: "route",
-                passed: true,
-                detail: config.routes[route].name.clone(),
-            });
-            return deny(
-                2,
-                "method",
-                format!("allowed: {allow}"),
-                "method_not_allowed",
-            );
-        }
-        RouteMatch::NotFound => {
-            return deny(1, "route", format!("no route for {host}{path}"), "no_route")
-        }
-    };
-    let route = &config.routes[route_index];
-    print_check(&CheckOutcome {
-        number: 1,
-        name: "route",
-        passed: true,
-        detail: format!("{} ({})", route.name, route.path),
-    });
-    print_check(&CheckOutcome {
-        number: 2,
-        name: "method",
-        passed: true,
-        detail: method.clone(),
-    });
-
     let keys = if args.no_verify {
         FetchedKeys(vec![None; config.issuers.len()])
     } else {
         fetch_keys(&config)
     };
-    let view = RequestView {
+    let facts = RequestFacts {
+        method: &method,
+        version: http::Version::HTTP_11,
+        target: target.as_bytes(),
+        authority: None,
         headers: &headers,
-        query: uri.query(),
-        path_params: &params,
     };
-    let auth_ctx = AuthContext {
-        route: &route.auth,
-        issuers: &config.issuers,
-        max_token_bytes: config.server.max_token_bytes,
+    let generation = Generation {
+        config: &config,
+        routes: &routes,
         keys: &keys,
-        cache: None,
+    };
+    let checking = Checking {
         now: SystemClock.now(),
+        cache: None,
+        verify_signature: !args.no_verify,
+        // The keys were fetched just now: a refetch would fetch the same.
+        may_refetch: false,
     };
     let mut trace = Vec::new();
-    let verdict = if args.no_verify {
-        authorize_without_signature(&auth_ctx, &view, Some(&mut trace))
-    } else {
-        authorize(&auth_ctx, &view, Some(&mut trace))
-    };
-    let skip_line = "7-9  skip  signature                    --no-verify: keys not fetched, signature not checked";
-    let mut skip_pending =
-        args.no_verify && trace.last().is_some_and(|c| c.number >= 6 && c.passed);
-    if trace.is_empty() && route.auth.mode == crate::config::AuthMode::None {
-        println!("  3-21 skip  auth: none                   token and consent checks skipped");
-    }
-    for c in &trace {
-        if skip_pending && c.number > 9 {
-            println!("{skip_line}");
-            skip_pending = false;
-        }
-        print_check(c);
-    }
-    if skip_pending {
-        println!("{skip_line}");
-    }
+    let verdict = decide(&facts, &generation, &checking, Some(&mut trace));
+
+    println!("request: {method} {}", mask_identity_numbers(&args.url));
+    print_trace(&trace, &verdict, &config);
     match verdict {
-        Ok(_) => {
-            println!("decision: allow (route {})", route.name);
+        Verdict::Allow { routed, .. } => {
+            println!(
+                "decision: allow (route {})",
+                config.routes[routed.route].name
+            );
             ExitCode::SUCCESS
         }
-        Err(denied) => {
-            println!("decision: deny ({})", denied.reason.code());
+        Verdict::ShadowDeny { routed, denied } => {
+            println!(
+                "decision: shadow_deny ({}; route {} is report_only: forwarded anyway)",
+                denied.reason.code(),
+                config.routes[routed.route].name
+            );
             ExitCode::from(1)
+        }
+        other => {
+            let code = other.reason().map_or("unknown_key", |r| r.code());
+            println!("decision: deny ({code})");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints every check in order (checks 7-9 say when `--no-verify` skipped
+/// them), and the `auth: none` skip where it falls.
+fn print_trace(trace: &[CheckOutcome], verdict: &Verdict, config: &Config) {
+    for c in trace {
+        print_check(c);
+    }
+    if let Verdict::Allow { routed, .. } = verdict {
+        if config.routes[routed.route].auth.mode == crate::config::AuthMode::None {
+            println!("  3-21 skip  auth: none                   token and consent checks skipped");
         }
     }
 }

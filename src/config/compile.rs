@@ -330,7 +330,12 @@ impl Compiler<'_, '_> {
             }
         }
         let auth = self.route_auth(i, r, issuer_index)?;
+        let Some(template) = self.checked.templates.get(i).cloned().flatten() else {
+            self.internal(format!("routes[{i}].path"), "no parsed template".into());
+            return None;
+        };
         Some(Route {
+            template,
             name: r.name.clone(),
             host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path: r.path.clone(),

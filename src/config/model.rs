@@ -164,6 +164,18 @@ impl Default for ForwardRule {
     }
 }
 
+/// A route's path template, parsed once (at validation) for every later
+/// use: the route table, bindings, `strip_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    /// The template as written.
+    pub text: String,
+    /// Parameter names in order (`{x}` and the final `{*x}`).
+    pub params: Vec<String>,
+    /// The literal segments before the first parameter.
+    pub literal_prefix: Vec<String>,
+}
+
 /// One route, in file order.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -172,6 +184,8 @@ pub struct Route {
     pub host: Option<String>,
     /// The path template as written, e.g. `/income/{fnr}/{year}`.
     pub path: String,
+    /// `path`, parsed.
+    pub template: PathTemplate,
     /// Upper-case method names; empty means any.
     pub methods: Vec<String>,
     /// Index into `Snapshot::upstreams`.
@@ -241,6 +255,9 @@ pub enum PersonalData {
     /// `p:` + the first 16 base64url characters of HMAC-SHA256(key, number).
     Pseudonymized,
 }
+
+/// The default length of the audit writer's queue (`audit.queue_lines`).
+pub const DEFAULT_AUDIT_QUEUE_LINES: usize = 1024;
 
 /// The audit log settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -518,7 +518,7 @@ impl Default for RawAudit {
             enabled: true,
             personal_data: RawPersonalData::Masked,
             pseudonym_key_file: None,
-            queue_lines: crate::audit::DEFAULT_QUEUE_LINES,
+            queue_lines: super::DEFAULT_AUDIT_QUEUE_LINES,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::model::PathTemplate;
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
     RawAuth, RawBinding, RawConfig, RawConsent, RawConsumers, RawDelegation, RawIssuer, RawRoute,
@@ -69,6 +70,8 @@ pub struct AccessListFile {
 /// order of first use.
 #[derive(Debug, Clone, Default)]
 pub struct Checked {
+    /// Each route's parsed path template (`None` where it is invalid).
+    pub templates: Vec<Option<PathTemplate>>,
     pub access_lists: Vec<AccessListFile>,
     /// Resolved path -> index in `access_lists`.
     pub access_list_index: HashMap<PathBuf, usize>,
@@ -343,6 +346,7 @@ impl Validator<'_, '_> {
                 );
             }
             let template = self.route_match(i, route);
+            self.checked.templates.push(template.clone());
             if let Some(template) = &template {
                 let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
                 let key = (host, template.shape());
@@ -805,17 +809,6 @@ pub fn check_host_pattern(pattern: &str) -> Result<(), String> {
     check_hostname(name)
 }
 
-/// A parsed route path template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathTemplate {
-    /// The template as written.
-    pub text: String,
-    /// Parameter names in order (`{x}` and the final `{*x}`).
-    pub params: Vec<String>,
-    /// The literal segments before the first parameter.
-    pub literal_prefix: Vec<String>,
-}
-
 impl PathTemplate {
     /// Checks a template: starts with `/`; segments are literals, `{param}`
     /// or a final `{*rest}`; names unique; no empty (except a trailing
@@ -1065,12 +1058,12 @@ pub fn check_binding_header(name: &str) -> Result<(), String> {
     let parsed = http::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))?;
     let lower = parsed.as_str();
-    if crate::policy::headers::is_consent_namespace(lower) {
+    if crate::header_names::is_consent_namespace(lower) {
         return Err(format!(
             "`{name}` is an X-Consent-* header, removed from every request: it can carry no value"
         ));
     }
-    if crate::policy::headers::is_always_removed(lower) || lower == "authorization" {
+    if crate::header_names::is_always_removed(lower) || lower == "authorization" {
         return Err(format!(
             "`{name}` cannot carry a request value (it is removed or reserved by the gateway)"
         ));

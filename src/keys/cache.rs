@@ -18,6 +18,7 @@ use super::keyset::{KeySet, KeySetError};
 use crate::clock::{Clock, UnixTime};
 use crate::config::Issuer;
 use crate::metrics::Metrics;
+use crate::time::unix_rfc3339_millis;
 
 /// First retry delay after a failed fetch (SPEC section 12).
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -119,13 +120,6 @@ impl std::fmt::Debug for IssuerKeys {
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn rfc3339(time: UnixTime) -> Option<String> {
-    let seconds = time.floor();
-    let nanos = ((time - seconds) * 1e9) as u32;
-    chrono::DateTime::<chrono::Utc>::from_timestamp(seconds as i64, nanos.min(999_999_999))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// Resolves when `stop` is true or its sender is gone.
@@ -237,7 +231,7 @@ impl IssuerKeys {
                 match self.last_success() {
                     Some(at) if self.current().is_some() => log::warn!(
                         "issuer {name}: JWKS refresh failed ({error}); keeping the keys fetched at {}",
-                        rfc3339(at).unwrap_or_default()
+                        unix_rfc3339_millis(at).unwrap_or_default()
                     ),
                     _ => log::warn!("issuer {name}: JWKS refresh failed ({error}); no usable keys"),
                 }
@@ -348,10 +342,10 @@ impl IssuerKeys {
                 .as_ref()
                 .map(|set| set.key_ids())
                 .unwrap_or_default(),
-            last_refresh: record.last_refresh.and_then(rfc3339),
+            last_refresh: record.last_refresh.and_then(unix_rfc3339_millis),
             last_refresh_outcome: record.last_outcome,
             last_error: record.last_error.clone(),
-            last_success: self.last_success().and_then(rfc3339),
+            last_success: self.last_success().and_then(unix_rfc3339_millis),
             has_keys: current.is_some(),
         }
     }

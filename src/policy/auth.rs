@@ -3,23 +3,18 @@
 //! and access list to the consent. The first failing check decides. Pure: the
 //! time comes from `AuthContext::now`, keys from a `KeySource`.
 
-use std::sync::Arc;
-
-use percent_encoding::percent_decode;
-
-use crate::config::{AuthMode, Binding, ConsentRule, Issuer};
+use crate::config::{AuthMode, ConsentRule, Issuer};
 use crate::error::Reason;
-use crate::keys::Alg;
-use crate::policy::claims::{ClaimSet, ConsentElement, TokenClaims};
-use crate::policy::consent::{
-    self, parse_subject, Bound, BoundValues, ConsentInputs, ConsentMatch,
-};
-use crate::policy::jws::{self, DecodedJws, JoseHeader, JwsError};
-use crate::policy::token_cache::CachedToken;
+use crate::policy::claims::{ConsentElement, TokenClaims};
+use crate::policy::consent::{self, parse_subject, BoundValues, ConsentInputs, ConsentMatch};
+use crate::policy::extract::{extract_bearer, resolve_bindings};
+pub(crate) use crate::policy::trace::Trace;
+use crate::policy::verify::{verify_token, Signature};
 use crate::policy::{
     AuthContext, Authorized, CheckOutcome, ConsentFacts, Denied, DeniedFacts, RequestView,
     TokenFacts,
 };
+use crate::time::unix_rfc3339;
 
 /// Checks 3-21 for one request on one route (`auth: none` skips them all,
 /// `auth: token` stops after 14). On `Denied` with `refetch` set, the caller
@@ -44,79 +39,20 @@ pub fn authorize_without_signature(
     run(ctx, req, Signature::Skip, &mut Trace::new(trace))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signature {
-    Verify,
-    Skip,
-}
-
-/// What a token says, read and type-checked once, its signature not
-/// necessarily checked: the header members checks 5-6 read and the claims.
-/// Cached (behind an `Arc`) once its signature verified; holds no JSON and
-/// no signature.
-#[derive(Debug)]
-pub(crate) struct ParsedToken {
-    pub header: JoseHeader,
-    pub claims: ClaimSet,
-}
-
-impl ParsedToken {
-    #[cfg(test)]
-    pub(crate) fn parse(token: &str) -> Result<ParsedToken, JwsError> {
-        Self::parse_signed(token).map(|(parsed, _)| parsed)
-    }
-
-    /// Check 4 whole (parts, base64url, strict JSON), then the header
-    /// members and the claims, read straight from the JSON. The decoded
-    /// token comes along for its signature (check 9).
-    pub(crate) fn parse_signed(token: &str) -> Result<(ParsedToken, DecodedJws), JwsError> {
-        let decoded = jws::decode_compact(token)?;
-        let compact = decoded.parse()?;
-        let parsed = ParsedToken {
-            header: JoseHeader::from_map(&compact.header)?,
-            claims: ClaimSet::from_payload(&compact.payload),
-        };
-        Ok((parsed, decoded))
-    }
-}
-
-/// Collects `CheckOutcome`s when asked to; free when not.
-pub(crate) struct Trace<'t> {
-    out: Option<&'t mut Vec<CheckOutcome>>,
-}
-
-impl<'t> Trace<'t> {
-    pub(crate) fn new(out: Option<&'t mut Vec<CheckOutcome>>) -> Self {
-        Trace { out }
-    }
-
-    pub(crate) fn is_enabled(&self) -> bool {
-        self.out.is_some()
-    }
-
-    /// Records one check; `detail` is only built when tracing.
-    pub(crate) fn record(
-        &mut self,
-        number: u8,
-        name: &'static str,
-        passed: bool,
-        detail: impl FnOnce() -> String,
-    ) {
-        if let Some(out) = self.out.as_deref_mut() {
-            out.push(CheckOutcome {
-                number,
-                name,
-                passed,
-                detail: detail(),
-            });
-        }
-    }
-
-    pub(crate) fn extend(&mut self, lines: Vec<CheckOutcome>) {
-        if let Some(out) = self.out.as_deref_mut() {
-            out.extend(lines);
-        }
-    }
+/// Checks 3-21 as `policy::decide` runs them, recording
+/// into its trace; `verify_signature: false` is [`authorize_without_signature`].
+pub(crate) fn check_token(
+    ctx: &AuthContext<'_>,
+    req: &RequestView<'_>,
+    verify_signature: bool,
+    trace: &mut Trace<'_>,
+) -> Result<Authorized, Denied> {
+    let signature = if verify_signature {
+        Signature::Verify
+    } else {
+        Signature::Skip
+    };
+    run(ctx, req, signature, trace)
 }
 
 fn deny(reason: Reason) -> Denied {
@@ -170,161 +106,10 @@ fn run(
         }
     };
 
-    // 4: size, then strict compact JWS (or a cached verification of these bytes).
-    let malformed = |trace: &mut Trace<'_>, why: String| {
-        trace.record(4, "compact_jws", false, || why);
-        deny(Reason::MalformedToken)
-    };
-    if token.len() > ctx.max_token_bytes {
-        let why = format!(
-            "{} bytes > max_token_bytes {}",
-            token.len(),
-            ctx.max_token_bytes
-        );
-        return Err(malformed(trace, why));
-    }
-    let Ok(token) = std::str::from_utf8(token) else {
-        return Err(malformed(trace, "not UTF-8".into()));
-    };
-    let cache = ctx.cache.filter(|_| signature == Signature::Verify);
-    let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
-    // A fresh token keeps its signature for check 9; a cached one has none.
-    let (parsed, fresh_signature): (Arc<ParsedToken>, Option<DecodedJws>) = match cached.as_ref() {
-        Some(entry) => (Arc::clone(&entry.parsed), None),
-        None => match ParsedToken::parse_signed(token) {
-            Ok((parsed, signed)) => (Arc::new(parsed), Some(signed)),
-            Err(e) => return Err(malformed(trace, e.to_string())),
-        },
-    };
-    trace.record(4, "compact_jws", true, || {
-        format!("{} bytes, three base64url parts, strict JSON", token.len())
-    });
-
-    // 5: kid, no crit.
-    let Some(kid) = parsed.header.kid.as_deref() else {
-        trace.record(5, "jose_header", false, || "no kid".into());
-        return Err(deny(Reason::UnknownKey));
-    };
-    if parsed.header.has_crit {
-        trace.record(5, "jose_header", false, || "crit is present".into());
-        return Err(deny(Reason::MalformedToken));
-    }
-    trace.record(5, "jose_header", true, || format!("kid {kid:?}, no crit"));
-
-    // 6: the issuer is one of the route's, then the algorithm is the issuer's.
+    // 4-9: a compact JWS of an allowed issuer and algorithm, signed by one
+    // of its keys (or these very bytes verified earlier).
+    let (parsed, issuer) = verify_token(ctx, token, signature, trace)?;
     let claims = &parsed.claims;
-    let found = claims.iss.as_deref().and_then(|iss| {
-        ctx.route.issuers.iter().find_map(|&index| {
-            ctx.issuers
-                .get(index)
-                .filter(|issuer| issuer.issuer == iss)
-                .map(|issuer| (index, issuer))
-        })
-    });
-    let Some((issuer_index, issuer)) = found else {
-        trace.record(6, "issuer_and_algorithm", false, || {
-            format!("iss {:?} is not one of the route's issuers", claims.iss)
-        });
-        return Err(deny(Reason::IssuerNotAllowed));
-    };
-    let alg = parsed
-        .header
-        .alg
-        .as_deref()
-        .and_then(|a| a.parse::<Alg>().ok())
-        .filter(|a| issuer.algorithms.contains(a));
-    let Some(alg) = alg else {
-        trace.record(6, "issuer_and_algorithm", false, || {
-            format!(
-                "alg {:?} is not in {}'s algorithms",
-                parsed.header.alg, issuer.name
-            )
-        });
-        return Err(deny(Reason::AlgorithmNotAllowed));
-    };
-    trace.record(6, "issuer_and_algorithm", true, || {
-        format!("issuer {} ({}), alg {alg}", issuer.name, issuer.issuer)
-    });
-
-    // 7-9: keys and signature.
-    if signature == Signature::Verify {
-        let Some(keys) = ctx.keys.keys(issuer_index) else {
-            trace.record(7, "issuer_keys", false, || {
-                format!("issuer {} has no usable keys", issuer.name)
-            });
-            return Err(deny(Reason::KeysUnavailable));
-        };
-        trace.record(7, "issuer_keys", true, || format!("{} key(s)", keys.len()));
-        let Some(key) = keys.get(kid) else {
-            if let Some(cache) = cache.filter(|_| cached.is_some()) {
-                cache.forget(token);
-            }
-            trace.record(8, "key_id", false, || {
-                format!("kid {kid:?} is not in {}'s key set", issuer.name)
-            });
-            let mut denied = deny(Reason::UnknownKey);
-            denied.refetch = Some((issuer_index, kid.to_string()));
-            return Err(denied);
-        };
-        trace.record(8, "key_id", true, || format!("kid {kid:?} found"));
-        let cache_hit = cached.as_ref().is_some_and(|entry| entry.verified_by(key));
-        if let Some(cache) = cache {
-            cache.count(cache_hit);
-        }
-        if cache_hit {
-            trace.record(9, "signature", true, || {
-                format!("{alg} verified earlier with this very key (cache)")
-            });
-        } else if cached.is_none()
-            && cache
-                .and_then(|c| c.lookup_rejected(token, ctx.now))
-                .is_some_and(|entry| entry.rejected_by(key))
-        {
-            // These very bytes failed check 9 before with this same key
-            // object (they were parsed and passed checks 5-8 again first).
-            trace.record(9, "signature", false, || {
-                format!("{alg} signature did not verify with this very key earlier (cache)")
-            });
-            return Err(deny(Reason::BadSignature));
-        } else {
-            // A cached token whose kid now names another key object is
-            // verified again: its signature is decoded anew (these bytes
-            // parsed whole before, so this cannot fail; if it did, the
-            // empty signature would not verify).
-            let signed =
-                fresh_signature.unwrap_or_else(|| jws::decode_compact(token).unwrap_or_default());
-            let message = token
-                .as_bytes()
-                .get(..signed.signing_input_len)
-                .unwrap_or_default();
-            if !key.verify(alg, message, &signed.signature) {
-                if let Some(cache) = cache {
-                    if cached.is_some() {
-                        cache.forget(token);
-                    }
-                    cache.reject(token, Arc::clone(key), ctx.now);
-                }
-                trace.record(9, "signature", false, || {
-                    format!("{alg} signature does not verify with kid {kid:?}")
-                });
-                return Err(deny(Reason::BadSignature));
-            }
-            trace.record(9, "signature", true, || format!("{alg} signature verifies"));
-            if let (Some(cache), Ok(token_claims)) = (cache, claims.token.as_ref()) {
-                cache.insert(
-                    token,
-                    Arc::clone(&parsed),
-                    Arc::clone(key),
-                    token_claims.exp,
-                    ctx.now,
-                );
-            }
-        }
-    } else {
-        for (number, name) in [(7, "issuer_keys"), (8, "key_id"), (9, "signature")] {
-            trace.record(number, name, true, || "skipped (--no-verify)".into());
-        }
-    }
 
     // From here on the token is genuine: denials carry its facts.
     let consent_elements = match (consent_rule, claims.consent.as_ref()) {
@@ -391,9 +176,9 @@ fn run(
     trace.record(11, "time_and_audience", true, || {
         format!(
             "exp {} with leeway {}s, now {}",
-            consent::format_time(token_claims.exp),
+            unix_rfc3339(token_claims.exp),
             issuer.leeway.as_secs_f64(),
-            consent::format_time(ctx.now)
+            unix_rfc3339(ctx.now)
         )
     });
 
@@ -512,21 +297,21 @@ fn check_time(claims: &TokenClaims, issuer: &Issuer, now: f64) -> Result<(), (Re
             Reason::TokenExpired,
             format!(
                 "exp {} + leeway {leeway}s <= now {}",
-                consent::format_time(claims.exp),
-                consent::format_time(now)
+                unix_rfc3339(claims.exp),
+                unix_rfc3339(now)
             ),
         ));
     }
     if let Some(nbf) = claims.nbf.filter(|nbf| *nbf > now + leeway) {
         return Err((
             Reason::TokenNotYetValid,
-            format!("nbf {} is in the future", consent::format_time(nbf)),
+            format!("nbf {} is in the future", unix_rfc3339(nbf)),
         ));
     }
     if let Some(iat) = claims.iat.filter(|iat| *iat > now + leeway) {
         return Err((
             Reason::TokenNotYetValid,
-            format!("iat {} is in the future", consent::format_time(iat)),
+            format!("iat {} is in the future", unix_rfc3339(iat)),
         ));
     }
     if let (Some(max), Some(iat)) = (issuer.max_token_lifetime, claims.iat) {
@@ -553,166 +338,6 @@ fn check_time(claims: &TokenClaims, issuer: &Issuer, now: f64) -> Result<(), (Re
     Ok(())
 }
 
-/// Check 3. Returns the token bytes, or the reason with a short explanation.
-fn extract_bearer<'r>(req: &RequestView<'r>) -> Result<&'r [u8], (Reason, &'static str)> {
-    if lenient_query_names(req.query).any(|name| name == b"access-token") {
-        return Err((Reason::InvalidTokenRequest, "access_token in the query"));
-    }
-    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err((Reason::MissingToken, "no Authorization header"));
-    };
-    if values.next().is_some() {
-        return Err((
-            Reason::InvalidTokenRequest,
-            "more than one Authorization header",
-        ));
-    }
-    let value = value.as_bytes().trim_ascii_start();
-    let scheme_end = value
-        .iter()
-        .position(|b| *b == b' ' || *b == b'\t')
-        .unwrap_or(value.len());
-    if !value[..scheme_end].eq_ignore_ascii_case(b"bearer") {
-        return Err((
-            Reason::MissingToken,
-            "the Authorization scheme is not Bearer",
-        ));
-    }
-    let credentials = value[scheme_end..].trim_ascii();
-    if credentials.is_empty() {
-        return Err((Reason::InvalidTokenRequest, "Bearer without a token"));
-    }
-    if has_ascii_whitespace(credentials) {
-        return Err((
-            Reason::InvalidTokenRequest,
-            "more than one credential after Bearer",
-        ));
-    }
-    Ok(credentials)
-}
-
-/// Whether `bytes` holds an ASCII whitespace byte. A token is about 1-2 KB
-/// and this runs on every request: a branch-free pass the compiler
-/// vectorises first (no byte at or below a space means no whitespace), the
-/// exact byte test only when that pass finds a candidate.
-fn has_ascii_whitespace(bytes: &[u8]) -> bool {
-    let candidates = bytes.iter().fold(0u8, |acc, &b| acc | u8::from(b <= b' '));
-    candidates != 0 && bytes.iter().any(u8::is_ascii_whitespace)
-}
-
-/// Resolves every value the consent rule binds. `Err` names a value given
-/// more than once.
-fn resolve_bindings(rule: &ConsentRule, req: &RequestView<'_>) -> Result<BoundValues, String> {
-    let subject = rule
-        .subject
-        .as_ref()
-        .map(|binding| resolve(binding, req))
-        .transpose()?;
-    let metadata = rule
-        .metadata_match
-        .iter()
-        .map(|(key, binding)| resolve(binding, req).map(|bound| (key.clone(), bound)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(BoundValues { subject, metadata })
-}
-
-fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound, String> {
-    // `other_spelling`: the request also carries the name spelt another way
-    // that some backend reads as this one; as ambiguous as a second value.
-    let (values, other_spelling): (Vec<Vec<u8>>, bool) = match binding {
-        Binding::PathParam(name) => (
-            req.path_params
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| percent_decode(v.as_bytes()).collect())
-                .collect(),
-            false,
-        ),
-        Binding::Header(name) => {
-            // CGI-style backends (WSGI, Rack, PHP) read `X_Person_Id` and
-            // `x.person.id` as `X-Person-Id` (the folding of the
-            // `X-Consent-*` namespace).
-            let wanted = folded_name(name.as_bytes());
-            (
-                req.headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .map(|v| v.as_bytes().to_vec())
-                    .collect(),
-                req.headers.keys().any(|n| {
-                    n.as_str() != name.as_str() && folded_name(n.as_str().as_bytes()) == wanted
-                }),
-            )
-        }
-        Binding::Query(name) => (
-            query_pairs(req.query)
-                .filter(|(n, _)| n.as_slice() == name.as_bytes())
-                .map(|(_, v)| v)
-                .collect(),
-            lenient_query_names(req.query)
-                .filter(|n| *n == folded_name(name.as_bytes()))
-                .nth(1)
-                .is_some(),
-        ),
-    };
-    let mut values = values.into_iter();
-    match (values.next(), values.next()) {
-        (None, _) => Ok(Bound::Absent),
-        (Some(value), None) if !other_spelling => Ok(Bound::Value(value)),
-        // The message is built only on this (rare) path.
-        _ => Err(match binding {
-            Binding::PathParam(name) => format!("path parameter {name}"),
-            Binding::Header(name) => format!("header {name}"),
-            Binding::Query(name) => format!("query parameter {name}"),
-        }),
-    }
-}
-
-/// A name as the most lenient backend reads it: lower case, and every byte
-/// other than a-z and 0-9 read as `-`.
-fn folded_name(name: &[u8]) -> Vec<u8> {
-    name.iter()
-        .map(|b| match b.to_ascii_lowercase() {
-            c @ (b'a'..=b'z' | b'0'..=b'9') => c,
-            _ => b'-',
-        })
-        .collect()
-}
-
-/// The query's parameter names as the most lenient backend parser reads
-/// them, folded (`folded_name`): `;` separates like `&` (Rack, older
-/// Python), `+` is a space and leading or trailing spaces are dropped (PHP),
-/// `fnr[]` and `fnr[x]` are `fnr` (PHP, Rack), case does not matter
-/// (ASP.NET Core).
-fn lenient_query_names(query: Option<&str>) -> impl Iterator<Item = Vec<u8>> + '_ {
-    query
-        .unwrap_or_default()
-        .split(['&', ';'])
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-            let decoded: Vec<u8> = percent_decode(name.replace('+', " ").as_bytes()).collect();
-            let base = decoded.split(|b| *b == b'[').next().unwrap_or_default();
-            folded_name(base.trim_ascii())
-        })
-}
-
-/// The query's `name=value` pairs, both percent-decoded (`+` stays `+`).
-fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(name.as_bytes()).collect(),
-                percent_decode(value.as_bytes()).collect(),
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -725,11 +350,14 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::config::{DelegationRule, RouteAuth, ScopeRule, SubjectTypes};
+    use crate::config::{Binding, DelegationRule, RouteAuth, ScopeRule, SubjectTypes};
     use crate::dev_issuer::DevIssuer;
+    use crate::keys::Alg;
     use crate::keys::KeySet;
     use crate::metrics::Metrics;
+    use crate::policy::token::ParsedToken;
     use crate::policy::{KeySource, SubjectType, TokenCache};
+    use std::sync::Arc;
 
     /// 2026-03-02T08:16:40Z: inside the example consent's window.
     const NOW: f64 = 1_772_439_400.0;
@@ -1383,6 +1011,31 @@ mod tests {
     }
 
     #[test]
+    fn check_8_a_kid_whose_key_cannot_verify_the_alg_is_unknown() {
+        // An issuer allowing RSA and EC: an ES256 token naming the RSA kid
+        // has no usable key (SPEC section 6), so it is unknown_key, not
+        // bad_signature.
+        let mut s = Setup::person();
+        s.issuers[0].algorithms = vec![Alg::RS256, Alg::ES256];
+        let both = &[Alg::RS256, Alg::ES256];
+        let keys = KeySet::parse(issuer().jwks_json().as_bytes(), both, None).unwrap();
+        s.keys.set(vec![Some(Arc::new(keys)), None]);
+        let kid = issuer().jwk()["kid"].as_str().unwrap().to_string();
+        let header = json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
+        let token = format!(
+            "{}.{}.{}",
+            b64(&header.to_string()),
+            b64(&person_payload().to_string()),
+            b64("not a signature")
+        );
+        let denied = s.run(&Req::bearer(&token)).unwrap_err();
+        assert_eq!(denied.reason, Reason::UnknownKey);
+        assert_eq!(denied.refetch, Some((0, kid)));
+        // The same key still verifies what it can: an RS256 token passes.
+        s.allows(&Req::bearer(&sign(&person_payload())));
+    }
+
+    #[test]
     fn check_9_signature() {
         let s = Setup::person();
         let token = sign(&person_payload());
@@ -1718,7 +1371,7 @@ mod tests {
     #[test]
     fn check_18_consent_validity_boundaries() {
         let mut s = Setup::person();
-        let at = |t: f64| consent::format_time(t);
+        let at = |t: f64| unix_rfc3339(t);
         let token = with(|p| element(p)["consented"] = json!(at(NOW + LEEWAY)));
         s.allows(&Req::bearer(&token));
         let token = with(|p| element(p)["consented"] = json!(at(NOW + LEEWAY + 1.0)));

@@ -4,6 +4,7 @@
 //! forwards them. Pure; the result is cached with the verified token.
 
 use crate::policy::jws::{Json, Object};
+use crate::time::parse_rfc3339;
 
 /// The `type` of a consent element in `authorization_details`.
 pub const CONSENT_TYPE: &str = "urn:altinn:consent";
@@ -438,47 +439,6 @@ fn strings(items: &[Json<'_>]) -> Option<Vec<String>> {
 
 fn is_digits(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Parses an RFC 3339 date-time with an offset (`Z` or `±hh:mm`) and 0-7
-/// fractional digits into Unix seconds.
-pub fn parse_rfc3339(text: &str) -> Option<f64> {
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
-    let shape_ok = b.len() >= 20
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && matches!(b[10], b'T' | b't')
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19);
-    if !shape_ok {
-        return None;
-    }
-    let mut rest = &b[19..];
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-        if !(1..=7).contains(&n) {
-            return None;
-        }
-        rest = &fraction[n..];
-    }
-    let offset_ok = matches!(rest, [b'Z' | b'z'])
-        || matches!(rest, [b'+' | b'-', h1, h2, b':', m1, m2]
-            if [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()));
-    if !offset_ok {
-        return None;
-    }
-    let parsed = chrono::DateTime::parse_from_rfc3339(text).ok()?;
-    Some(parsed.timestamp() as f64 + f64::from(parsed.timestamp_subsec_nanos()) / 1e9)
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@
 
 use crate::config::ConsentRule;
 use crate::error::Reason;
-use crate::policy::auth::Trace;
 use crate::policy::claims::{
     ConsentElement, ConsentRight, ORGANIZATION_URN_PREFIX, PERSON_URN_PREFIX, RESOURCE_TYPE,
 };
+use crate::policy::trace::Trace;
 use crate::policy::{CheckOutcome, SubjectType};
+use crate::time::unix_rfc3339;
 
 /// A request value bound by `subject` or `metadata.match`, percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +187,7 @@ fn evaluate_element<'e>(
                 "consented {}, validTo {}, now {}",
                 element.consented,
                 element.valid_to,
-                format_time(now)
+                unix_rfc3339(now)
             )
         },
     );
@@ -382,15 +383,6 @@ pub fn mask(value: &str) -> String {
     format!("{kept}{}", "*".repeat(hidden))
 }
 
-/// Unix seconds as RFC 3339 (for `explain` output).
-pub fn format_time(t: f64) -> String {
-    let secs = t.floor();
-    let nanos = ((t - secs) * 1e9) as u32;
-    chrono::DateTime::from_timestamp(secs as i64, nanos)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| format!("{t}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,7 +419,7 @@ mod tests {
 
     #[test]
     fn time_formatting() {
-        assert_eq!(format_time(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(1.5), "1970-01-01T00:00:01.500Z");
+        assert_eq!(unix_rfc3339(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(unix_rfc3339(1.5), "1970-01-01T00:00:01.500Z");
     }
 }

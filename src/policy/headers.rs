@@ -4,49 +4,8 @@
 
 use http::{HeaderMap, HeaderValue};
 
-/// Hop-by-hop, proxy, method- and path-override headers removed from every
-/// client request.
-const REMOVED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    // Path overrides some frameworks route on instead of the request line.
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-];
-
-/// Whether a (lowercase) header name is removed from every client request
-/// regardless of its value (the consent namespace aside).
-pub fn is_always_removed(name: &str) -> bool {
-    REMOVED.contains(&name)
-}
-
-/// Whether a header name is in the `x-consent-` namespace once lowercased
-/// and every character other than a-z and 0-9 is read as `-`: so
-/// `X_Consent_Id`, `x.consent.id` and `X-CONSENT-ID` are all caught.
-pub fn is_consent_namespace(name: &str) -> bool {
-    const PREFIX: &[u8] = b"x-consent-";
-    let bytes = name.as_bytes();
-    bytes.len() >= PREFIX.len()
-        && bytes[..PREFIX.len()].iter().zip(PREFIX).all(|(b, p)| {
-            let folded = match b.to_ascii_lowercase() {
-                c @ (b'a'..=b'z' | b'0'..=b'9') => c,
-                _ => b'-',
-            };
-            folded == *p
-        })
-}
+use crate::header_names::REMOVED;
+pub use crate::header_names::{is_always_removed, is_consent_namespace};
 
 /// The names of the headers to remove from a client request before it is
 /// forwarded: the consent namespace, hop-by-hop and method-override headers,

@@ -2,6 +2,8 @@
 //! issuers' current key sets, the request's facts and the time, it decides
 //! allow or deny with a stable reason. It never sees a socket or the clock.
 //!
+//! - `decide`: checks 0-21 and the report-only rule, the one entry point
+//!   every door (proxy, `explain`, authorization endpoints) calls.
 //! - `routes`: host / path-template / method matching (checks 1-2), and
 //!   request path normalisation.
 //! - `auth`: checks 3-21 in order, over `jws` (strict compact JWS, check
@@ -20,18 +22,24 @@ use crate::keys::KeySet;
 pub mod auth;
 pub mod claims;
 pub mod consent;
+pub mod decide;
+pub mod extract;
 pub mod forward;
 pub mod jws;
+pub mod token;
 pub mod token_cache;
+pub mod trace;
+pub mod verify;
 
 pub use auth::{authorize, authorize_without_signature};
+pub use decide::{decide, Checking, Generation, Refusal, RequestFacts, Routed, Verdict};
 pub use forward::verified_headers;
 pub use token_cache::TokenCache;
 
 /// Where the decision core finds an issuer's keys. `None` means the issuer
 /// has no usable keys right now (never fetched, or stale beyond
 /// `jwks_max_stale`): check 7, `keys_unavailable`.
-pub trait KeySource {
+pub trait KeySource: Sync {
     /// `issuer` is an index into `Snapshot::issuers` / `Config::issuers`.
     fn keys(&self, issuer: usize) -> Option<Arc<KeySet>>;
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 /// where SipHash would cost more than the lookups themselves.
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
-use crate::config::Route;
+use crate::config::{PathTemplate, Route};
 
 /// Why a request path cannot be normalised safely (answered 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,17 +269,14 @@ impl std::fmt::Debug for RouteTable {
     }
 }
 
-/// The literal segments a template starts with, as a path (`/a/{x}` -> `/a`).
-fn literal_prefix(template: &str) -> String {
-    let mut out = String::new();
-    for seg in template.split('/').skip(1) {
-        if seg.contains('{') {
-            break;
-        }
-        out.push('/');
-        out.push_str(seg);
-    }
-    out
+/// The literal segments a template starts with, as a path (`/a/{x}` -> `/a`,
+/// `/` -> ``).
+fn literal_prefix(template: &PathTemplate) -> String {
+    template
+        .literal_prefix
+        .iter()
+        .flat_map(|segment| ["/", segment.as_str()])
+        .collect()
 }
 
 impl RouteTable {
@@ -310,7 +307,7 @@ impl RouteTable {
             };
             bucket
                 .by_prefix
-                .entry(literal_prefix(&route.path))
+                .entry(literal_prefix(&route.template))
                 .or_default()
                 .push(index);
         }
@@ -441,6 +438,7 @@ mod tests {
             name: name.into(),
             host: host.map(str::to_string),
             path: path.into(),
+            template: PathTemplate::parse(path).expect("a valid template"),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             upstream: 0,
             strip_prefix: None,

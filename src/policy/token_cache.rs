@@ -21,7 +21,7 @@ use prometheus::IntCounter;
 use crate::clock::UnixTime;
 use crate::keys::VerifyingKey;
 use crate::metrics::Metrics;
-use crate::policy::auth::ParsedToken;
+use crate::policy::token::ParsedToken;
 
 /// The longest an entry is kept, whatever the token's `exp` says.
 const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);

@@ -1,14 +1,13 @@
 //! pingora glue only: the `ProxyHttp` implementation. It decides once in
-//! `request_filter` (checks 0-2 here, 3-21 in `policy::auth`), keeps the
-//! outcome in the per-request context, and reads it in the later phases.
+//! `request_filter` (checks 0-21 in `policy::decide`, answering its call
+//! for keys with one refetch), keeps the verdict in the per-request context,
+//! and reads it in the later phases.
 
 pub mod guard;
 pub mod http1;
 pub mod request_id;
 pub mod respond;
-pub mod upstream;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,17 +22,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::audit;
-use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
-use crate::policy::auth::authorize;
 use crate::policy::forward::{verified_headers, VerifiedName};
-use crate::policy::headers::{connection_is_acceptable, headers_to_strip};
-use crate::policy::routes::{
-    host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
-};
-use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
+use crate::policy::headers::headers_to_strip;
+use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
 use crate::trace_context::TraceContext;
 use request_id::RequestId;
 
@@ -64,20 +58,15 @@ pub struct RequestCtx {
     pub request_id: RequestId,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
-    params: Vec<(String, String)>,
-    /// Path and query to forward (normalised, prefix stripped), when they
-    /// differ from what the client sent.
-    forward_uri: Option<String>,
-    /// The request's host as received (for `X-Forwarded-Host`); none for an
-    /// HTTP/1.0 request without one.
-    original_host: Option<HeaderValue>,
+    /// How an allowed (or shadow-denied) request goes upstream.
+    routed: Option<Routed>,
     pub decision: Option<Decision>,
     authorized: Option<Authorized>,
     denied_facts: DeniedFacts,
     upstream_error: Option<Reason>,
     upstream_status: Option<u16>,
     /// Targets whose connect failed for this request (passive failover).
-    failed_targets: Vec<upstream::PeerAddr>,
+    failed_targets: Vec<crate::upstream::PeerAddr>,
     /// The W3C trace context, taken from the request on first use.
     trace: Option<TraceContext>,
 }
@@ -117,44 +106,6 @@ impl ConsentProxy {
         respond::problem(session, ctx, reason, allow).await?;
         Ok(true)
     }
-
-    /// Check 0: well-formed HTTP. Returns the host to route on, as received
-    /// (a shared copy of the client's `Host` value), or none for an HTTP/1.0
-    /// request without one.
-    fn check_request(
-        &self,
-        req: &RequestHeader,
-        snapshot: &Snapshot,
-    ) -> std::result::Result<Option<HeaderValue>, Reason> {
-        if req.method == http::Method::CONNECT {
-            return Err(Reason::MethodNotAllowed);
-        }
-        let mut hosts = req.headers.get_all(http::header::HOST).iter();
-        let host = match (hosts.next(), hosts.next()) {
-            (Some(_), Some(_)) => return Err(Reason::InvalidRequest),
-            (Some(h), None) => Some(h.clone()),
-            (None, _) => match req.uri.authority() {
-                Some(a) => {
-                    Some(HeaderValue::from_str(a.as_str()).map_err(|_| Reason::InvalidRequest)?)
-                }
-                None if req.version == http::Version::HTTP_10 => None,
-                None => return Err(Reason::InvalidRequest),
-            },
-        };
-        let host_str = host_str(host.as_ref()).map_err(|_| Reason::InvalidRequest)?;
-        if !is_valid_host(host_str) || !connection_is_acceptable(&req.headers) {
-            return Err(Reason::InvalidRequest);
-        }
-        let limit = snapshot.config.server.limits.max_request_header_bytes;
-        let mut size = req.method.as_str().len() + req.raw_path().len() + 12;
-        for (name, value) in req.headers.iter() {
-            size += name.as_str().len() + value.len() + 4;
-        }
-        if size > limit {
-            return Err(Reason::HeadersTooLarge);
-        }
-        Ok(host)
-    }
 }
 
 /// Whether a downstream error is a request body pingora could not read as
@@ -190,11 +141,6 @@ fn collapse_content_length(req: &mut RequestHeader) -> Result<()> {
     Ok(())
 }
 
-/// The host to route on: an HTTP/1.0 request without one routes as "".
-fn host_str(host: Option<&HeaderValue>) -> std::result::Result<&str, http::header::ToStrError> {
-    host.map_or(Ok(""), HeaderValue::to_str)
-}
-
 #[async_trait]
 impl ProxyHttp for ConsentProxy {
     type CTX = RequestCtx;
@@ -205,9 +151,7 @@ impl ProxyHttp for ConsentProxy {
             request_id: RequestId::from_static("-"),
             snapshot: None,
             route: None,
-            params: Vec::new(),
-            forward_uri: None,
-            original_host: None,
+            routed: None,
             decision: None,
             authorized: None,
             denied_facts: DeniedFacts::default(),
@@ -248,138 +192,76 @@ impl ProxyHttp for ConsentProxy {
         let req = session.req_header();
         ctx.request_id = RequestId::for_request(&req.headers);
 
-        // Check 0.
-        let host = match self.check_request(req, &snapshot) {
-            Ok(h) => h,
-            Err(reason) => {
-                if reason == Reason::MethodNotAllowed || reason == Reason::InvalidRequest {
-                    session.set_keepalive(None);
-                }
-                return self.refuse(session, ctx, reason, None).await;
-            }
+        let facts = RequestFacts {
+            method: &req.method,
+            version: req.version,
+            target: req.raw_path(),
+            authority: req.uri.authority().map(http::uri::Authority::as_str),
+            headers: &req.headers,
         };
-        let raw = String::from_utf8_lossy(req.raw_path());
-        let (raw_path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p, Some(q.to_string())),
-            None => (&*raw, None),
+        let generation = snapshot.generation_view();
+        let mut checking = Checking {
+            now: self.gateway.clock.now(),
+            cache: Some(&self.gateway.token_cache),
+            verify_signature: true,
+            may_refetch: true,
         };
-        let normalized = normalize_path(raw_path);
-        // Sent on as it came (no `set_uri`) when it was valid UTF-8 and
-        // normalisation did not change it; a `#` would be dropped by `Uri`.
-        let path_unchanged = matches!(raw, Cow::Borrowed(_))
-            && match &normalized {
-                // Borrowed: already in normal form.
-                Ok(Cow::Borrowed(_)) => true,
-                Ok(Cow::Owned(p)) => p == raw_path,
-                Err(_) => false,
-            }
-            && !raw.contains('#');
-        let path = match normalized {
-            Ok(p) => p,
-            Err(_) => {
-                return self
-                    .refuse(session, ctx, Reason::InvalidRequest, None)
-                    .await
-            }
-        };
-
-        // Checks 1-2. `check_request` accepted only a host that is a valid
-        // string; should that ever change, refuse rather than route on "".
-        let Ok(host_str) = host_str(host.as_ref()) else {
-            return self
-                .refuse(session, ctx, Reason::InvalidRequest, None)
-                .await;
-        };
-        let route_host = host_without_port(host_str);
-        let method = req.method.as_str();
-        let (route_index, params) = match snapshot.routes.find(&route_host, &path, method) {
-            RouteMatch::Found { route, params } => (route, params),
-            RouteMatch::MethodNotAllowed { route, allow } => {
-                ctx.route = Some(route);
-                return self
-                    .refuse(session, ctx, Reason::MethodNotAllowed, Some(&allow))
-                    .await;
-            }
-            RouteMatch::NotFound => return self.refuse(session, ctx, Reason::NoRoute, None).await,
-        };
-        ctx.route = Some(route_index);
-        ctx.original_host = host;
-        let route = &snapshot.config.routes[route_index];
-
-        // Checks 3-21, on the pure core.
-        let verdict = {
-            let view = RequestView {
-                headers: &session.req_header().headers,
-                query: query.as_deref(),
-                path_params: &params,
+        let verdict = loop {
+            let started = Instant::now();
+            let verdict = decide(&facts, &generation, &checking, None);
+            self.gateway
+                .metrics
+                .decision_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let Verdict::NeedKeys {
+                issuer,
+                kid,
+                otherwise,
+            } = verdict
+            else {
+                break verdict;
             };
-            let mut attempt = 0;
-            loop {
-                let started = Instant::now();
-                // The context borrows non-Sync trait objects: keep it out of
-                // the await below.
-                let outcome = {
-                    let auth_ctx = AuthContext {
-                        route: &route.auth,
-                        issuers: &snapshot.config.issuers,
-                        max_token_bytes: snapshot.config.server.max_token_bytes,
-                        keys: snapshot.as_ref(),
-                        cache: Some(&self.gateway.token_cache),
-                        now: self.gateway.clock.now(),
-                    };
-                    authorize(&auth_ctx, &view, None)
-                };
-                self.gateway
-                    .metrics
-                    .decision_duration_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                match outcome {
-                    Err(denied) if attempt == 0 && denied.refetch.is_some() => {
-                        attempt += 1;
-                        let (issuer, kid) = denied.refetch.clone().unwrap_or_default();
-                        let refetched = match snapshot.issuer_keys.get(issuer) {
-                            Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
-                            None => false,
-                        };
-                        if !refetched {
-                            break Err(denied);
-                        }
-                    }
-                    other => break other,
-                }
+            // One single-flight, rate-limited refetch; decide again only
+            // when it changed the key set.
+            let refetched = match snapshot.issuer_keys.get(issuer) {
+                Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
+                None => false,
+            };
+            if !refetched {
+                break *otherwise;
             }
+            checking.may_refetch = false;
+            checking.now = self.gateway.clock.now();
         };
-        ctx.params = params;
-
         match verdict {
-            Ok(authorized) => {
+            Verdict::Allow { routed, authorized } => {
                 ctx.decision = Some(Decision::Allow);
                 ctx.authorized = Some(authorized);
+                ctx.route = Some(routed.route);
+                ctx.routed = Some(routed);
+                Ok(false)
             }
-            Err(denied) => {
+            Verdict::ShadowDeny { routed, denied } => {
+                ctx.decision = Some(Decision::ShadowDeny(denied.reason));
                 ctx.denied_facts = denied.facts;
-                let shadow = route.mode == Mode::ReportOnly
-                    && matches!(denied.reason.status(), 401 | 403 | 503);
-                if shadow {
-                    ctx.decision = Some(Decision::ShadowDeny(denied.reason));
-                } else {
-                    return self.refuse(session, ctx, denied.reason, None).await;
+                ctx.route = Some(routed.route);
+                ctx.routed = Some(routed);
+                Ok(false)
+            }
+            Verdict::Deny(refusal) => {
+                if refusal.close_connection {
+                    session.set_keepalive(None);
                 }
+                ctx.route = refusal.route;
+                ctx.denied_facts = refusal.facts;
+                self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
+                    .await
+            }
+            Verdict::NeedKeys { .. } => {
+                // The loop above never ends on this variant.
+                self.refuse(session, ctx, Reason::UnknownKey, None).await
             }
         }
-
-        // The client's own path and query go upstream untouched when
-        // normalisation and `strip_prefix` left them as they were.
-        ctx.forward_uri = match &route.strip_prefix {
-            None if path_unchanged => None,
-            Some(prefix) => Some(strip_prefix(&path, prefix)),
-            None => Some(path.into_owned()),
-        }
-        .map(|forward_path| match &query {
-            Some(q) => format!("{forward_path}?{q}"),
-            None => forward_path,
-        });
-        Ok(false)
     }
 
     /// Picks a healthy target of the route's upstream (round robin), never
@@ -434,7 +316,7 @@ impl ProxyHttp for ConsentProxy {
             upstream_request.remove_header(&name);
         }
         collapse_content_length(upstream_request)?;
-        if let Some(uri) = &ctx.forward_uri {
+        if let Some(uri) = ctx.routed.as_ref().and_then(|r| r.forward_uri.as_ref()) {
             let uri = uri
                 .parse::<http::Uri>()
                 .or_err(ErrorType::InternalError, "forward uri")?;
@@ -472,7 +354,7 @@ impl ProxyHttp for ConsentProxy {
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         // An HTTP/1.0 request may come without a host: then no client-sent
         // value may pass for the gateway's.
-        match &ctx.original_host {
+        match ctx.routed.as_ref().and_then(|r| r.host.as_ref()) {
             Some(h) => upstream_request.insert_header("x-forwarded-host", h.clone())?,
             None => {
                 upstream_request.remove_header("x-forwarded-host");
