@@ -440,7 +440,13 @@ fn the_html_page_is_self_contained_and_escapes_config_text() {
     let html = docs::render(&config, Format::Html);
     assert_only_own_markup(&html);
     assert!(
-        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; API"),
+        html.contains("<h1>&lt;script&gt;alert(1)&lt;/script&gt; API"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "<title>&lt;script&gt;alert(1)&lt;/script&gt; API: consumer documentation</title>"
+        ),
         "{html}"
     );
     assert_only_own_markup(&docs::render(&shipped(), Format::Html));

@@ -22,8 +22,13 @@ pub fn render(config: &Config) -> String {
     let mut body = String::new();
     let parser = Parser::new_ext(&markdown, Options::ENABLE_TABLES).map(only_own_anchors);
     html::push_html(&mut body, parser);
+    // The title as escaped text, by the same renderer (`service.name` is
+    // validated free of control characters).
     let mut title = String::new();
-    escape_text(&mut title, &super::title(config));
+    html::push_html(
+        &mut title,
+        std::iter::once(Event::Text(CowStr::from(super::title(config)))),
+    );
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -60,20 +65,6 @@ fn is_own_anchor_tag(text: &CowStr<'_>) -> bool {
             })
 }
 
-/// HTML text escaping for the `<title>`.
-fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,12 +90,5 @@ mod tests {
             panic!("raw HTML must become text");
         };
         assert_eq!(&*text, "<img src=x>");
-    }
-
-    #[test]
-    fn title_is_escaped() {
-        let mut out = String::new();
-        escape_text(&mut out, "<b>A & \"B\"</b>");
-        assert_eq!(out, "&lt;b&gt;A &amp; &quot;B&quot;&lt;/b&gt;");
     }
 }
