@@ -528,17 +528,11 @@ fn live_token(world: &World, edit: impl FnOnce(&mut TokenSpec)) -> String {
     world.token(&spec.claims(World::now()))
 }
 
-/// Through the running gateway: every problem body links its reason's
-/// anchor, and each reason it answers on the route is in the route's docs.
-#[test]
-fn problem_bodies_link_their_reason_in_the_documentation() {
-    let world = World::new();
-    let gw = world.start(LIVE);
-    let config = config::load(&gw.config_path).unwrap_or_else(|e| panic!("{e}"));
-    let documented = docs::route_reasons(&config, &config.routes[0]);
+/// Requests that the live route refuses, each with the reason it must get.
+fn live_refusals(world: &World, gw: &Gateway) -> Vec<(Response, &'static str)> {
     let ok = format!("/income/{PERSON}?year=2025");
-    let tok = |edit: fn(&mut TokenSpec)| live_token(&world, edit);
-    let cases: Vec<(Response, &str)> = vec![
+    let tok = |edit: fn(&mut TokenSpec)| live_token(world, edit);
+    vec![
         (gw.get(&ok, None, &[]), "missing_token"),
         (gw.get(&ok, Some("not-a-jwt"), &[]), "malformed_token"),
         (
@@ -614,7 +608,19 @@ fn problem_bodies_link_their_reason_in_the_documentation() {
             )),
             "headers_too_large",
         ),
-    ];
+    ]
+}
+
+/// Through the running gateway: every problem body links its reason's
+/// anchor, and each reason it answers on the route is in the route's docs.
+#[test]
+fn problem_bodies_link_their_reason_in_the_documentation() {
+    let world = World::new();
+    let gw = world.start(LIVE);
+    let config = config::load(&gw.config_path).unwrap_or_else(|e| panic!("{e}"));
+    let documented = docs::route_reasons(&config, &config.routes[0]);
+    let ok = format!("/income/{PERSON}?year=2025");
+    let cases = live_refusals(&world, &gw);
     for (answer, want) in &cases {
         let body = answer.json();
         assert_eq!(body["reason"], *want, "{}", answer.body);
@@ -628,5 +634,5 @@ fn problem_bodies_link_their_reason_in_the_documentation() {
         );
     }
     // The allowed request is unaffected.
-    assert_eq!(gw.get(&ok, Some(&tok(|_| ())), &[]).status, 200);
+    assert_eq!(gw.get(&ok, Some(&world.valid_token()), &[]).status, 200);
 }
