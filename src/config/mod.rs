@@ -758,10 +758,28 @@ upstreams:
     fn an_unreachable_route_is_refused() {
         let e = one_error(
             "routes:\n  - {name: a, path: '/a/{x}', upstream: up, auth: none}\n  - {name: b, host: x.no, path: '/a/{y}', upstream: up, auth: none}\n  - {name: c, path: '/a/{y}', upstream: up, auth: none}\n",
-            "routes[2].path",
+            "routes[2].methods",
             "routes[0]",
         );
         assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn routes_sharing_a_path_need_disjoint_methods() {
+        let ok = load_text(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET, HEAD], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', methods: [post], upstream: up, auth: none}\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        one_error(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET, POST], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', methods: [post], upstream: up, auth: none}\n",
+            "routes[1].methods",
+            "unreachable for POST",
+        );
+        one_error(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', upstream: up, auth: none}\n",
+            "routes[1].methods",
+            "each listed",
+        );
     }
 
     #[test]

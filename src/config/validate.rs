@@ -337,7 +337,9 @@ impl Validator<'_, '_> {
             "route",
             raw.routes.iter().map(|r| r.name.as_str()),
         );
-        let mut seen_match: HashMap<(Option<String>, String), usize> = HashMap::new();
+        // Routes of one host + path template form a method group: disjoint
+        // `methods`, none "any" (SPEC section 13, "Routes").
+        let mut groups: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
         for (i, route) in raw.routes.iter().enumerate() {
             if route.name == "-" {
                 self.error(
@@ -349,17 +351,11 @@ impl Validator<'_, '_> {
             self.checked.templates.push(template.clone());
             if let Some(template) = &template {
                 let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
-                let key = (host, template.shape());
-                if let Some(first) = seen_match.get(&key) {
-                    self.error(
-                        format!("routes[{i}].path"),
-                        format!(
-                            "unreachable: routes[{first}] has the same host and path and matches first"
-                        ),
-                    );
-                } else {
-                    seen_match.insert(key, i);
+                let members = groups.entry((host, template.shape())).or_default();
+                if let Some(message) = method_overlap(raw, members, route) {
+                    self.error(format!("routes[{i}].methods"), message);
                 }
+                members.push(i);
             }
             if !upstreams.contains_key(route.upstream.as_str()) {
                 let known = known_names(raw.upstreams.iter().map(|u| u.name.as_str()));
@@ -1069,6 +1065,33 @@ pub fn check_binding_header(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Why `route` cannot join the method group of the earlier routes
+/// `members` (same host and path template): a method listed twice, or a
+/// route without `methods` (any method) in a group of more than one.
+fn method_overlap(raw: &RawConfig, members: &[usize], route: &RawRoute) -> Option<String> {
+    let upper = |methods: &Option<Vec<String>>| -> Option<Vec<String>> {
+        methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.to_ascii_uppercase()).collect())
+    };
+    let mine = upper(&route.methods);
+    members.iter().find_map(|&first| {
+        let theirs = upper(&raw.routes[first].methods);
+        match (&mine, &theirs) {
+            (None, _) | (_, None) => Some(format!(
+                "unreachable: routes[{first}] has the same host and path and matches first; \
+                 routes sharing a path need disjoint `methods`, each listed"
+            )),
+            (Some(mine), Some(theirs)) => mine.iter().find(|m| theirs.contains(m)).map(|m| {
+                format!(
+                    "unreachable for {m}: routes[{first}] has the same host and path and lists {m} too \
+                     (routes sharing a path need disjoint `methods`)"
+                )
+            }),
+        }
+    })
 }
 
 #[cfg(test)]
