@@ -244,6 +244,15 @@ fn rich_config_is_documented_rule_by_rule() {
     // A route without `methods` is written for the common methods.
     let preview = doc["paths"]["/preview/{rest}"].as_object().unwrap();
     assert_eq!(preview.len(), 7);
+    // Routes sharing a path by method are one path item, each with its rules.
+    let offers = &doc["paths"]["/offers/{id}"];
+    assert_eq!(offers["get"]["security"], serde_json::json!([]));
+    assert_eq!(
+        offers["post"]["security"],
+        serde_json::json!([{"maskinporten": ["bank:offers.write"]}])
+    );
+    assert!(offers["get"]["responses"].get("401").is_none());
+    assert!(offers["post"]["responses"].get("401").is_some());
     // Report-only answers none of the token or consent reasons.
     let preview_route = &config.routes[1];
     let reasons = docs::route_reasons(&config, preview_route);
