@@ -10,7 +10,7 @@ use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
     Audit, AuthMode, Binding, BodyField, Config, ConsentRule, DelegationRule, ForwardRule,
-    HealthCheck, Issuer, Limits, Mode, PersonalData, Route, RouteAuth, ScopeRule, Server,
+    HealthCheck, Issuer, Limits, Mode, PersonalData, Route, RouteAuth, ScopeRule, Server, Service,
     SubjectTypes, TlsListener, Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
@@ -93,6 +93,14 @@ pub fn compile(
             pseudonym_key,
             queue_lines: raw.audit.queue_lines.max(1),
         },
+        service: raw
+            .service
+            .as_ref()
+            .map_or_else(Service::default, |service| Service {
+                name: service.name.clone(),
+                contact: service.contact.clone(),
+                documentation_url: service.documentation_url.clone(),
+            }),
         source_files,
         config_sha256,
         content_sha256,

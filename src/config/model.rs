@@ -288,6 +288,16 @@ pub struct Audit {
     pub queue_lines: usize,
 }
 
+/// The service as its consumers know it (`service:`; SPEC 13).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Service {
+    pub name: Option<String>,
+    pub contact: Option<String>,
+    /// An absolute http(s) URL without a fragment: problem bodies link
+    /// `<documentation_url>#<reason>`.
+    pub documentation_url: Option<String>,
+}
+
 /// A whole validated configuration: what one generation runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -296,6 +306,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub audit: Audit,
+    /// `service:` (all fields `None` when absent).
+    pub service: Service,
     /// The files this configuration was read from (config and access lists),
     /// watched for reload.
     pub source_files: Vec<PathBuf>,

@@ -41,6 +41,7 @@
 //! | `routes[].consent.metadata.required` / `match` | empty |
 //! | `routes[].forward.strip_authorization` | `false` |
 //! | `routes[].forward.preserve_host` | `true` |
+//! | `service` | none (no name, contact or documentation link) |
 //! | `audit.enabled` | `true` |
 //! | `audit.personal_data` | `masked` |
 
@@ -164,6 +165,24 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub audit: RawAudit,
+    /// The service as its consumers know it (SPEC 13): feeds
+    /// `consent-gateway docs` and the problem bodies' `documentation`.
+    #[serde(default)]
+    pub service: Option<RawService>,
+}
+
+/// `service:` (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whom a consumer asks for access: an e-mail address, a URL or a name.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Where the consumer documentation is published (an http or https URL).
+    #[serde(default)]
+    pub documentation_url: Option<String>,
 }
 
 /// `server:`.

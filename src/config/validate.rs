@@ -15,7 +15,7 @@ use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
     RawAuth, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers, RawDelegation,
-    RawIssuer, RawRoute, RawServer, RawUpstream,
+    RawIssuer, RawRoute, RawServer, RawService, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -89,6 +89,9 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
     let issuers = v.issuers(&raw.issuers);
     let upstreams = v.upstreams(&raw.upstreams);
     v.routes(raw, &issuers, &upstreams);
+    if let Some(service) = &raw.service {
+        v.service(service);
+    }
     if v.errors.is_empty() {
         Ok(v.checked)
     } else {
@@ -189,6 +192,29 @@ impl Validator<'_, '_> {
         );
         if limits.max_connections == 0 {
             self.error("server.limits.max_connections", "must be at least 1");
+        }
+    }
+
+    /// `service:`: texts that are given are non-empty single lines; the
+    /// documentation URL is an absolute http(s) URL.
+    fn service(&mut self, service: &RawService) {
+        for (field, value) in [("name", &service.name), ("contact", &service.contact)] {
+            if let Some(value) = value {
+                if value.trim().is_empty() {
+                    self.error(format!("service.{field}"), "must not be empty");
+                } else if value.chars().any(char::is_control) {
+                    self.error(
+                        format!("service.{field}"),
+                        "must be one line of text (no control characters)",
+                    );
+                }
+            }
+        }
+        if let Some(url) = &service.documentation_url {
+            self.check(
+                || "service.documentation_url".to_string(),
+                check_documentation_url(url),
+            );
         }
     }
 
@@ -1041,6 +1067,33 @@ pub fn check_jwks_uri(text: &str) -> Result<(), String> {
     }
 }
 
+/// `service.documentation_url`: an absolute `https` or `http` URL with a
+/// host, without credentials or a fragment (the gateway appends
+/// `#<reason>`), and nothing a problem body could not carry as is.
+pub fn check_documentation_url(text: &str) -> Result<(), String> {
+    if text.contains('#') {
+        return Err(format!(
+            "`{text}`: leave out the `#fragment`: problem bodies append `#<reason>`"
+        ));
+    }
+    let uri = http::Uri::from_str(text).map_err(|_| format!("`{text}` is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "`{text}` is not an absolute URL (write e.g. https://docs.example.no/income-api)"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}`: credentials in the URL are not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("`{text}`: the URL has no host"));
+    }
+    match scheme {
+        "https" | "http" => Ok(()),
+        _ => Err(format!("`{text}`: the scheme must be https or http")),
+    }
+}
+
 /// `localhost`, 127.0.0.0/8 or ::1.
 fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -1295,6 +1348,28 @@ mod tests {
             .contains("did you mean `RS256`"));
         assert!(parse_algorithm("EdDSA").is_err());
         assert!(parse_algorithm("ES512").is_err());
+    }
+
+    #[test]
+    fn documentation_urls() {
+        for good in [
+            "https://docs.example.no/income",
+            "http://localhost:8000/docs.html",
+            "https://example.no",
+        ] {
+            assert_eq!(check_documentation_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "docs.example.no/income",
+            "/docs",
+            "ftp://example.no/docs",
+            "https://user:pw@example.no/docs",
+            "https://example.no/docs#top",
+            "https://exa mple.no/",
+            "",
+        ] {
+            assert!(check_documentation_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl ConsentProxy {
             // The client expected a protocol switch: end the exchange here.
             session.set_keepalive(None);
         }
-        respond::problem(session, &ctx.request_id, reason, allow).await?;
+        respond::problem(session, ctx, reason, allow).await?;
         Ok(true)
     }
 }
@@ -484,8 +484,7 @@ impl ProxyHttp for ConsentProxy {
                 }
                 session.set_keepalive(None);
                 if session.response_written().is_none() {
-                    if let Err(err) = respond::problem(session, &ctx.request_id, reason, None).await
-                    {
+                    if let Err(err) = respond::problem(session, ctx, reason, None).await {
                         log::debug!("could not answer the client: {err}");
                     }
                 }

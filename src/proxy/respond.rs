@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 
 use crate::error::Reason;
 use crate::proxy::request_id::RequestId;
+use crate::proxy::RequestCtx;
 
 /// Builds the response header of a refusal (pure; tested below).
 pub fn problem_header(
@@ -34,15 +35,21 @@ pub fn problem_header(
     Ok(resp)
 }
 
-/// Answers the client with the problem response for `reason`.
+/// Answers the client with the problem response for `reason`. The body
+/// links the reason's documentation when the request's config generation
+/// sets `service.documentation_url`.
 pub async fn problem(
     session: &mut Session,
-    request_id: &RequestId,
+    ctx: &RequestCtx,
     reason: Reason,
     allow: Option<&str>,
 ) -> Result<()> {
-    let body = reason.problem_body(request_id.as_str());
-    let header = problem_header(reason, request_id, body.len(), allow)?;
+    let documentation = ctx
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.config.service.documentation_url.as_deref());
+    let body = reason.problem_body(ctx.request_id.as_str(), documentation);
+    let header = problem_header(reason, &ctx.request_id, body.len(), allow)?;
     session
         .write_response_header(Box::new(header), false)
         .await?;
