@@ -30,6 +30,9 @@ pub enum Reason {
     InsufficientScope,
     SupplierNotAllowed,
     ConsumerNotAllowed,
+    /// SPEC section 13: the consumer is on no usable list and one of the
+    /// route's Altinn access lists has no copy younger than `max_stale`.
+    AccessListUnavailable,
     ConsentMissing,
     ConsentRecipientMismatch,
     ConsentNotYetValid,
@@ -55,7 +58,7 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
@@ -76,6 +79,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::SupplierNotAllowed,
         Reason::ConsumerNotAllowed,
+        Reason::AccessListUnavailable,
         Reason::ConsentMissing,
         Reason::ConsentRecipientMismatch,
         Reason::ConsentNotYetValid,
@@ -109,6 +113,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::SupplierNotAllowed => "supplier_not_allowed",
             Reason::ConsumerNotAllowed => "consumer_not_allowed",
+            Reason::AccessListUnavailable => "access_list_unavailable",
             Reason::ConsentMissing => "consent_missing",
             Reason::ConsentRecipientMismatch => "consent_recipient_mismatch",
             Reason::ConsentNotYetValid => "consent_not_yet_valid",
@@ -139,7 +144,7 @@ impl Reason {
             | Reason::TokenNotYetValid
             | Reason::TokenLifetimeTooLong
             | Reason::AudienceMismatch => 401,
-            Reason::KeysUnavailable => 503,
+            Reason::KeysUnavailable | Reason::AccessListUnavailable => 503,
             Reason::InsufficientScope
             | Reason::SupplierNotAllowed
             | Reason::ConsumerNotAllowed
@@ -178,6 +183,7 @@ impl Reason {
             Reason::InsufficientScope => "The token lacks a required scope",
             Reason::SupplierNotAllowed => "The supplier is not allowed to act here",
             Reason::ConsumerNotAllowed => "The consumer is not allowed on this route",
+            Reason::AccessListUnavailable => "The route's access list is unavailable",
             Reason::ConsentMissing => "The token carries no consent",
             Reason::ConsentRecipientMismatch => "The consent was not given to this consumer",
             Reason::ConsentNotYetValid => "The consent is not yet valid",
@@ -221,6 +227,7 @@ impl Reason {
             | Reason::MethodNotAllowed
             | Reason::NoRoute
             | Reason::KeysUnavailable
+            | Reason::AccessListUnavailable
             | Reason::UpstreamUnavailable
             | Reason::UpstreamTimeout => Challenge::None,
         }
@@ -247,6 +254,7 @@ impl Reason {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             Reason::KeysUnavailable => Some(5),
+            Reason::AccessListUnavailable => Some(30),
             _ => None,
         }
     }
@@ -399,6 +407,12 @@ mod tests {
                 Challenge::InsufficientScope,
             ),
             (
+                Reason::AccessListUnavailable,
+                "access_list_unavailable",
+                503,
+                Challenge::None,
+            ),
+            (
                 Reason::ConsentMissing,
                 "consent_missing",
                 403,
@@ -481,5 +495,7 @@ mod tests {
         assert!(Reason::NoRoute.www_authenticate().is_none());
         assert!(Reason::UpstreamTimeout.www_authenticate().is_none());
         assert_eq!(Reason::KeysUnavailable.retry_after(), Some(5));
+        assert_eq!(Reason::AccessListUnavailable.retry_after(), Some(30));
+        assert!(Reason::AccessListUnavailable.www_authenticate().is_none());
     }
 }

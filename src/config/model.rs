@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::keys::Alg;
@@ -143,9 +144,109 @@ pub struct RouteAuth {
     pub scopes: ScopeRule,
     pub delegation: DelegationRule,
     /// When `Some`, `consumer.ID` must be listed (normalised `0192:<orgnr>`).
+    /// Holds `allow` and `file`; always `Some` when `altinn` is.
     pub consumers: Option<HashSet<String>>,
+    /// The members of the route's Altinn access lists, as synced for this
+    /// generation (SPEC section 13); they join `consumers`.
+    pub altinn: Option<SyncedConsumers>,
     /// Present exactly when `mode` is `Consent`.
     pub consent: Option<ConsentRule>,
+}
+
+/// An access list in Altinn's Resource Registry, by owner and identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessListRef {
+    pub owner: String,
+    pub identifier: String,
+}
+
+impl std::fmt::Display for AccessListRef {
+    /// `owner/identifier`: the `list` label of the metrics, the key in `/status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.identifier)
+    }
+}
+
+/// The Altinn-synced part of a route's consumer access list. Compiled with
+/// no members and `unavailable`; each generation fills it from the last good
+/// copies (`altinn::sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedConsumers {
+    pub lists: Vec<AccessListRef>,
+    /// The union of the usable lists' members (normalised `0192:<orgnr>`).
+    pub members: Arc<HashSet<String>>,
+    /// Some list has no usable copy (none yet, or older than `max_stale`): a
+    /// consumer found on no list is then 503 `access_list_unavailable`, not 403.
+    pub unavailable: bool,
+}
+
+/// `altinn.environment`: a preset of hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AltinnEnvironment {
+    Tt02,
+    Production,
+}
+
+impl AltinnEnvironment {
+    pub fn name(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "tt02",
+            AltinnEnvironment::Production => "production",
+        }
+    }
+
+    /// The Altinn platform base URL.
+    pub fn platform_url(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "https://platform.tt02.altinn.no",
+            AltinnEnvironment::Production => "https://platform.altinn.no",
+        }
+    }
+
+    /// The Maskinporten base URL (its issuer is this with a trailing slash).
+    pub fn maskinporten_url(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "https://test.maskinporten.no",
+            AltinnEnvironment::Production => "https://maskinporten.no",
+        }
+    }
+}
+
+/// The `altinn` section: the gateway's own Maskinporten client and how
+/// Altinn is synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Altinn {
+    pub environment: AltinnEnvironment,
+    /// Without a trailing slash.
+    pub platform_url: String,
+    /// Without a trailing slash; the token endpoint is `<this>/token`, the
+    /// client assertion's `aud` is `<this>/`.
+    pub maskinporten_url: String,
+    pub client_id: String,
+    pub kid: String,
+    /// The PEM file of the client's RSA private key (read by the client,
+    /// never kept in the configuration).
+    pub key_file: PathBuf,
+    pub scopes: Vec<String>,
+    pub refresh: Duration,
+    pub max_stale: Duration,
+    pub timeout: Duration,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Altinn {
+    /// Every Altinn access list some route names, sorted, once each.
+    pub fn lists_in_use(config: &Config) -> Vec<AccessListRef> {
+        let mut lists: Vec<AccessListRef> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.altinn.as_ref())
+            .flat_map(|a| a.lists.iter().cloned())
+            .collect();
+        lists.sort();
+        lists.dedup();
+        lists
+    }
 }
 
 /// How the request is forwarded.
@@ -255,6 +356,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub audit: Audit,
+    /// SPEC section 13: `None` without an `altinn` section.
+    pub altinn: Option<Altinn>,
     /// The files this configuration was read from (config and access lists),
     /// watched for reload.
     pub source_files: Vec<PathBuf>,

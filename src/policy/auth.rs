@@ -442,16 +442,23 @@ fn run(
 
     // 14: the consumer access list.
     let consumer = token_claims.consumer.as_str();
-    let consumer_ok = ctx
-        .route
-        .consumers
-        .as_ref()
-        .is_none_or(|list| list.contains(consumer));
+    // The members synced from Altinn join `allow` and `file` (SPEC section 13).
+    let synced = ctx.route.altinn.as_ref();
+    let consumer_ok = ctx.route.consumers.as_ref().is_none_or(|list| {
+        list.contains(consumer) || synced.is_some_and(|s| s.members.contains(consumer))
+    });
+    let unavailable = !consumer_ok && synced.is_some_and(|s| s.unavailable);
     trace.record(14, "consumer", consumer_ok, || match &ctx.route.consumers {
         None => format!("consumer {consumer} (no access list)"),
         Some(_) if consumer_ok => format!("consumer {consumer} is on the access list"),
+        Some(_) if unavailable => {
+            format!("consumer {consumer} is on no usable list; an Altinn access list is unavailable")
+        }
         Some(_) => format!("consumer {consumer} is not on the access list"),
     });
+    if unavailable {
+        return Err(token_denial(Reason::AccessListUnavailable));
+    }
     if !consumer_ok {
         return Err(token_denial(Reason::ConsumerNotAllowed));
     }
@@ -811,6 +818,7 @@ mod tests {
                     },
                     delegation: DelegationRule::default(),
                     consumers: None,
+                    altinn: None,
                     consent: Some(rule),
                 },
                 issuers: vec![
