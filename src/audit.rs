@@ -1,14 +1,19 @@
-//! The audit log (SPEC section 10): one JSON object a line on stdout per
-//! decided request. Never a token; national identity numbers masked unless
-//! `personal_data: clear`; with `omit` the `subject` field is left out.
+//! The audit log (SPEC sections 10 and 13): one JSON object a line on stdout
+//! per decided request, written by one writer thread fed by a bounded queue
+//! (the request path never waits on stdout). Never a token; national
+//! identity numbers masked (last two digits) unless `personal_data: clear`;
+//! `pseudonymized` gives a keyed HMAC; with `omit` `subject` is left out.
 
-use std::cell::RefCell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use serde::Serialize;
 
-use crate::config::PersonalData;
+use crate::config::{Audit, PersonalData};
 use crate::gateway::rfc3339;
 use crate::policy::{Authorized, DeniedFacts, SubjectType};
 
@@ -26,6 +31,8 @@ pub struct AuditLine<'a> {
     pub authorized: Option<&'a Authorized>,
     pub denied: &'a DeniedFacts,
     pub duration_ms: f64,
+    /// The W3C trace id of the request, when it has one.
+    pub trace_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -43,14 +50,24 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     consumer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    supplier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
     duration_ms: f64,
 }
 
 /// Renders the JSON line (without newline).
-pub fn render(line: &AuditLine<'_>, personal_data: PersonalData) -> String {
+pub fn render(line: &AuditLine<'_>, audit: &Audit) -> String {
     let mut out = Vec::with_capacity(320);
-    render_into(line, personal_data, &mut out);
+    render_into(line, audit, &mut out);
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -95,8 +112,9 @@ fn format_ts(ts: SystemTime, out: &mut [u8; 24]) -> Option<&str> {
 }
 
 /// Renders the JSON line (without newline) into `out`.
-fn render_into(line: &AuditLine<'_>, personal_data: PersonalData, out: &mut Vec<u8>) {
+fn render_into(line: &AuditLine<'_>, audit: &Audit, out: &mut Vec<u8>) {
     let consent = line.authorized.and_then(|a| a.consent.as_ref());
+    let token = line.authorized.and_then(|a| a.token.as_ref());
     let consumer = line
         .authorized
         .and_then(|a| a.token.as_ref())
@@ -115,11 +133,12 @@ fn render_into(line: &AuditLine<'_>, personal_data: PersonalData, out: &mut Vec<
             (s, s.is_some_and(|s| s.len() == 11))
         }
     };
-    let subject = subject.and_then(|s| match personal_data {
+    let subject = subject.and_then(|s| match audit.personal_data {
         PersonalData::Clear => Some(s.to_string()),
         PersonalData::Omit => None,
-        PersonalData::Masked if is_person => Some(crate::policy::consent::mask(s)),
-        PersonalData::Masked => Some(s.to_string()),
+        _ if !is_person => Some(s.to_string()),
+        PersonalData::Masked => Some(mask(s)),
+        PersonalData::Pseudonymized => audit.pseudonym_key.as_deref().map(|k| pseudonym(k, s)),
     });
     let mut ts_buffer = [0u8; 24];
     let ts_slow;
@@ -141,37 +160,164 @@ fn render_into(line: &AuditLine<'_>, personal_data: PersonalData, out: &mut Vec<
         status: line.status,
         consent_id,
         consumer,
+        supplier: token.and_then(|t| t.supplier.as_deref()),
+        client_id: token.and_then(|t| t.client_id.as_deref()),
+        token_id: token.and_then(|t| t.jti.as_deref()),
+        resource: consent.map(|c| c.resource.as_str()),
         subject,
+        trace_id: line.trace_id,
         duration_ms: (line.duration_ms * 1000.0).round() / 1000.0,
     };
     // Serialising plain strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &record);
 }
 
-/// Writes one audit line to stdout: rendered into a buffer kept per thread,
-/// then one `write` (stdout is line-buffered and the line ends in `\n`).
-pub fn emit(line: &AuditLine<'_>, personal_data: PersonalData) {
-    thread_local! {
-        static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+/// A national identity number masked to its last two digits
+/// (`*********35`): the birth date in its first six is personal data.
+pub fn mask(value: &str) -> String {
+    let count = value.chars().count();
+    let kept: String = value.chars().skip(count.saturating_sub(2)).collect();
+    format!("{}{kept}", "*".repeat(count.saturating_sub(2).min(32)))
+}
+
+/// `p:` + the first 16 base64url characters of HMAC-SHA256(key, value):
+/// the same person gives the same pseudonym under one key, and the number
+/// cannot be recovered without the key.
+pub fn pseudonym(key: &[u8], value: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let tag = aws_lc_rs::hmac::sign(&key, value.as_bytes());
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref());
+    format!("p:{}", &encoded[..16])
+}
+
+/// Lines the writer had to drop (queue full) and write errors, since start.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// The queue of the writer thread, once started.
+static WRITER: OnceLock<Writer> = OnceLock::new();
+
+/// The default queue length (`audit.queue_lines`).
+pub const DEFAULT_QUEUE_LINES: usize = 1024;
+
+enum Message {
+    Line(Vec<u8>),
+    /// Flush what is queued, then acknowledge.
+    Flush(SyncSender<()>),
+}
+
+struct Writer {
+    queue: SyncSender<Message>,
+    /// Serialises `flush` callers.
+    flushing: Mutex<()>,
+}
+
+/// Lines dropped because the queue was full, since start.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Audit write errors (lines that could not be written), since start.
+pub fn write_errors() -> u64 {
+    WRITE_ERRORS.load(Ordering::Relaxed)
+}
+
+/// Starts the writer thread writing to stdout (once per process; later
+/// calls keep the first queue).
+pub fn start(queue_lines: usize) {
+    start_with(queue_lines, Box::new(std::io::stdout()));
+}
+
+fn start_with(queue_lines: usize, out: Box<dyn Write + Send>) {
+    if WRITER.get().is_some() {
+        return;
     }
-    let write = |buffer: &mut Vec<u8>| {
-        buffer.clear();
-        render_into(line, personal_data, buffer);
-        buffer.push(b'\n');
-        let _ = std::io::stdout().lock().write_all(buffer);
-        if buffer.capacity() > 64 * 1024 {
-            *buffer = Vec::with_capacity(512);
+    let (queue, receiver) = mpsc::sync_channel(queue_lines.max(1));
+    let spawned = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || write_loop(&receiver, out));
+    if spawned.is_ok() {
+        let _ = WRITER.set(Writer {
+            queue,
+            flushing: Mutex::new(()),
+        });
+    }
+}
+
+/// Writes batches: every line already queued goes out in one `write`.
+fn write_loop(receiver: &Receiver<Message>, mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Ok(first) = receiver.recv() {
+        let mut lines = 0u64;
+        let mut acks = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => {
+                    batch.extend_from_slice(&line);
+                    lines += 1;
+                }
+                Message::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < 256 * 1024 {
+                next = receiver.try_recv().ok();
+            }
         }
+        if lines > 0 && out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+            WRITE_ERRORS.fetch_add(lines, Ordering::Relaxed);
+        }
+        batch.clear();
+        if batch.capacity() > 1024 * 1024 {
+            batch = Vec::with_capacity(64 * 1024);
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until every line queued so far is written: at
+/// shutdown, so nothing accepted is lost. `false` when it timed out.
+pub fn flush(timeout: Duration) -> bool {
+    let Some(writer) = WRITER.get() else {
+        let _ = std::io::stdout().flush();
+        return true;
     };
-    let reused = BUFFER.try_with(|buffer| match buffer.try_borrow_mut() {
-        Ok(mut buffer) => {
-            write(&mut buffer);
-            true
+    let _guard = writer.flushing.lock();
+    let deadline = Instant::now() + timeout;
+    let (ack, done) = mpsc::sync_channel(1);
+    let mut message = Message::Flush(ack);
+    loop {
+        match writer.queue.try_send(message) {
+            Ok(()) => break,
+            Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                message = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return false,
         }
-        Err(_) => false,
-    });
-    if reused != Ok(true) {
-        write(&mut Vec::new());
+    }
+    done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok()
+}
+
+/// Queues one audit line for the writer; never waits. A full queue drops
+/// the line and counts it. Without a started writer (tools, unit tests) the
+/// line is written to stdout at once.
+pub fn emit(line: &AuditLine<'_>, audit: &Audit) {
+    let mut buffer = Vec::with_capacity(512);
+    render_into(line, audit, &mut buffer);
+    buffer.push(b'\n');
+    match WRITER.get() {
+        Some(writer) => {
+            if writer.queue.try_send(Message::Line(buffer)).is_err() {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        None => {
+            if std::io::stdout().lock().write_all(&buffer).is_err() {
+                WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -185,10 +331,10 @@ mod tests {
             token: Some(TokenFacts {
                 issuer: "i".into(),
                 consumer: "0192:310497460".into(),
-                supplier: None,
-                client_id: None,
+                supplier: Some("0192:303137211".into()),
+                client_id: Some("client-1".into()),
                 scope: None,
-                jti: None,
+                jti: Some("jti-1".into()),
             }),
             consent: Some(ConsentFacts {
                 id: "c-1".into(),
@@ -201,6 +347,15 @@ mod tests {
                 resource: "r".into(),
                 metadata: vec![],
             }),
+        }
+    }
+
+    fn cfg(personal_data: PersonalData) -> Audit {
+        Audit {
+            enabled: true,
+            personal_data,
+            pseudonym_key: Some(std::sync::Arc::from(&b"0123456789abcdef"[..])),
+            queue_lines: 8,
         }
     }
 
@@ -217,6 +372,7 @@ mod tests {
             authorized: a,
             denied,
             duration_ms: 1.23456,
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         }
     }
 
@@ -225,8 +381,13 @@ mod tests {
         let a = authorized("17839116535", SubjectType::Person);
         let d = DeniedFacts::default();
         let v: serde_json::Value =
-            serde_json::from_str(&render(&line(Some(&a), &d), PersonalData::Masked)).unwrap();
-        assert_eq!(v["subject"], "178391*****");
+            serde_json::from_str(&render(&line(Some(&a), &d), &cfg(PersonalData::Masked))).unwrap();
+        assert_eq!(v["subject"], "*********35");
+        assert_eq!(v["supplier"], "0192:303137211");
+        assert_eq!(v["client_id"], "client-1");
+        assert_eq!(v["token_id"], "jti-1");
+        assert_eq!(v["resource"], "r");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["consumer"], "0192:310497460");
         assert_eq!(v["consent_id"], "c-1");
         assert_eq!(v["path"], "/income/{fnr}");
@@ -234,22 +395,66 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.235);
         let org = authorized("302685991", SubjectType::Organization);
         let v: serde_json::Value =
-            serde_json::from_str(&render(&line(Some(&org), &d), PersonalData::Masked)).unwrap();
+            serde_json::from_str(&render(&line(Some(&org), &d), &cfg(PersonalData::Masked)))
+                .unwrap();
         assert_eq!(v["subject"], "302685991");
+    }
+
+    #[test]
+    fn pseudonyms_are_keyed_and_stable() {
+        let a = authorized("17839116535", SubjectType::Person);
+        let d = DeniedFacts::default();
+        let v: serde_json::Value = serde_json::from_str(&render(
+            &line(Some(&a), &d),
+            &cfg(PersonalData::Pseudonymized),
+        ))
+        .unwrap();
+        let p = v["subject"].as_str().unwrap();
+        assert!(p.starts_with("p:") && p.len() == 18, "{p}");
+        assert!(p[2..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(p, pseudonym(b"0123456789abcdef", "17839116535"));
+        assert_ne!(p, pseudonym(b"another key 12345", "17839116535"));
+        assert_ne!(p, pseudonym(b"0123456789abcdef", "05917596738"));
+        assert_eq!(mask("17839116535"), "*********35");
+    }
+
+    #[test]
+    fn the_writer_counts_write_errors() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("broken"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (queue, receiver) = mpsc::sync_channel(4);
+        let before = write_errors();
+        let thread = std::thread::spawn(move || write_loop(&receiver, Box::new(Broken)));
+        queue.send(Message::Line(b"x\n".to_vec())).unwrap();
+        let (ack, done) = mpsc::sync_channel(1);
+        queue.send(Message::Flush(ack)).unwrap();
+        done.recv().unwrap();
+        assert!(write_errors() > before);
+        drop(queue);
+        thread.join().unwrap();
     }
 
     #[test]
     fn clear_and_omit() {
         let a = authorized("17839116535", SubjectType::Person);
         let d = DeniedFacts::default();
-        let clear = render(&line(Some(&a), &d), PersonalData::Clear);
+        let clear = render(&line(Some(&a), &d), &cfg(PersonalData::Clear));
         assert!(clear.contains("17839116535"));
-        let omit = render(&line(Some(&a), &d), PersonalData::Omit);
+        let omit = render(&line(Some(&a), &d), &cfg(PersonalData::Omit));
         assert!(!omit.contains("\"subject\""));
         assert!(!omit.contains("1783911"));
         // `omit` leaves the field out whatever the subject's kind.
         let org = authorized("302685991", SubjectType::Organization);
-        let omit = render(&line(Some(&org), &d), PersonalData::Omit);
+        let omit = render(&line(Some(&org), &d), &cfg(PersonalData::Omit));
         assert!(!omit.contains("\"subject\""));
         assert!(omit.contains("\"consumer\":\"0192:310497460\""));
     }
@@ -281,7 +486,8 @@ mod tests {
         let d = DeniedFacts::default();
         let mut l = line(None, &d);
         l.ts = far;
-        let v: serde_json::Value = serde_json::from_str(&render(&l, PersonalData::Masked)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&l, &cfg(PersonalData::Masked))).unwrap();
         assert_eq!(v["ts"], rfc3339(far));
     }
 
@@ -289,7 +495,7 @@ mod tests {
     fn denied_before_verification_has_no_identity() {
         let d = DeniedFacts::default();
         let v: serde_json::Value =
-            serde_json::from_str(&render(&line(None, &d), PersonalData::Clear)).unwrap();
+            serde_json::from_str(&render(&line(None, &d), &cfg(PersonalData::Clear))).unwrap();
         assert!(v.get("subject").is_none());
         assert!(v.get("consumer").is_none());
     }

@@ -11,13 +11,26 @@ use serde::Serialize;
 
 use crate::keys::Alg;
 
+/// The DER bytes of the first PEM block (base64 between the `-----` lines).
+fn pem_body(pem: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    STANDARD.decode(body).ok()
+}
+
 /// An RSA key pair with a key id, able to sign tokens and publish its JWKS.
 pub struct DevIssuer {
     kid: String,
     encoding_key: EncodingKey,
     /// PKCS#8 PEM of the private key (for `token --key` round trips).
     private_pem: String,
-    /// Public modulus and exponent, big-endian; absent for a key loaded from PEM.
+    /// Public modulus and exponent, big-endian; absent when a PEM key could not be read back.
     public: Option<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -56,15 +69,23 @@ impl DevIssuer {
         })
     }
 
-    /// Loads a PKCS#1 or PKCS#8 RSA private key PEM (signing only).
+    /// Loads a PKCS#1 or PKCS#8 RSA private key PEM; its public part (for
+    /// `jwk`, `token --print-jwks`) is derived from it.
     pub fn from_pem(kid: &str, pem: &[u8]) -> Result<Self, DevIssuerError> {
         let encoding_key =
             EncodingKey::from_rsa_pem(pem).map_err(|e| DevIssuerError::BadPem(e.to_string()))?;
+        let public = pem_body(pem).and_then(|der| {
+            let pair = KeyPair::from_pkcs8(&der)
+                .or_else(|_| KeyPair::from_der(&der))
+                .ok()?;
+            let components = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            Some((components.n, components.e))
+        });
         Ok(Self {
             kid: kid.to_string(),
             encoding_key,
             private_pem: String::from_utf8_lossy(pem).into_owned(),
-            public: None,
+            public,
         })
     }
 

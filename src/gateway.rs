@@ -331,6 +331,10 @@ impl Gateway {
             "config_sha256": snapshot.config.config_sha256,
             "last_reload_error": last_error,
             "issuers": issuers,
+            "audit": {
+                "dropped": crate::audit::dropped(),
+                "write_errors": crate::audit::write_errors(),
+            },
         })
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use consent_gateway::{cli, config};
+use consent_gateway::{cli, config, logging};
 
 /// The request path allocates many small header names and values: mimalloc
 /// serves them at a fraction of glibc malloc's cost (docs/performance.md).
@@ -24,6 +24,13 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace (or set CONSENT_GATEWAY_LOG to filter directives).
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Operational log format on stderr: text or json (default: text on a terminal, else json).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Let tokens, national identity numbers and bound values into the operational log
+    /// (local debugging only; a warning is logged at start).
+    #[arg(long, global = true)]
+    log_personal_data: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -73,20 +80,17 @@ enum Command {
     Explain(cli::explain::ExplainArgs),
 }
 
-fn init_logging(level: Option<&str>) {
-    let mut builder = env_logger::Builder::new();
-    match (level, std::env::var("CONSENT_GATEWAY_LOG")) {
-        (Some(level), _) => {
-            builder.parse_filters(level);
-        }
-        (None, Ok(filters)) => {
-            builder.parse_filters(&filters);
-        }
-        (None, Err(_)) => {
-            builder.parse_filters("info");
-        }
-    }
-    builder.target(env_logger::Target::Stderr).init();
+fn init_logging(level: Option<&str>, format: logging::LogFormat, personal_data: bool) {
+    let filters = match (level, std::env::var("CONSENT_GATEWAY_LOG")) {
+        (Some(level), _) => level.to_string(),
+        (None, Ok(filters)) => filters,
+        (None, Err(_)) => "info".to_string(),
+    };
+    logging::init(&logging::LogSettings {
+        filters,
+        format,
+        personal_data,
+    });
 }
 
 fn main() -> ExitCode {
@@ -107,7 +111,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    init_logging(cli.log_level.as_deref());
+    let format = match cli.log_format.as_deref() {
+        None => logging::LogFormat::default_for_stderr(),
+        Some(value) => match logging::LogFormat::parse(value) {
+            Some(format) => format,
+            None => {
+                eprintln!("--log-format must be text or json");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    init_logging(cli.log_level.as_deref(), format, cli.log_personal_data);
     let command = cli.command.unwrap_or(Command::Run {
         config: ConfigArg::default(),
         upgrade: false,

@@ -52,6 +52,15 @@ impl RouteMetrics {
     }
 }
 
+/// A label-less counter registered in `registry`.
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("unique metric");
+    counter
+}
+
 /// All gateway metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +75,11 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub token_cache_requests_total: IntCounterVec,
     pub http_errors_total: IntCounterVec,
+    /// Audit lines dropped (queue full) and write errors: mirrored from the
+    /// audit writer's counters at each scrape, under `audit_sync`.
+    pub audit_dropped_total: IntCounter,
+    pub audit_write_errors_total: IntCounter,
+    audit_sync: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,12 +196,31 @@ impl Metrics {
                 "Malformed requests answered before routing, by kind.",
                 &["kind"],
             ),
+            audit_dropped_total: plain_counter(
+                &registry,
+                "consent_gateway_audit_dropped_total",
+                "Audit lines dropped because the writer queue was full.",
+            ),
+            audit_write_errors_total: plain_counter(
+                &registry,
+                "consent_gateway_audit_write_errors_total",
+                "Audit lines that could not be written to stdout.",
+            ),
+            audit_sync: std::sync::Mutex::new(()),
             registry,
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        if let Ok(_guard) = self.audit_sync.lock() {
+            for (counter, total) in [
+                (&self.audit_dropped_total, crate::audit::dropped()),
+                (&self.audit_write_errors_total, crate::audit::write_errors()),
+            ] {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let mut out = Vec::with_capacity(8192);
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed metric families.

@@ -14,7 +14,7 @@ use pingora_core::services::listening::Service;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::gateway::{start_control_plane, Gateway};
-use crate::proxy::guard::GuardedApp;
+use crate::proxy::guard::{GuardedApp, OpenConnections};
 use crate::proxy::ConsentProxy;
 use crate::services::admin::AdminApp;
 
@@ -38,6 +38,8 @@ pub const UPGRADE_KEY_WAIT: Duration = Duration::from_secs(30);
 pub struct Built {
     pub server: Server,
     pub gateway: Arc<Gateway>,
+    /// The proxy's open client connections (for a prompt shutdown).
+    pub connections: OpenConnections,
 }
 
 /// Builds the pingora server for `config` (loaded from `config_path`).
@@ -48,6 +50,7 @@ pub fn build_server(
 ) -> Result<Built, String> {
     let control = start_control_plane().map_err(|e| format!("control plane: {e}"))?;
     let server_settings = config.server.clone();
+    crate::audit::start(config.audit.queue_lines);
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
 
     let conf = ServerConf {
@@ -81,6 +84,11 @@ pub fn build_server(
             conf.upgrade_sock
         );
     }
+    if !options.upgrade {
+        // An upgrade inherits its listeners; a fresh start must be able to
+        // bind every one of them, or not start at all.
+        probe_listeners(&server_settings)?;
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -93,14 +101,14 @@ pub fn build_server(
     server_options.allow_connect_method_proxying = true;
     proxy_app.server_options = Some(server_options);
     let limits = server_settings.limits;
-    let mut proxy = Service::new(
-        "consent-gateway".to_string(),
-        GuardedApp::new(
-            proxy_app,
-            limits.header_read_timeout,
-            limits.max_connections,
-        ),
+    let guarded = GuardedApp::new(
+        proxy_app,
+        Arc::clone(&gateway),
+        limits.header_read_timeout,
+        limits.max_connections,
     );
+    let connections = guarded.open_connections();
+    let mut proxy = Service::new("consent-gateway".to_string(), guarded);
     for addr in &server_settings.listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -125,5 +133,72 @@ pub fn build_server(
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
-    Ok(Built { server, gateway })
+    Ok(Built {
+        server,
+        gateway,
+        connections,
+    })
+}
+
+/// Binds (and releases) every listen address, so a taken or forbidden
+/// address ends the start with a clear error and exit status 1.
+///
+/// Works around pingora's `bind_tcp` (pingora-core `listeners/l4.rs`): it
+/// retries an address in use 30 times a second apart, then the service task
+/// panics on its own runtime thread while the process, its other services and
+/// `/readyz` stay up. The probe sets `SO_REUSEADDR` as pingora does, so an
+/// address it accepts is one pingora can bind a moment later.
+pub fn probe_listeners(server: &crate::config::Server) -> Result<(), String> {
+    let plain = server.listen.iter().map(|a| ("listener", *a));
+    let tls = server.tls.iter().map(|t| ("TLS listener", t.listen));
+    let admin = server.admin_listen.map(|a| ("admin listener", a));
+    for (what, addr) in plain.chain(tls).chain(admin) {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
+    }
+    Ok(())
+}
+
+/// Ends the process as soon as a graceful shutdown has no connection left
+/// open, instead of always sleeping the whole grace period.
+///
+/// Works around pingora's `Server::run` (pingora-core `server/mod.rs`),
+/// which on SIGTERM sleeps `grace_period_seconds` unconditionally: a
+/// thread watches the execution phase and, once the grace period starts,
+/// exits with status 0 when the proxy's last client connection (lingering
+/// closes included) is gone. Idle keep-alive connections are closed by
+/// pingora at shutdown; a busy one keeps the wait going, up to the period.
+/// Nothing accepted is lost: every queued audit line is written, then the log.
+pub fn flush_before_exit() {
+    if !crate::audit::flush(Duration::from_secs(5)) {
+        log::error!("audit: stdout did not take the last lines within 5s");
+    }
+    log::logger().flush();
+}
+
+pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: Duration) {
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(pingora_core::server::ExecutionPhase::ShutdownGracePeriod) => {
+                    let until = std::time::Instant::now() + grace;
+                    while std::time::Instant::now() < until {
+                        if connections.count() == 0 {
+                            log::info!("graceful shutdown: no connection left open, exiting");
+                            flush_before_exit();
+                            std::process::exit(0);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    return;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no prompt shutdown: {e}");
+    }
 }

@@ -488,7 +488,7 @@ fn audit_lines_for_every_decided_request() {
     assert_eq!(allow["reason"], "ok");
     assert_eq!(allow["status"], 200);
     assert_eq!(allow["consumer"], CONSUMER);
-    assert_eq!(allow["subject"], "178391*****");
+    assert_eq!(allow["subject"], "*********35");
     assert!(allow["consent_id"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(allow["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
 
@@ -502,7 +502,7 @@ fn audit_lines_for_every_decided_request() {
     assert_eq!(deny["reason"], "consent_subject_mismatch");
     assert_eq!(deny["status"], 403);
     assert_eq!(deny["consumer"], CONSUMER);
-    assert_eq!(deny["subject"], "178391*****");
+    assert_eq!(deny["subject"], "*********35");
 
     // Before verification: no identity.
     assert_eq!(

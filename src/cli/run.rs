@@ -24,7 +24,14 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
         Ok(built) => {
             crate::services::reload::spawn(&built.gateway);
             log::info!("consent-gateway serving with {}", path.display());
-            built.server.run_forever()
+            crate::server::exit_when_drained(
+                &built.server,
+                built.connections.clone(),
+                std::time::Duration::from_secs(options.grace_period_seconds),
+            );
+            built.server.run(pingora_core::server::RunArgs::default());
+            crate::server::flush_before_exit();
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("cannot start: {e}");

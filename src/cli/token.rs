@@ -1,5 +1,6 @@
 //! `consent-gateway token`: mint a signed test token from a PEM key, for
-//! development issuers only. Prints the compact token alone on stdout.
+//! development issuers only. Prints the compact token alone on stdout, or
+//! with `--print-jwks` the JWKS of the key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ pub struct TokenArgs {
     /// Token lifetime (e.g. 120s, 5m).
     #[arg(long, default_value = "120s")]
     pub ttl: String,
+    /// Print the JWKS (public key) of --key, for a `jwks_file:` issuer, instead of a token.
+    #[arg(long)]
+    pub print_jwks: bool,
 }
 
 fn org(id: &str) -> String {
@@ -93,6 +97,9 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         let spec = spec(args)?;
         let pem = std::fs::read(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
         let issuer = DevIssuer::from_pem(&args.kid, &pem).map_err(|e| e.to_string())?;
+        if args.print_jwks {
+            return Ok(issuer.jwks_json());
+        }
         let now = chrono::Utc::now().timestamp();
         Ok::<String, String>(issuer.sign(&spec.claims(now)))
     })();

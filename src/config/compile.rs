@@ -55,17 +55,25 @@ pub fn compile(
         .enumerate()
         .filter_map(|(i, route)| c.route(i, route, &issuer_index, &upstream_index))
         .collect();
+    let pseudonym_key = c.pseudonym_key(raw);
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
 
     let mut source_files = vec![ctx.config_file.to_path_buf()];
     source_files.extend(checked.access_lists.iter().map(|list| list.path.clone()));
+    if let Some(file) = &raw.audit.pseudonym_key_file {
+        source_files.push(ctx.resolve(file));
+    }
     let config_sha256 = hex_sha256(&[text]);
     let mut content = Digest::new(&SHA256);
     hash_file(&mut content, ctx.config_file, text);
     for list in &checked.access_lists {
         hash_file(&mut content, &list.path, &list.bytes);
+    }
+    if let (Some(file), Some(key)) = (&raw.audit.pseudonym_key_file, &pseudonym_key) {
+        // A new key is a new generation (its bytes never leave the hash).
+        hash_file(&mut content, &ctx.resolve(file), key);
     }
     let content_sha256 = hex(content.finish().as_ref());
 
@@ -80,7 +88,10 @@ pub fn compile(
                 RawPersonalData::Masked => PersonalData::Masked,
                 RawPersonalData::Clear => PersonalData::Clear,
                 RawPersonalData::Omit => PersonalData::Omit,
+                RawPersonalData::Pseudonymized => PersonalData::Pseudonymized,
             },
+            pseudonym_key,
+            queue_lines: raw.audit.queue_lines.max(1),
         },
         altinn: raw.altinn.as_ref().map(|a| altinn(a, ctx)),
         source_files,
@@ -157,6 +168,52 @@ struct Compiler<'a, 'c> {
 }
 
 impl Compiler<'_, '_> {
+    /// `audit.pseudonym_key_file`: required by `pseudonymized`, at least 16
+    /// bytes (surrounding whitespace trimmed).
+    fn pseudonym_key(&mut self, raw: &RawConfig) -> Option<std::sync::Arc<[u8]>> {
+        let wanted = raw.audit.personal_data == RawPersonalData::Pseudonymized;
+        let mut error = |path: &str, message: String| {
+            self.errors.push(ConfigError {
+                file: self.ctx.config_file.to_path_buf(),
+                line: None,
+                column: None,
+                path: path.to_string(),
+                message,
+            })
+        };
+        let Some(file) = &raw.audit.pseudonym_key_file else {
+            if wanted {
+                error(
+                    "audit.personal_data",
+                    "`pseudonymized` needs `audit.pseudonym_key_file`".to_string(),
+                );
+            }
+            return None;
+        };
+        let path = self.ctx.resolve(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let key = text.trim().as_bytes();
+                if key.len() < 16 {
+                    error(
+                        "audit.pseudonym_key_file",
+                        format!("{}: the key must have at least 16 bytes", path.display()),
+                    );
+                    return None;
+                }
+                Some(std::sync::Arc::from(key))
+            }
+            Err(e) => {
+                error(
+                    "audit.pseudonym_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
     fn internal(&mut self, path: String, message: String) {
         self.errors.push(ConfigError {
             file: self.ctx.config_file.to_path_buf(),

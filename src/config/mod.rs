@@ -9,6 +9,7 @@
 //! - `summary`: the one-screen summary printed by `consent-gateway check`.
 
 pub mod compile;
+pub mod env;
 pub mod locate;
 pub mod model;
 pub mod orgno;
@@ -105,7 +106,12 @@ pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
 
 /// As `load_str`, reading the files the config names through `files`.
 pub fn load_with(text: &str, file: &Path, files: &dyn FileSource) -> Result<Config, ConfigErrors> {
-    let raw = parse(text, file).map_err(|e| ConfigErrors(vec![e]))?;
+    let raw = if text.contains("${") {
+        parse_with_env(text, file, &|name| std::env::var(name).ok())
+            .map_err(|errors| with_lines(errors, text, file))?
+    } else {
+        parse(text, file).map_err(|e| ConfigErrors(vec![e]))?
+    };
     let base_dir = file.parent().unwrap_or(Path::new(""));
     let ctx = validate::Context {
         config_file: file,
@@ -134,6 +140,46 @@ pub fn parse(text: &str, file: &Path) -> Result<raw::RawConfig, ConfigError> {
             message: yaml_message(&inner.to_string(), &path),
             path,
         }
+    })
+}
+
+/// As `parse`, with `${ENV_NAME}` in values replaced first (`env.rs`):
+/// every unset variable is reported at once, by field path (the caller
+/// adds lines from the text).
+pub fn parse_with_env(
+    text: &str,
+    file: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<raw::RawConfig, Vec<ConfigError>> {
+    let mut value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(value) => value,
+        // A syntax error: `parse` reports it with its location.
+        Err(_) => return parse(text, file).map_err(|e| vec![e]),
+    };
+    let problems = env::substitute(&mut value, lookup);
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|(path, message)| ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                path,
+                message,
+            })
+            .collect());
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = error.into_inner();
+        vec![ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message: yaml_message(&inner.to_string(), &path),
+            path,
+        }]
     })
 }
 

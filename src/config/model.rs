@@ -339,13 +339,19 @@ pub enum PersonalData {
     Masked,
     Clear,
     Omit,
+    /// `p:` + the first 16 base64url characters of HMAC-SHA256(key, number).
+    Pseudonymized,
 }
 
 /// The audit log settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
     pub enabled: bool,
     pub personal_data: PersonalData,
+    /// The pseudonym key's bytes (read at load, so a reload re-reads it).
+    pub pseudonym_key: Option<std::sync::Arc<[u8]>>,
+    /// The writer queue's length in lines (restart-only).
+    pub queue_lines: usize,
 }
 
 /// A whole validated configuration: what one generation runs on.

@@ -554,14 +554,19 @@ pub enum RawPersonalData {
     Masked,
     Clear,
     Omit,
+    Pseudonymized,
 }
 
 /// `audit:`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
     pub enabled: bool,
     pub personal_data: RawPersonalData,
+    /// The HMAC-SHA256 key of `personal_data: pseudonymized` (SPEC 13).
+    pub pseudonym_key_file: Option<PathBuf>,
+    /// Lines the writer queue holds before it drops (read at start only).
+    pub queue_lines: usize,
 }
 
 impl Default for RawAudit {
@@ -569,6 +574,8 @@ impl Default for RawAudit {
         Self {
             enabled: true,
             personal_data: RawPersonalData::Masked,
+            pseudonym_key_file: None,
+            queue_lines: crate::audit::DEFAULT_QUEUE_LINES,
         }
     }
 }

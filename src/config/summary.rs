@@ -67,6 +67,7 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
                 PersonalData::Masked => "on (identity numbers masked)",
                 PersonalData::Clear => "on (identity numbers in CLEAR)",
                 PersonalData::Omit => "on (identity numbers omitted)",
+                PersonalData::Pseudonymized => "on (identity numbers pseudonymized)",
             }
         } else {
             "off"

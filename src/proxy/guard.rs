@@ -22,9 +22,17 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora_core::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+use crate::audit;
+use crate::error::Reason;
+use crate::gateway::Gateway;
+use crate::metrics::NO_ROUTE_LABEL;
+use crate::policy::DeniedFacts;
+use crate::proxy::http1::{block_end, check_block, refusal_response, Framing, Refusal};
+use crate::proxy::request_id::RequestId;
 
 /// Where a connection is in its request cycle, as seen from the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +42,32 @@ enum Phase {
     Idle,
     /// Inside a header block: reads are bounded by the deadline.
     Header,
-    /// Past the header block (body, or waiting for the response).
-    Body,
+    /// Inside a `Content-Length` body: this many bytes are left.
+    Body(u64),
+    /// Past a header block whose body framing is not followed (chunked, or
+    /// the block was not checked): the next read after a response byte was
+    /// written starts a request.
+    Untracked,
+    /// After an upgrade or CONNECT request: no more requests to read.
+    Tunnel,
 }
 
-/// A client stream with a header-block deadline and a connection permit.
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so that its unread bytes do not turn the close into a
+/// reset that wipes the answer (nginx's `lingering_time`/`lingering_timeout`).
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+/// At most this much is read and discarded while lingering.
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// A client stream with a header-block deadline, the header-block checks
+/// pingora's parser would answer bare, a connection permit, and a lingering
+/// close.
 pub struct GuardedStream {
-    inner: Stream,
+    /// Always present until the stream is dropped (then the lingering close
+    /// takes it).
+    inner: Option<Stream>,
+    gateway: Option<Arc<Gateway>>,
     timeout: Duration,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
@@ -52,13 +79,26 @@ pub struct GuardedStream {
     /// empty lines before a request line, so line ends before the first
     /// other byte do not count.
     started: bool,
-    /// The last (up to two) bytes of the header block read so far, for an
-    /// end of block split across reads.
-    tail: [u8; 2],
-    tail_len: usize,
+    /// The header block read so far, when it spans reads.
+    block: Vec<u8>,
+    /// `max_request_header_bytes` for the block being read.
+    limit: usize,
+    /// Whether the byte framing is followed, so each header block is checked;
+    /// lost for good after a chunked body (pingora's parser still checks).
+    synced: bool,
+    /// A header block was read and no response byte written since: a
+    /// pipelined header block is not timed while the previous one is served.
+    awaiting: bool,
     /// Set once a response byte was written: the next read starts a request.
     wrote: bool,
-    _permit: OwnedSemaphorePermit,
+    /// The guard's own refusal, written before the connection closes; once
+    /// set, reads see the end of the stream.
+    refusal: Option<Vec<u8>>,
+    /// The client ended its sending side (a read returned no bytes).
+    eof: bool,
+    /// Our sending side was shut down (FIN sent).
+    shut: bool,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -70,89 +110,179 @@ impl std::fmt::Debug for GuardedStream {
     }
 }
 
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "stream closed")
+}
+
 impl GuardedStream {
-    /// The first request's header block must be complete `timeout` after accept.
-    fn new(inner: Stream, timeout: Duration, permit: OwnedSemaphorePermit) -> Self {
-        Self {
-            inner,
+    /// The first request's header block must be complete `timeout` after
+    /// accept. With a gateway, every header block is checked against its
+    /// limits and pingora's parser rules; without one (unit tests), only timed.
+    fn new(
+        inner: Stream,
+        gateway: Option<Arc<Gateway>>,
+        timeout: Duration,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let synced = gateway.is_some();
+        let mut s = Self {
+            inner: Some(inner),
+            gateway,
             timeout,
             phase: Phase::Header,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             armed: true,
             started: false,
-            tail: [0; 2],
-            tail_len: 0,
+            block: Vec::new(),
+            limit: usize::MAX,
+            synced,
+            awaiting: false,
             wrote: false,
-            _permit: permit,
-        }
+            refusal: None,
+            eof: false,
+            shut: false,
+            permit: Some(permit),
+        };
+        s.limit = s.current_limit();
+        s
     }
 
-    /// Advances the header scanner over freshly read bytes. The block ends
-    /// where httparse ends it: at an empty line, `\n\n` or `\n\r\n` (so
-    /// `\r\n\r\n` and bare-LF line ends alike), after any empty lines that
-    /// precede the request line.
-    fn scan(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.phase == Phase::Idle {
-            // The first byte of the next request: its header block starts now.
-            self.phase = Phase::Header;
-            self.started = false;
-            self.armed = false;
-        }
-        if self.phase != Phase::Header {
-            return;
-        }
-        let mut bytes = bytes;
-        if !self.started {
-            match bytes.iter().position(|&b| b != b'\r' && b != b'\n') {
-                Some(first) => {
-                    bytes = &bytes[first..];
-                    self.started = true;
-                    self.tail_len = 0;
+    fn current_limit(&self) -> usize {
+        self.gateway.as_ref().map_or(usize::MAX, |g| {
+            g.snapshot().config.server.limits.max_request_header_bytes
+        })
+    }
+
+    /// Advances the request tracker over freshly read bytes. Returns, when
+    /// a header block in them is refused, how many of the bytes belong to
+    /// earlier requests (those still go to pingora; the rest do not).
+    fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        while at < chunk.len() {
+            match self.phase {
+                Phase::Tunnel | Phase::Untracked => return None,
+                Phase::Body(left) => {
+                    let take = left.min((chunk.len() - at) as u64);
+                    at += take as usize;
+                    self.phase = match left - take {
+                        0 => Phase::Idle,
+                        left => Phase::Body(left),
+                    };
                 }
-                None => return,
+                Phase::Idle => {
+                    // The first byte of the next request: its header block
+                    // starts now.
+                    self.phase = Phase::Header;
+                    self.started = false;
+                    self.block.clear();
+                    self.limit = self.current_limit();
+                    if !self.awaiting {
+                        self.armed = false;
+                    }
+                }
+                Phase::Header => {
+                    if !self.started {
+                        match chunk[at..].iter().position(|&b| b != b'\r' && b != b'\n') {
+                            Some(first) => {
+                                at += first;
+                                self.started = true;
+                                self.block.clear();
+                            }
+                            None => return None,
+                        }
+                    }
+                    let begins_here = self.block.is_empty();
+                    let keep = if begins_here { at } else { 0 };
+                    if let Err(refusal) = self.header_bytes(chunk, &mut at) {
+                        self.refuse(refusal);
+                        return Some(keep);
+                    }
+                }
             }
         }
-        if self.header_end_in(bytes) {
-            self.phase = Phase::Body;
-            self.wrote = false;
-        } else {
-            self.keep_tail(bytes);
-        }
+        None
     }
 
-    /// Whether the header block ends within `bytes` (or across the previous
-    /// read and this one).
-    fn header_end_in(&self, bytes: &[u8]) -> bool {
-        // A request without a body ends its read with the header block.
-        if bytes.ends_with(b"\r\n\r\n") {
-            return true;
-        }
-        // An end (at most 3 bytes) that straddles the two reads lies within
-        // the last 2 bytes before and the first 2 after.
-        let mut joint = [0u8; 4];
-        joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
-        let take = bytes.len().min(2);
-        joint[self.tail_len..self.tail_len + take].copy_from_slice(&bytes[..take]);
-        has_empty_line(&joint[..self.tail_len + take]) || has_empty_line(bytes)
+    /// Takes header-block bytes from `chunk[*at..]`; at the block's end,
+    /// checks it and moves to what follows.
+    fn header_bytes(&mut self, chunk: &[u8], at: &mut usize) -> Result<(), Refusal> {
+        let too_large = || Refusal {
+            reason: Reason::HeadersTooLarge,
+            request_id: None,
+            method: None,
+        };
+        let rest = &chunk[*at..];
+        let framing = if self.block.is_empty() {
+            match block_end(rest, 0) {
+                Some(end) => {
+                    *at += end;
+                    self.check(&rest[..end])?
+                }
+                None => {
+                    if rest.len() > self.limit {
+                        return Err(too_large());
+                    }
+                    self.block.extend_from_slice(rest);
+                    *at = chunk.len();
+                    return Ok(());
+                }
+            }
+        } else {
+            let old = self.block.len();
+            self.block.extend_from_slice(rest);
+            match block_end(&self.block, old.saturating_sub(2)) {
+                Some(end) => {
+                    *at += end - old;
+                    let block = std::mem::take(&mut self.block);
+                    let framing = self.check(&block[..end]);
+                    self.block = block;
+                    self.block.clear();
+                    framing?
+                }
+                None => {
+                    if self.block.len() > self.limit {
+                        return Err(too_large());
+                    }
+                    *at = chunk.len();
+                    return Ok(());
+                }
+            }
+        };
+        self.awaiting = true;
+        self.wrote = false;
+        self.phase = match framing {
+            Framing::None => Phase::Idle,
+            Framing::Length(n) => Phase::Body(n),
+            Framing::Untracked => {
+                self.synced = false;
+                Phase::Untracked
+            }
+            Framing::Tunnel => Phase::Tunnel,
+        };
+        Ok(())
     }
 
-    /// Remembers the last two bytes of the block read so far.
-    fn keep_tail(&mut self, bytes: &[u8]) {
-        if bytes.len() >= 2 {
-            self.tail.copy_from_slice(&bytes[bytes.len() - 2..]);
-            self.tail_len = 2;
-        } else {
-            let mut joint = [0u8; 3];
-            joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
-            joint[self.tail_len..self.tail_len + bytes.len()].copy_from_slice(bytes);
-            let len = self.tail_len + bytes.len();
-            let keep = len.min(2);
-            self.tail[..keep].copy_from_slice(&joint[len - keep..len]);
-            self.tail_len = keep;
+    /// Checks a complete header block (when the framing is followed).
+    fn check(&self, block: &[u8]) -> Result<Framing, Refusal> {
+        if !self.synced {
+            return Ok(Framing::Untracked);
         }
+        check_block(block, self.limit)
+    }
+
+    /// Records the guard's own refusal: answered (problem+json, `Connection:
+    /// close`) when the connection closes, counted and audited now.
+    fn refuse(&mut self, refusal: Refusal) {
+        let request_id = refusal
+            .request_id
+            .clone()
+            .map(RequestId::from_header)
+            .unwrap_or_default();
+        if let Some(gateway) = &self.gateway {
+            record_refusal(gateway, &refusal, request_id.as_str());
+        }
+        self.refusal = Some(refusal_response(refusal.reason, request_id.as_str()));
+        self.phase = Phase::Tunnel;
     }
 
     /// Sets the deadline of the header block being read, once per block.
@@ -165,13 +295,34 @@ impl GuardedStream {
     }
 }
 
-/// Whether `bytes` holds an empty line: `\n\n` or `\n\r\n`.
-fn has_empty_line(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', bytes).any(|at| match bytes.get(at + 1) {
-        Some(b'\n') => true,
-        Some(b'\r') => bytes.get(at + 2) == Some(&b'\n'),
-        _ => false,
-    })
+/// Counts and audits a refusal the guard answers itself, as the proxy does
+/// for a refusal before routing (`route="-"`).
+fn record_refusal(gateway: &Gateway, refusal: &Refusal, request_id: &str) {
+    let code = refusal.reason.code();
+    let metrics = &gateway.metrics;
+    metrics
+        .requests_total
+        .with_label_values(&[NO_ROUTE_LABEL, "deny", code])
+        .inc();
+    metrics.http_errors_total.with_label_values(&[code]).inc();
+    let snapshot = gateway.snapshot();
+    if snapshot.config.audit.enabled {
+        let line = audit::AuditLine {
+            ts: std::time::SystemTime::now(),
+            request_id,
+            route: NO_ROUTE_LABEL,
+            method: refusal.method.as_deref().unwrap_or("-"),
+            path: "-",
+            decision: "deny",
+            reason: code,
+            status: refusal.reason.status(),
+            authorized: None,
+            denied: &DeniedFacts::default(),
+            duration_ms: 0.0,
+            trace_id: None,
+        };
+        audit::emit(&line, &snapshot.config.audit);
+    }
 }
 
 impl AsyncRead for GuardedStream {
@@ -181,18 +332,31 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if this.phase == Phase::Body && this.wrote {
+        if this.refusal.is_some() {
+            // The guard answers this connection: pingora sees its end.
+            return Poll::Ready(Ok(()));
+        }
+        if this.phase == Phase::Untracked && this.wrote {
             this.phase = Phase::Idle;
         }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match Pin::new(inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.scan(&buf.filled()[before..]);
+                let end = buf.filled().len();
+                if end == before && buf.remaining() > 0 {
+                    this.eof = true;
+                }
+                if let Some(keep) = this.scan(&buf.filled()[before..end]) {
+                    buf.set_filled(before + keep);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.phase != Phase::Header {
+                if this.phase != Phase::Header || this.awaiting {
                     return Poll::Pending;
                 }
                 this.arm();
@@ -215,19 +379,39 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let result = Pin::new(inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.wrote = true;
+            this.awaiting = false;
         }
         result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.refusal.is_some() {
+            // The refusal must go out before the FIN: the lingering close
+            // on drop sends both, in that order.
+            return Poll::Ready(Ok(()));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let result = Pin::new(inner).poll_shutdown(cx);
+        if result.is_ready() {
+            this.shut = true;
+        }
+        result
     }
 
     fn poll_write_vectored(
@@ -236,100 +420,212 @@ impl AsyncWrite for GuardedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let result = Pin::new(inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.wrote = true;
+            this.awaiting = false;
         }
         result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 }
 
 #[async_trait]
 impl Shutdown for GuardedStream {
+    /// pingora's close of a connection it will not reuse: the guard's own
+    /// refusal goes first, then the FIN (the drain follows on drop).
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        if let Some(refusal) = self.refusal.take() {
+            let _ = tokio::time::timeout(LINGER_QUIET, inner.write_all(&refusal)).await;
+            let _ = tokio::time::timeout(LINGER_QUIET, inner.flush()).await;
+        }
+        Shutdown::shutdown(&mut **inner).await;
+        self.shut = true;
     }
+}
+
+impl Drop for GuardedStream {
+    /// Every connection ends here. Unless the client already closed its side,
+    /// the close lingers on a task of its own: the guard's refusal (if any)
+    /// is written, the sending side shut down, and what the client still
+    /// sends is read and discarded (bounded in time and size) until it
+    /// closes, so the kernel does not answer unread bytes with a reset that
+    /// destroys the response still on its way. The connection permit is held
+    /// until then.
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if self.eof && self.refusal.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let refusal = self.refusal.take();
+        let shut = self.shut;
+        let permit = self.permit.take();
+        runtime.spawn(linger(inner, refusal, shut, permit));
+    }
+}
+
+/// The lingering close of one connection.
+async fn linger(
+    mut stream: Stream,
+    refusal: Option<Vec<u8>>,
+    shut: bool,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    if let Some(refusal) = refusal {
+        let _ = tokio::time::timeout(LINGER_QUIET, stream.write_all(&refusal)).await;
+    }
+    if !shut {
+        let _ = tokio::time::timeout(LINGER_QUIET, AsyncWriteExt::shutdown(&mut stream)).await;
+    }
+    let until = Instant::now() + LINGER_TOTAL;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_MAX_BYTES {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(LINGER_QUIET);
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    drop(permit);
 }
 
 impl UniqueID for GuardedStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner
+            .as_ref()
+            .map_or(UniqueIDType::default(), |s| s.id())
     }
 }
 
 impl Ssl for GuardedStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.as_ref()?.get_ssl()
     }
 
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.as_ref()?.get_ssl_digest()
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.as_ref()?.selected_alpn_proto()
     }
 }
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.get_timing_digest())
     }
 
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_read_pending_time())
     }
 
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_write_pending_time())
     }
 }
 
 impl GetProxyDigest for GuardedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.as_ref()?.get_proxy_digest()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
+        if let Some(s) = self.inner.as_mut() {
+            s.set_proxy_digest(digest)
+        }
     }
 }
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.as_ref()?.get_socket_digest()
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
+        if let Some(s) = self.inner.as_mut() {
+            s.set_socket_digest(digest)
+        }
     }
 }
 
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        match self.inner.as_mut() {
+            Some(s) => s.try_peek(buf).await,
+            None => Err(gone()),
+        }
+    }
+}
+
+/// The client connections of one proxy service that are open (lingering
+/// closes included), for a prompt shutdown.
+#[derive(Clone)]
+pub struct OpenConnections {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenConnections {
+    pub fn count(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
     }
 }
 
 /// Wraps a `ServerApp` (the pingora proxy) with the connection guards.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
+    gateway: Arc<Gateway>,
     header_read_timeout: Duration,
-    connections: Arc<Semaphore>,
+    connections: OpenConnections,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, header_read_timeout: Duration, max_connections: usize) -> Self {
+    pub fn new(
+        inner: A,
+        gateway: Arc<Gateway>,
+        header_read_timeout: Duration,
+        max_connections: usize,
+    ) -> Self {
+        let max = max_connections.max(1);
         Self {
             inner: Arc::new(inner),
+            gateway,
             header_read_timeout,
-            connections: Arc::new(Semaphore::new(max_connections.max(1))),
+            connections: OpenConnections {
+                permits: Arc::new(Semaphore::new(max)),
+                max,
+            },
         }
+    }
+
+    /// A view of the open connections, for shutdown.
+    pub fn open_connections(&self) -> OpenConnections {
+        self.connections.clone()
     }
 }
 
@@ -346,12 +642,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let session: Stream = if session.as_any().is::<GuardedStream>() {
             session
         } else {
-            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&self.connections.permits).try_acquire_owned() else {
                 log::warn!("max_connections reached: refusing a connection");
                 return None;
             };
             Box::new(GuardedStream::new(
                 session,
+                Some(Arc::clone(&self.gateway)),
                 self.header_read_timeout,
                 permit,
             ))
@@ -381,7 +678,7 @@ mod tests {
                 })
                 .unwrap(),
         ));
-        GuardedStream::new(tcp, Duration::from_secs(10), permit)
+        GuardedStream::new(tcp, None, Duration::from_secs(10), permit)
     }
 
     #[tokio::test]
@@ -392,14 +689,14 @@ mod tests {
         s.scan(b"\n\r");
         assert_eq!(s.phase, Phase::Header);
         s.scan(b"\nbody");
-        assert_eq!(s.phase, Phase::Body);
+        assert_eq!(s.phase, Phase::Untracked);
         // A response was written; the next bytes start a new header block.
         s.wrote = true;
         s.phase = Phase::Idle;
         s.scan(b"GET /next");
         assert_eq!(s.phase, Phase::Header);
         s.scan(b" HTTP/1.1\r\n\r\n");
-        assert_eq!(s.phase, Phase::Body);
+        assert_eq!(s.phase, Phase::Untracked);
     }
 
     /// The reference: after any leading CR/LF, an LF followed by LF or CRLF.
@@ -423,7 +720,7 @@ mod tests {
         s.scan(b"\n\nGET / HTTP/1.1\r\nHost: x\r\n");
         assert_eq!(s.phase, Phase::Header);
         s.scan(b"\r\n");
-        assert_eq!(s.phase, Phase::Body);
+        assert_eq!(s.phase, Phase::Untracked);
     }
 
     #[tokio::test]
@@ -432,7 +729,7 @@ mod tests {
         s.scan(b"GET / HTTP/1.1\nHost: x\n");
         assert_eq!(s.phase, Phase::Header);
         s.scan(b"\n");
-        assert_eq!(s.phase, Phase::Body);
+        assert_eq!(s.phase, Phase::Untracked);
     }
 
     proptest::proptest! {
@@ -455,11 +752,11 @@ mod tests {
                 s.scan(&bytes[start..end]);
                 start = end;
                 proptest::prop_assert_eq!(
-                    s.phase == Phase::Body,
+                    s.phase == Phase::Untracked,
                     contains_header_end(&bytes[..end]),
                     "after {:?}", &bytes[..end]
                 );
-                if s.phase == Phase::Body {
+                if s.phase == Phase::Untracked {
                     break;
                 }
             }

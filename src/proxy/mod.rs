@@ -3,6 +3,7 @@
 //! outcome in the per-request context, and reads it in the later phases.
 
 pub mod guard;
+pub mod http1;
 pub mod request_id;
 pub mod respond;
 pub mod upstream;
@@ -33,7 +34,20 @@ use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch,
 };
 use crate::policy::{AuthContext, Authorized, DeniedFacts, RequestView};
+use crate::trace_context::TraceContext;
 use request_id::RequestId;
+
+/// The request's trace context: honoured or started once, then kept.
+fn trace_of<'c>(session: &Session, ctx: &'c mut RequestCtx) -> &'c TraceContext {
+    ctx.trace.get_or_insert_with(|| {
+        let headers = &session.req_header().headers;
+        TraceContext::from_headers(
+            headers.get("traceparent").map(HeaderValue::as_bytes),
+            headers.get("tracestate").map(HeaderValue::as_bytes),
+            TraceContext::random(),
+        )
+    })
+}
 
 /// What was decided for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +76,10 @@ pub struct RequestCtx {
     denied_facts: DeniedFacts,
     upstream_error: Option<Reason>,
     upstream_status: Option<u16>,
+    /// Targets whose connect failed for this request (passive failover).
+    failed_targets: Vec<upstream::PeerAddr>,
+    /// The W3C trace context, taken from the request on first use.
+    trace: Option<TraceContext>,
 }
 
 impl RequestCtx {
@@ -139,6 +157,39 @@ impl ConsentProxy {
     }
 }
 
+/// Whether a downstream error is a request body pingora could not read as
+/// framed (a bad chunk, a trailer, a body cut short), not a vanished client.
+fn is_bad_request_body(etype: &ErrorType) -> bool {
+    // pingora-core's `protocols/http/v1/body.rs` names these, crate-private.
+    const BODY_ERRORS: [&str; 3] = ["InvalidChunk", "InvalidTrailerEnd", "PrematureBodyEnd"];
+    match etype {
+        ErrorType::Custom(name) => BODY_ERRORS.contains(name),
+        ErrorType::InvalidHTTPHeader => true,
+        _ => false,
+    }
+}
+
+/// Sends a request's `Content-Length` once: pingora accepts identical
+/// duplicates (`5`, `5` or `5, 5`) but forwards them as they came, where RFC
+/// 9112 section 6.3 asks for one value (differing ones never get here).
+fn collapse_content_length(req: &mut RequestHeader) -> Result<()> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (Some(first), second) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let one = String::from_utf8_lossy(first.as_bytes())
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    req.insert_header(http::header::CONTENT_LENGTH, one)?;
+    Ok(())
+}
+
 /// The host to route on: an HTTP/1.0 request without one routes as "".
 fn host_str(host: Option<&HeaderValue>) -> std::result::Result<&str, http::header::ToStrError> {
     host.map_or(Ok(""), HeaderValue::to_str)
@@ -162,7 +213,25 @@ impl ProxyHttp for ConsentProxy {
             denied_facts: DeniedFacts::default(),
             upstream_error: None,
             upstream_status: None,
+            failed_targets: Vec::new(),
+            trace: None,
         }
+    }
+
+    /// Runs before `request_filter`, once the request header is read: the
+    /// connection behaviours section 13 asks of HTTP/1 (pingora's defaults
+    /// differ). Pipelined requests are answered in order, not dropped with
+    /// the connection; a client that half-closes after its request still
+    /// gets the answer instead of an abort.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let downstream = &mut session.downstream_session;
+        downstream.set_pipelining_enabled(true);
+        downstream.set_abort_on_close(false);
+        Ok(())
     }
 
     /// No downstream modules: the gateway never compresses responses, so
@@ -313,7 +382,8 @@ impl ProxyHttp for ConsentProxy {
         Ok(false)
     }
 
-    /// Picks a healthy target of the route's upstream (round robin).
+    /// Picks a healthy target of the route's upstream (round robin), never
+    /// one whose connect already failed for this request.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -323,7 +393,7 @@ impl ProxyHttp for ConsentProxy {
             return Error::e_explain(ErrorType::InternalError, "no route decided");
         };
         let pool = &snapshot.upstreams[snapshot.config.routes[route].upstream];
-        match pool.select_peer() {
+        match pool.select_peer_avoiding(&ctx.failed_targets) {
             Some(peer) => Ok(Box::new(peer)),
             None => {
                 let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy target");
@@ -331,6 +401,24 @@ impl ProxyHttp for ConsentProxy {
                 Err(e)
             }
         }
+    }
+
+    /// Runs when a connect to the chosen target failed (nothing was sent):
+    /// retried on another target while the request has tries left.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.failed_targets.push(peer._address.clone());
+        let tries = match (&ctx.snapshot, ctx.route) {
+            (Some(s), Some(r)) => s.upstreams[s.config.routes[r].upstream].connect_tries(),
+            _ => 1,
+        };
+        e.set_retry(ctx.failed_targets.len() < tries);
+        e
     }
 
     /// Runs on the copy of the request sent upstream: strips every header
@@ -345,6 +433,7 @@ impl ProxyHttp for ConsentProxy {
         for name in headers_to_strip(&upstream_request.headers, genuine_upgrade) {
             upstream_request.remove_header(&name);
         }
+        collapse_content_length(upstream_request)?;
         if let Some(uri) = &ctx.forward_uri {
             let uri = uri
                 .parse::<http::Uri>()
@@ -390,6 +479,14 @@ impl ProxyHttp for ConsentProxy {
             }
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.header())?;
+        let trace = trace_of(session, ctx);
+        upstream_request.insert_header("traceparent", trace.traceparent())?;
+        match &trace.tracestate {
+            Some(state) => upstream_request.insert_header("tracestate", state.clone())?,
+            None => {
+                upstream_request.remove_header("tracestate");
+            }
+        }
         if ctx.decision == Some(Decision::Allow) {
             if let Some(authorized) = &ctx.authorized {
                 // `&'static str` names are taken by pingora without a copy.
@@ -419,7 +516,10 @@ impl ProxyHttp for ConsentProxy {
     }
 
     /// Runs when proxying failed: 502 `upstream_unavailable` or 504
-    /// `upstream_timeout`, as problem+json.
+    /// `upstream_timeout`, as problem+json; 400 `invalid_request` for a
+    /// request body whose framing broke after the head went upstream. The
+    /// connection is not reused after any of them, so the answer says
+    /// `Connection: close` (pingora would say `keep-alive`, then close).
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -427,6 +527,7 @@ impl ProxyHttp for ConsentProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let reason = match (e.esource(), e.etype()) {
+            (ErrorSource::Downstream, t) if is_bad_request_body(t) => Some(Reason::InvalidRequest),
             (ErrorSource::Downstream, _) => None,
             (
                 _,
@@ -437,7 +538,10 @@ impl ProxyHttp for ConsentProxy {
         };
         let code = match reason {
             Some(reason) => {
-                ctx.upstream_error = Some(reason);
+                if reason != Reason::InvalidRequest {
+                    ctx.upstream_error = Some(reason);
+                }
+                session.set_keepalive(None);
                 if session.response_written().is_none() {
                     if let Err(err) = respond::problem(session, &ctx.request_id, reason, None).await
                     {
@@ -456,6 +560,14 @@ impl ProxyHttp for ConsentProxy {
 
     /// Runs last, for every request: metrics and the audit line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.config.audit.enabled)
+        {
+            // The audit line's `trace_id` (a denial never reached upstream).
+            trace_of(session, ctx);
+        }
         let metrics = &self.gateway.metrics;
         let route = ctx.route_name();
         let (decision, reason) = match &ctx.decision {
@@ -523,8 +635,9 @@ impl ProxyHttp for ConsentProxy {
                     authorized: ctx.authorized.as_ref(),
                     denied: &ctx.denied_facts,
                     duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+                    trace_id: ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
                 };
-                audit::emit(&line, snapshot.config.audit.personal_data);
+                audit::emit(&line, &snapshot.config.audit);
             }
         }
     }

@@ -33,6 +33,11 @@ impl RequestId {
         RequestId(HeaderValue::try_from(new_request_id()).unwrap_or(HeaderValue::from_static("-")))
     }
 
+    /// A value already found sane (`sane_request_id`).
+    pub fn from_header(value: HeaderValue) -> Self {
+        RequestId(value)
+    }
+
     /// A given id (tests, and callers that already hold one).
     pub fn from_static(id: &'static str) -> Self {
         RequestId(HeaderValue::from_static(id))

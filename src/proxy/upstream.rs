@@ -1,5 +1,6 @@
 //! Upstream pools: round robin over healthy targets (pingora-load-balancing),
-//! optional active health checks, and the peer settings (timeouts, TLS, CA).
+//! optional active health checks, passive failover of a failed connect to
+//! another target, and the peer settings (timeouts, TLS, CA).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::Upstream;
+
+/// A target's address, as pingora's load balancer and peers hold it.
+pub type PeerAddr = pingora_core::protocols::l4::socket::SocketAddr;
+
+/// At most this many connects per request (the first and two failovers).
+pub const MAX_CONNECT_TRIES: usize = 3;
 
 /// One upstream's load balancer and peer template.
 pub struct UpstreamPool {
@@ -118,8 +125,34 @@ impl UpstreamPool {
         }
     }
 
+    /// As `select_peer`, never choosing a target whose connect failed for
+    /// this request (passive failover).
+    pub fn select_peer_avoiding(&self, failed: &[PeerAddr]) -> Option<HttpPeer> {
+        if failed.is_empty() {
+            return self.select_peer();
+        }
+        let backend = self
+            .lb
+            .select_with(b"", 256, |b, healthy| healthy && !failed.contains(&b.addr))?;
+        Some(self.peer_for(backend))
+    }
+
+    /// How many connects one request may try: one per resolved target, at
+    /// most `MAX_CONNECT_TRIES`.
+    pub fn connect_tries(&self) -> usize {
+        self.lb
+            .backends()
+            .get_backend()
+            .len()
+            .clamp(1, MAX_CONNECT_TRIES)
+    }
+
     fn choose_peer(&self) -> Option<HttpPeer> {
         let backend = self.lb.select(b"", 256)?;
+        Some(self.peer_for(backend))
+    }
+
+    fn peer_for(&self, backend: pingora_load_balancing::Backend) -> HttpPeer {
         let mut peer = HttpPeer::new(backend, self.tls, self.sni.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
@@ -128,7 +161,7 @@ impl UpstreamPool {
         if let Some(ca) = &self.ca {
             peer.options.ca = Some(Arc::clone(ca));
         }
-        Some(peer)
+        peer
     }
 }
 
@@ -189,6 +222,29 @@ mod tests {
         let seen: std::collections::BTreeSet<String> =
             (0..4).map(|_| address(&p.select_peer().unwrap())).collect();
         assert_eq!(seen.len(), resolved, "{seen:?}");
+    }
+
+    #[test]
+    fn a_failed_target_is_avoided_and_tries_are_bounded() {
+        let p = pool("[\"127.0.0.1:8081\", \"127.0.0.1:8082\"]", "");
+        assert_eq!(p.connect_tries(), 2);
+        let first = p.select_peer().unwrap()._address;
+        for _ in 0..4 {
+            let other = p
+                .select_peer_avoiding(std::slice::from_ref(&first))
+                .unwrap();
+            assert_ne!(other._address, first);
+        }
+        let both = [
+            first.clone(),
+            p.select_peer_avoiding(&[first]).unwrap()._address,
+        ];
+        assert!(p.select_peer_avoiding(&both).is_none());
+        let many: Vec<String> = (1..=5)
+            .map(|i| format!("\"127.0.0.1:{}\"", 8080 + i))
+            .collect();
+        let p = pool(&format!("[{}]", many.join(", ")), "");
+        assert_eq!(p.connect_tries(), MAX_CONNECT_TRIES);
     }
 
     #[test]
