@@ -84,6 +84,8 @@ pub struct MaskinportenClient {
     altinn: tokio::sync::Mutex<Option<Cached>>,
     maskinporten_status: Mutex<StepStatus>,
     exchange_status: Mutex<StepStatus>,
+    /// Counts each token fetch and exchange (`kind="token"`).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for MaskinportenClient {
@@ -102,6 +104,16 @@ impl std::fmt::Debug for MaskinportenClient {
 pub enum Step {
     Maskinporten,
     Exchange,
+}
+
+impl Step {
+    /// The step's name in logs and `/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Maskinporten => "maskinporten_token",
+            Step::Exchange => "altinn_token_exchange",
+        }
+    }
 }
 
 impl MaskinportenClient {
@@ -132,7 +144,29 @@ impl MaskinportenClient {
             altinn: tokio::sync::Mutex::new(None),
             maskinporten_status: Mutex::new(StepStatus::default()),
             exchange_status: Mutex::new(StepStatus::default()),
+            metrics: None,
         })
+    }
+
+    /// Counts token fetches and exchanges in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record<T: HasExpiry>(&self, step: Step, now: SystemTime, result: &Result<T, AltinnError>) {
+        let status = match step {
+            Step::Maskinporten => &self.maskinporten_status,
+            Step::Exchange => &self.exchange_status,
+        };
+        record(status, now, result);
+        if let Err(e) = result {
+            log::warn!("Altinn {}: {e}", step.name());
+        }
+        if let Some(metrics) = &self.metrics {
+            let outcome = if result.is_ok() { "success" } else { "failure" };
+            super::sync::count(metrics, "token", outcome);
+        }
     }
 
     /// The transport, shared with the Resource Registry client.
@@ -166,7 +200,7 @@ impl MaskinportenClient {
             return Ok(c.token.clone());
         }
         let result = self.fetch_maskinporten(now).await;
-        record(&self.maskinporten_status, now, &result);
+        self.record(Step::Maskinporten, now, &result);
         let fresh = result?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
@@ -202,7 +236,7 @@ impl MaskinportenClient {
         }
         let maskinporten = self.maskinporten_token().await?;
         let result = self.exchange(&maskinporten, now).await;
-        record(&self.exchange_status, now, &result);
+        self.record(Step::Exchange, now, &result);
         let fresh = result?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
@@ -344,9 +378,10 @@ mod tests {
 
     #[test]
     fn token_responses_are_checked() {
-        let (token, expires) =
-            parse_token_response(br#"{"access_token":"abc.def.ghi","token_type":"Bearer","expires_in":120,"scope":"x"}"#)
-                .unwrap();
+        let (token, expires) = parse_token_response(
+            br#"{"access_token":"abc.def.ghi","token_type":"Bearer","expires_in":120,"scope":"x"}"#,
+        )
+        .unwrap();
         assert_eq!((token.as_str(), expires), ("abc.def.ghi", 120));
         for bad in [
             &b"not json"[..],
@@ -356,7 +391,11 @@ mod tests {
             br#"{"access_token":"a","expires_in":0}"#,
             br#"{"access_token":"a","expires_in":-1}"#,
         ] {
-            assert!(parse_token_response(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_token_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

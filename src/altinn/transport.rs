@@ -63,11 +63,7 @@ impl Transport {
     }
 
     /// POST an `application/x-www-form-urlencoded` body.
-    pub async fn post_form(
-        &self,
-        url: &Url,
-        form: &[(&str, &str)],
-    ) -> Result<Answer, AltinnError> {
+    pub async fn post_form(&self, url: &Url, form: &[(&str, &str)]) -> Result<Answer, AltinnError> {
         let request = self
             .client
             .post(url.clone())

@@ -9,13 +9,14 @@ use std::path::Path;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
-    AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Binding, Config, ConsentRule, DelegationRule, ForwardRule, HealthCheck,
-    Issuer, Limits, Mode, PersonalData, Route, RouteAuth, ScopeRule, Server, SubjectTypes,
-    TlsListener, Upstream,
+    AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Binding, Config, ConsentRule,
+    DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, PersonalData, Route, RouteAuth,
+    ScopeRule, Server, SubjectTypes, SyncedConsumers, TlsListener, Upstream,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAltinn, RawAltinnEnvironment, RawAuth, RawBinding, RawConfig, RawConsent, RawMode, RawPersonalData, RawRoute, RawSubjectType,
+    RawAltinn, RawAltinnEnvironment, RawAuth, RawBinding, RawConfig, RawConsent, RawMode,
+    RawPersonalData, RawRoute, RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -444,21 +445,17 @@ impl Compiler<'_, '_> {
             .as_ref()
             .and_then(|c| c.altinn_access_lists.as_ref())
             .map(|lists| {
-                let mut refs: Vec<AccessListRef> = lists
-                    .iter()
-                    .map(|l| AccessListRef {
-                        owner: l.owner.clone(),
-                        identifier: l.identifier.clone(),
-                    })
-                    .collect();
-                refs.dedup();
                 // No copy yet: until one arrives (from Altinn or the cache)
                 // a consumer found on no other list is 503.
-                SyncedConsumers {
-                    lists: refs,
-                    members: Default::default(),
-                    unavailable: true,
-                }
+                SyncedConsumers::empty(
+                    lists
+                        .iter()
+                        .map(|l| AccessListRef {
+                            owner: l.owner.clone(),
+                            identifier: l.identifier.clone(),
+                        })
+                        .collect(),
+                )
             });
         let consent = match (&r.consent, mode) {
             (Some(consent), AuthMode::Consent) => Some(consent_rule(consent)),

@@ -168,16 +168,100 @@ impl std::fmt::Display for AccessListRef {
 }
 
 /// The Altinn-synced part of a route's consumer access list. Compiled with
-/// no members and `unavailable`; each generation fills it from the last good
-/// copies (`altinn::sync`).
+/// no copies; each generation fills it from the last good copies
+/// (`altinn::sync`). The stale bound is a time in the copy, so it needs no
+/// new generation to take effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncedConsumers {
-    pub lists: Vec<AccessListRef>,
-    /// The union of the usable lists' members (normalised `0192:<orgnr>`).
+    pub lists: Vec<SyncedList>,
+}
+
+/// One Altinn access list as this generation knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedList {
+    pub list: AccessListRef,
+    /// Normalised `0192:<orgnr>`.
     pub members: Arc<HashSet<String>>,
-    /// Some list has no usable copy (none yet, or older than `max_stale`): a
-    /// consumer found on no list is then 503 `access_list_unavailable`, not 403.
-    pub unavailable: bool,
+    /// Until when the copy may be used; shared with the sync, which moves it
+    /// on with every good sync (members unchanged need no new generation).
+    pub fresh: Freshness,
+}
+
+/// `last good sync + max_stale`, in unix milliseconds; 0: no copy yet
+/// (neither from Altinn nor from the cache). One cell shared by the sync and
+/// every generation that holds the list.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness(Arc<std::sync::atomic::AtomicU64>);
+
+impl Freshness {
+    /// Usable before `until_ms` (unix milliseconds).
+    pub fn set(&self, until_ms: u64) {
+        self.0
+            .store(until_ms.max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    /// `None` when there is no copy.
+    pub fn until_ms(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|&ms| ms > 0)
+    }
+
+    /// Is the copy usable at `now` (unix seconds)?
+    pub fn usable(&self, now: f64) -> bool {
+        self.until_ms()
+            .is_some_and(|until| now * 1000.0 < until as f64)
+    }
+}
+
+impl PartialEq for Freshness {
+    fn eq(&self, other: &Self) -> bool {
+        self.until_ms() == other.until_ms()
+    }
+}
+
+impl Eq for Freshness {}
+
+/// Check 14's reading of the synced lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncedVerdict {
+    /// On a list whose copy is usable.
+    Listed,
+    /// On no list, and every list's copy is usable.
+    NotListed,
+    /// On no usable list, and some list has no usable copy.
+    Unavailable,
+}
+
+impl SyncedConsumers {
+    /// Lists without a copy (what `compile` produces).
+    pub fn empty(lists: Vec<AccessListRef>) -> Self {
+        Self {
+            lists: lists
+                .into_iter()
+                .map(|list| SyncedList {
+                    list,
+                    members: Arc::default(),
+                    fresh: Freshness::default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Is `consumer` on a usable copy at `now` (unix seconds)? A stale copy's
+    /// members are not honoured (fail closed).
+    pub fn check(&self, consumer: &str, now: f64) -> SyncedVerdict {
+        let usable = |l: &SyncedList| l.fresh.usable(now);
+        if self
+            .lists
+            .iter()
+            .any(|l| usable(l) && l.members.contains(consumer))
+        {
+            SyncedVerdict::Listed
+        } else if self.lists.iter().all(usable) {
+            SyncedVerdict::NotListed
+        } else {
+            SyncedVerdict::Unavailable
+        }
+    }
 }
 
 /// `altinn.environment`: a preset of hosts.
@@ -241,7 +325,7 @@ impl Altinn {
             .routes
             .iter()
             .filter_map(|r| r.auth.altinn.as_ref())
-            .flat_map(|a| a.lists.iter().cloned())
+            .flat_map(|a| a.lists.iter().map(|l| l.list.clone()))
             .collect();
         lists.sort();
         lists.dedup();

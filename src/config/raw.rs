@@ -44,7 +44,7 @@
 //! | `routes[].consumers.altinn_access_lists` | `[]` |
 //! | `altinn` | none (no Altinn sync; `altinn_access_lists` then an error) |
 //! | `altinn.platform_url` / `maskinporten_url` | the `environment`'s hosts |
-//! | `altinn.maskinporten.scopes` | `["altinn:resourceregistry/accesslist.read"]` |
+//! | `altinn.maskinporten.scopes` | `["altinn:resourceregistry/access-list.read"]` (the scope Altinn documents for reading access lists) |
 //! | `altinn.refresh` | `5m` |
 //! | `altinn.max_stale` | `24h` |
 //! | `altinn.timeout` | `10s` (each HTTP request to Altinn or Maskinporten, body included) |
@@ -186,7 +186,7 @@ pub enum RawAltinnEnvironment {
 }
 
 fn default_altinn_scopes() -> Vec<String> {
-    vec!["altinn:resourceregistry/accesslist.read".to_string()]
+    vec!["altinn:resourceregistry/access-list.read".to_string()]
 }
 fn default_altinn_refresh() -> HumanDuration {
     HumanDuration::secs(5 * 60)

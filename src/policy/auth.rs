@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode;
 
-use crate::config::{AuthMode, Binding, ConsentRule, Issuer};
+use crate::config::{AuthMode, Binding, ConsentRule, Issuer, SyncedVerdict};
 use crate::error::Reason;
 use crate::keys::Alg;
 use crate::policy::claims::{ClaimSet, ConsentElement, TokenClaims};
@@ -443,17 +443,23 @@ fn run(
     // 14: the consumer access list.
     let consumer = token_claims.consumer.as_str();
     // The members synced from Altinn join `allow` and `file` (SPEC section 13).
-    let synced = ctx.route.altinn.as_ref();
-    let consumer_ok = ctx.route.consumers.as_ref().is_none_or(|list| {
-        list.contains(consumer) || synced.is_some_and(|s| s.members.contains(consumer))
-    });
-    let unavailable = !consumer_ok && synced.is_some_and(|s| s.unavailable);
+    let synced = ctx
+        .route
+        .altinn
+        .as_ref()
+        .map(|s| s.check(consumer, ctx.now));
+    let consumer_ok = ctx
+        .route
+        .consumers
+        .as_ref()
+        .is_none_or(|list| list.contains(consumer) || synced == Some(SyncedVerdict::Listed));
+    let unavailable = !consumer_ok && synced == Some(SyncedVerdict::Unavailable);
     trace.record(14, "consumer", consumer_ok, || match &ctx.route.consumers {
         None => format!("consumer {consumer} (no access list)"),
         Some(_) if consumer_ok => format!("consumer {consumer} is on the access list"),
-        Some(_) if unavailable => {
-            format!("consumer {consumer} is on no usable list; an Altinn access list is unavailable")
-        }
+        Some(_) if unavailable => format!(
+            "consumer {consumer} is on no usable list; an Altinn access list is unavailable"
+        ),
         Some(_) => format!("consumer {consumer} is not on the access list"),
     });
     if unavailable {
