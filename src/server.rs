@@ -52,6 +52,7 @@ pub fn build_server(
     let server_settings = config.server.clone();
     crate::audit::start(config.audit.queue_lines);
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
+    crate::services::altinn::spawn(&gateway);
 
     let conf = ServerConf {
         threads: server_settings.threads.max(1),
