@@ -346,6 +346,9 @@ fn write_cache(altinn: &Altinn, list: &AccessListRef, m: &Members, at: SystemTim
 fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
     use std::io::Write;
     let bytes = serde_json::to_vec(file).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut out = std::fs::File::create(&tmp)?;
     out.write_all(&bytes)?;
