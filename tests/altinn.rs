@@ -47,6 +47,7 @@ struct Fake {
     jtis: Mutex<HashSet<String>>,
     assertion_errors: Mutex<Vec<String>>,
     tokens_issued: AtomicUsize,
+    exchanges: AtomicUsize,
     not_modified: AtomicUsize,
 }
 
@@ -70,6 +71,7 @@ impl Fake {
             jtis: Mutex::new(HashSet::new()),
             assertion_errors: Mutex::new(Vec::new()),
             tokens_issued: AtomicUsize::new(0),
+            exchanges: AtomicUsize::new(0),
             not_modified: AtomicUsize::new(0),
         });
         let served = Arc::clone(&fake);
@@ -149,6 +151,7 @@ impl Fake {
             if !bearer.starts_with("Bearer mp-") {
                 return (401, String::new(), String::new());
             }
+            self.exchanges.fetch_add(1, Ordering::SeqCst);
             return (200, String::new(), jwt_like("altinn"));
         }
         if !target.starts_with(LIST_PATH) {
@@ -496,4 +499,53 @@ fn faults_keep_the_last_good_copy_and_never_crash() {
         gw.status()["altinn"]["access_lists"]["skd/inntekt-banker"]["last_outcome"] == "success"
     });
     assert_no_key(&setup, &gw.stderr());
+}
+
+#[test]
+fn concurrent_callers_share_one_token_fetch_and_one_exchange() {
+    use consent_gateway::altinn::maskinporten::MaskinportenClient;
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mp.pem");
+    std::fs::write(&key_file, setup.gw_key.private_pem()).unwrap();
+    let base = format!("http://{}", setup.fake.addr);
+    let altinn = consent_gateway::config::Altinn {
+        environment: consent_gateway::config::AltinnEnvironment::Tt02,
+        platform_url: base.clone(),
+        maskinporten_url: base,
+        client_id: CLIENT_ID.into(),
+        kid: GW_KID.into(),
+        key_file,
+        scopes: vec!["altinn:resourceregistry/access-list.read".into()],
+        refresh: Duration::from_secs(60),
+        max_stale: Duration::from_secs(3600),
+        timeout: Duration::from_secs(2),
+        cache_dir: None,
+    };
+    let client = Arc::new(MaskinportenClient::new(&altinn).unwrap());
+    let tokens: Vec<String> = setup.world.rt.block_on(async {
+        let calls = (0..8).map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { client.altinn_token().await.unwrap() })
+        });
+        let mut out = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            out.push(call.await.unwrap());
+        }
+        out
+    });
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]), "one token for all");
+    assert_eq!(setup.fake.tokens_issued.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.fake.exchanges.load(Ordering::SeqCst), 1);
+    // A refused assertion (Maskinporten answers 400) is an error, not a panic.
+    setup.fake.set_mode(Mode::Status(400));
+    let client = MaskinportenClient::new(&altinn).unwrap();
+    let refused = setup.world.rt.block_on(client.maskinporten_token());
+    assert!(refused.is_err());
+    assert_eq!(
+        client
+            .status(consent_gateway::altinn::maskinporten::Step::Maskinporten)
+            .to_json()["last_outcome"],
+        "failure"
+    );
 }
