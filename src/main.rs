@@ -1,4 +1,5 @@
-//! The `consent-gateway` command line: run / check / demo / token / explain.
+//! The `consent-gateway` command line: run / check / demo / token / explain /
+//! altinn.
 //! Wiring only; the work is done in the library.
 #![forbid(unsafe_code)]
 
@@ -78,6 +79,20 @@ enum Command {
     Token(cli::token::TokenArgs),
     /// Evaluate one request offline and print every check in order.
     Explain(cli::explain::ExplainArgs),
+    /// Look at what the gateway syncs from Altinn.
+    Altinn {
+        #[command(subcommand)]
+        command: AltinnCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AltinnCommand {
+    /// Sync each Altinn access list once and print its members and sync state.
+    Lists {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 fn init_logging(level: Option<&str>, format: logging::LogFormat, personal_data: bool) {
@@ -163,5 +178,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(&args),
         Command::Token(args) => cli::token::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
+        Command::Altinn {
+            command: AltinnCommand::Lists { config },
+        } => cli::altinn::lists(&config.path()),
     }
 }

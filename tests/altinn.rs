@@ -549,3 +549,54 @@ fn concurrent_callers_share_one_token_fetch_and_one_exchange() {
         "failure"
     );
 }
+
+#[test]
+fn altinn_lists_prints_members_and_sync_state() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let template = CONFIG
+        .replace("{altinn}", &setup.fake.addr.to_string())
+        .replace("{max_stale}", "1h")
+        .replace("{cache}", &setup.cache.path().display().to_string());
+    let text = setup.world.render(&template, free_addr(), free_addr());
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        dir.path().join("maskinporten.pem"),
+        setup.gw_key.private_pem(),
+    )
+    .unwrap();
+    let lists = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
+            .args(["altinn", "lists", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = lists();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("skd/inntekt-banker: 2 organisation(s) from altinn"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 other member(s) ignored"), "{stdout}");
+    assert!(stdout.contains(&format!("  {CONSUMER}\n")), "{stdout}");
+    assert!(stdout.contains("maskinporten_token: success"), "{stdout}");
+
+    setup.fake.set_mode(Mode::Status(503));
+    let out = lists();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "the cached copy is usable: {stdout}");
+    assert!(stdout.contains("from cache"), "{stdout}");
+    assert!(stdout.contains("last sync failed: HTTP 503"), "{stdout}");
+    assert_no_key(
+        &setup,
+        &format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+    );
+
+    std::fs::remove_dir_all(setup.cache.path()).unwrap();
+    let out = lists();
+    assert_eq!(out.status.code(), Some(1), "no copy at all");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no copy"));
+}
