@@ -72,6 +72,10 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also look each route's consent resources up in Altinn's Resource
+        /// Registry (network I/O; needs the `altinn` section).
+        #[arg(long)]
+        online: bool,
     },
     /// A self-contained demonstration on loopback: issuer, upstream, route.
     Demo(cli::demo::DemoArgs),
@@ -157,13 +161,17 @@ fn main() -> ExitCode {
             };
             cli::run::run(&config.path(), &options)
         }
-        Command::Check { config } => {
+        Command::Check { config, online } => {
             let path = config.path();
             match config::load(&path) {
                 Ok(config) => {
                     println!("{}", config::summary(&config));
                     for warning in config::warnings(&config) {
                         println!("warning: {warning}");
+                    }
+                    if online && !cli::altinn::check_online(&config) {
+                        eprintln!("{}: the Resource Registry disagrees", path.display());
+                        return ExitCode::from(1);
                     }
                     println!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS

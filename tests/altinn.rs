@@ -154,6 +154,20 @@ impl Fake {
             self.exchanges.fetch_add(1, Ordering::SeqCst);
             return (200, String::new(), jwt_like("altinn"));
         }
+        if let Some(id) = target.strip_prefix("/resourceregistry/api/v1/resource/") {
+            let body = match id {
+                "demo-samtykke-inntekt" => serde_json::json!({
+                    "identifier": id, "resourceType": "Consent",
+                    "consentMetadata": {"inntektsaar": {"optional": false}},
+                    "isOneTimeConsent": false,
+                }),
+                "generic-x" => {
+                    serde_json::json!({"identifier": id, "resourceType": "GenericAccessResource"})
+                }
+                _ => return (404, String::new(), String::new()),
+            };
+            return (200, String::new(), body.to_string());
+        }
         if !target.starts_with(LIST_PATH) {
             return (404, String::new(), String::new());
         }
@@ -599,4 +613,68 @@ fn altinn_lists_prints_members_and_sync_state() {
     let out = lists();
     assert_eq!(out.status.code(), Some(1), "no copy at all");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no copy"));
+}
+
+#[test]
+fn check_online_reports_resources_that_do_not_fit_the_route() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("maskinporten.pem"),
+        setup.gw_key.private_pem(),
+    )
+    .unwrap();
+    let check = |resources: &str, required: &str| {
+        let route = format!(
+            "  - name: income\n    path: /i/{{fnr}}\n    upstream: echo\n    issuers: [test]\n    consent:\n      resources: {resources}\n      metadata:\n        required: {required}\n"
+        );
+        let template = CONFIG
+            .replace("routes:\n", &format!("routes:\n{route}"))
+            .replace("{altinn}", &setup.fake.addr.to_string())
+            .replace("{max_stale}", "1h")
+            .replace("{cache}", &setup.cache.path().display().to_string());
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            setup.world.render(&template, free_addr(), free_addr()),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
+            .args(["check", "--online", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, stdout) = check("[demo-samtykke-inntekt]", "[InntektsAar]");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "routes[0].consent.resources[0]: `demo-samtykke-inntekt` is a consent resource"
+        ),
+        "{stdout}"
+    );
+    let (code, stdout) = check("[generic-x, unknown-y, demo-samtykke-inntekt]", "[]");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("routes[0].consent.resources[0]: `generic-x` is not a consent resource"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("routes[0].consent.resources[1]: `unknown-y` is unknown"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "routes[0].consent.resources[2]: `demo-samtykke-inntekt` consentMetadata keys"
+        ),
+        "{stdout}"
+    );
+    setup.fake.set_mode(Mode::Status(500));
+    let (code, stdout) = check("[demo-samtykke-inntekt]", "[inntektsaar]");
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("cannot be looked up: HTTP 500"), "{stdout}");
 }

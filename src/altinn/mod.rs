@@ -1,11 +1,13 @@
 //! Altinn as the source of truth (SPEC section 13): the gateway's own
 //! Maskinporten client and the Altinn token exchange (`maskinporten`), the
-//! Resource Registry client (`registry`), the background sync of access lists
+//! Resource Registry clients (`registry` for access lists, `resources` for
+//! consent resources), the background sync of access lists
 //! with its last good copies on disk (`sync`), and the bounded HTTP transport
 //! they share (`transport`). Every Altinn answer is untrusted input.
 
 pub mod maskinporten;
 pub mod registry;
+pub mod resources;
 pub mod sync;
 pub mod transport;
 

@@ -62,6 +62,15 @@ impl Transport {
         self.read(request).await
     }
 
+    /// GET `url` without credentials (public Resource Registry documents).
+    pub async fn get_public(&self, url: &Url) -> Result<Answer, AltinnError> {
+        let request = self
+            .client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json");
+        self.read(request).await
+    }
+
     /// POST an `application/x-www-form-urlencoded` body.
     pub async fn post_form(&self, url: &Url, form: &[(&str, &str)]) -> Result<Answer, AltinnError> {
         let request = self

@@ -114,3 +114,68 @@ fn describe(view: &serde_json::Value) -> String {
     }
     line
 }
+
+/// `check --online`: each consent route's resources looked up in the
+/// Resource Registry; prints every problem with its field path. True when
+/// there is none.
+pub fn check_online(config: &config::Config) -> bool {
+    let Some(altinn) = &config.altinn else {
+        eprintln!("check --online: needs the `altinn` section (where resources are looked up)");
+        return false;
+    };
+    let transport = match crate::altinn::transport::Transport::new(altinn.timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("check --online: {e}");
+            return false;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("check --online: no runtime");
+        return false;
+    };
+    let metrics = Metrics::new();
+    let mut ok = true;
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(consent) = &route.auth.consent else {
+            continue;
+        };
+        for (j, id) in consent.resources.iter().enumerate() {
+            let path = format!("routes[{i}].consent.resources[{j}]");
+            let found = runtime.block_on(crate::altinn::resources::fetch_resource(
+                &transport,
+                &altinn.platform_url,
+                id,
+            ));
+            let outcome = if found.is_ok() { "success" } else { "failure" };
+            crate::altinn::sync::count(&metrics, "resource", outcome);
+            let problems = match found {
+                Err(e) => vec![format!("cannot be looked up: {e}")],
+                Ok(None) => vec!["is unknown to the Resource Registry".to_string()],
+                Ok(Some(resource)) => {
+                    let problems =
+                        crate::altinn::resources::review(&resource, &consent.metadata_required);
+                    if problems.is_empty() {
+                        println!(
+                            "{path}: `{id}` is a consent resource{}",
+                            if resource.one_time {
+                                " (one-time consent)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    problems
+                }
+            };
+            for problem in problems {
+                ok = false;
+                println!("{path}: `{id}` {problem}");
+            }
+        }
+    }
+    ok
+}
