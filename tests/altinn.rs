@@ -678,3 +678,36 @@ fn check_online_reports_resources_that_do_not_fit_the_route() {
     assert_eq!(code, Some(1));
     assert!(stdout.contains("cannot be looked up: HTTP 500"), "{stdout}");
 }
+
+#[test]
+fn a_config_reload_keeps_the_synced_members() {
+    let setup = Setup::new();
+    let gw = setup.spawn("1h");
+    wait_ready(&gw);
+    assert_eq!(setup.request(&gw).status, 200);
+    // Altinn goes away; the file changes: the new generation still holds the copy.
+    setup.fake.set_mode(Mode::Status(503));
+    let before = gw.generation();
+    let template = CONFIG
+        .replace("{altinn}", &setup.fake.addr.to_string())
+        .replace("{max_stale}", "1h")
+        .replace("{cache}", &setup.cache.path().display().to_string())
+        .replace("    auth: token\n", "    auth: token\n    methods: [GET]\n");
+    gw.rewrite(&setup.world, &template);
+    eventually(20, "the reload", || gw.generation() > before);
+    assert_eq!(setup.request(&gw).status, 200, "{}", gw.stderr());
+    let other = gw.get(
+        &format!("/income/{PERSON}"),
+        Some(
+            &setup.world.token(
+                &consent_gateway::dev_issuer::TokenSpec {
+                    consumer: "0192:991825827".into(),
+                    ..setup.world.spec()
+                }
+                .claims(World::now()),
+            ),
+        ),
+        &[],
+    );
+    assert_eq!(other.status, 200, "the other organisation on the list");
+}
