@@ -36,6 +36,8 @@ enum Mode {
     Loop,
     /// Every endpoint waits longer than the gateway's time-out.
     Slow,
+    /// The members endpoint answers one page of about 6 MB.
+    Huge,
 }
 
 struct Fake {
@@ -176,6 +178,14 @@ impl Fake {
         }
         if mode == Mode::Malformed {
             return (200, String::new(), "{\"data\": [".into());
+        }
+        if mode == Mode::Huge {
+            let one = format!("\"{}\",", urn(CONSUMER));
+            return (
+                200,
+                String::new(),
+                format!("{{\"data\": [{}\"x\"]}}", one.repeat(100_000)),
+            );
         }
         let etag = format!("\"v{}\"", self.version.load(Ordering::SeqCst));
         let page: usize = target
@@ -494,6 +504,7 @@ fn faults_keep_the_last_good_copy_and_never_crash() {
         Mode::Status(429),
         Mode::Status(500),
         Mode::Slow,
+        Mode::Huge,
     ] {
         let before = failures(&gw);
         setup.fake.set_mode(mode);
@@ -512,6 +523,13 @@ fn faults_keep_the_last_good_copy_and_never_crash() {
     eventually(20, "a good sync again", || {
         gw.status()["altinn"]["access_lists"]["skd/inntekt-banker"]["last_outcome"] == "success"
     });
+    // An empty list is a valid state: it admits no one, logged, never "everyone".
+    setup.fake.set_members(&[]);
+    eventually(20, "the empty list denies", || {
+        setup.request(&gw).status == 403
+    });
+    assert_eq!(setup.request(&gw).reason(), "consumer_not_allowed");
+    assert!(gw.stderr().contains("lists no organisation"));
     assert_no_key(&setup, &gw.stderr());
 }
 
