@@ -137,6 +137,9 @@ pub struct Gateway {
     pub reload_state: Mutex<ReloadState>,
     /// The last good copy of every Altinn access list (SPEC section 13).
     pub altinn_lists: Arc<ListStore>,
+    /// The consent resources as last looked up in the Resource Registry, by
+    /// identifier (the `/status` view).
+    pub altinn_resources: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     /// The Maskinporten client in use by the Altinn sync (for `/status`).
     pub altinn_client: Mutex<Option<Arc<MaskinportenClient>>>,
     /// Held while a new generation is built and swapped in (a reload or an
@@ -202,6 +205,7 @@ impl Gateway {
             reload_state: Mutex::new(ReloadState::default()),
             altinn_lists,
             altinn_client: Mutex::new(None),
+            altinn_resources: Mutex::default(),
             publish: tokio::sync::Mutex::new(()),
         }))
     }
@@ -406,6 +410,7 @@ impl Gateway {
             "maskinporten_token": step(Step::Maskinporten),
             "altinn_token_exchange": step(Step::Exchange),
             "access_lists": lists,
+            "resources": self.altinn_resources.lock().map(|r| r.clone()).unwrap_or_default(),
         })
     }
 }

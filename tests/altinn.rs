@@ -729,3 +729,49 @@ fn a_config_reload_keeps_the_synced_members() {
     );
     assert_eq!(other.status, 200, "the other organisation on the list");
 }
+
+#[test]
+fn the_running_gateway_looks_consent_resources_up_for_status() {
+    let setup = Setup::new();
+    let route = "  - name: income\n    path: /i/{fnr}\n    upstream: echo\n    issuers: [test]\n    consent:\n      resources: [demo-samtykke-inntekt, generic-x]\n      metadata:\n        required: [inntektsaar]\n";
+    let template = CONFIG
+        .replace("routes:\n", &format!("routes:\n{route}"))
+        .replace("{altinn}", &setup.fake.addr.to_string())
+        .replace("{max_stale}", "1h")
+        .replace("{cache}", &setup.cache.path().display().to_string());
+    let gw = setup.world.spawn(
+        &template,
+        &[("maskinporten.pem", setup.gw_key.private_pem())],
+    );
+    wait_ready(&gw);
+    eventually(20, "both resources in /status", || {
+        gw.status()["altinn"]["resources"]
+            .as_object()
+            .is_some_and(|r| r.len() == 2)
+    });
+    let resources = gw.status()["altinn"]["resources"].clone();
+    assert_eq!(
+        resources["demo-samtykke-inntekt"]["resource_type"],
+        "Consent"
+    );
+    assert_eq!(
+        resources["demo-samtykke-inntekt"]["problems"],
+        serde_json::json!([])
+    );
+    assert!(resources["generic-x"]["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("not a consent resource"));
+    assert!(gw
+        .series(
+            "consent_gateway_altinn_sync_total",
+            &[("kind", "resource"), ("outcome", "success")]
+        )
+        .is_some_and(|v| v >= 2.0));
+    assert!(gw
+        .series(
+            "consent_gateway_altinn_last_success_timestamp_seconds",
+            &[("kind", "resource")]
+        )
+        .is_some());
+}

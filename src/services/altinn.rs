@@ -1,13 +1,16 @@
 //! The Altinn access-list sync as a background task on the control plane:
 //! every `altinn.refresh` (sooner, with backoff, after a failure) each list in
-//! use is synced; a sync that changes members publishes a new generation.
+//! use is synced, and each consent route's resources looked up (for
+//! `/status` and the metrics); a sync that changes members publishes a new
+//! generation.
 //! The task holds the gateway weakly and ends when it is dropped.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::altinn::maskinporten::MaskinportenClient;
-use crate::altinn::sync::sync_list;
+use crate::altinn::resources::{fetch_resource, review};
+use crate::altinn::sync::{count, sync_list};
 use crate::config::Altinn;
 use crate::gateway::Gateway;
 
@@ -101,6 +104,7 @@ async fn one_round(
             .get(list)
             .is_some_and(|s| s.last_error.is_some());
     }
+    sync_resources(gateway, &current, &altinn).await;
     if changed {
         if let Err(e) = gateway.republish_lists().await {
             log::error!("access lists changed, but the new generation failed: {e}");
@@ -110,5 +114,54 @@ async fn one_round(
         Round::Failed(altinn.refresh)
     } else {
         Round::Done(altinn.refresh)
+    }
+}
+
+/// Looks each consent route's resources up (kind `resource`): the outcome,
+/// type, one-time flag and any mismatch with `metadata.required` go to
+/// `/status`; a problem is logged when it first appears.
+async fn sync_resources(gateway: &Gateway, client: &MaskinportenClient, altinn: &Altinn) {
+    let wanted: Vec<(String, Vec<String>)> = {
+        let snapshot = gateway.snapshot();
+        snapshot
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.consent.as_ref())
+            .flat_map(|c| {
+                c.resources
+                    .iter()
+                    .map(|id| (id.clone(), c.metadata_required.clone()))
+            })
+            .collect()
+    };
+    for (id, required) in wanted {
+        let found = fetch_resource(client.transport(), &altinn.platform_url, &id).await;
+        let outcome = if found.is_ok() { "success" } else { "failure" };
+        count(&gateway.metrics, "resource", outcome);
+        let view = match found {
+            Err(e) => serde_json::json!({"last_outcome": "failure", "last_error": e.to_string()}),
+            Ok(None) => {
+                serde_json::json!({"last_outcome": "success", "problems": ["unknown to the Resource Registry"]})
+            }
+            Ok(Some(resource)) => serde_json::json!({
+                "last_outcome": "success",
+                "resource_type": resource.resource_type,
+                "one_time": resource.one_time,
+                "consent_metadata": resource.metadata_keys,
+                "problems": review(&resource, &required),
+            }),
+        };
+        let mut held = gateway
+            .altinn_resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let problems = &view["problems"];
+        if problems.as_array().is_some_and(|p| !p.is_empty())
+            && held.get(&id).map(|v| &v["problems"]) != Some(problems)
+        {
+            log::warn!("consent resource `{id}`: {problems}");
+        }
+        held.insert(id, view);
     }
 }
