@@ -142,7 +142,13 @@ impl Fake {
         let mode = *self.mode.lock().unwrap();
         match mode {
             Mode::Slow => tokio::time::sleep(Duration::from_secs(3)).await,
-            Mode::Status(status) => return (status, String::new(), "{}".into()),
+            Mode::Status(status) => {
+                return (
+                    status,
+                    String::new(),
+                    r#"{"error":"invalid_client"}"#.into(),
+                )
+            }
             _ => {}
         }
         let bearer = header("authorization");
@@ -573,7 +579,8 @@ fn concurrent_callers_share_one_token_fetch_and_one_exchange() {
     setup.fake.set_mode(Mode::Status(400));
     let client = MaskinportenClient::new(&altinn).unwrap();
     let refused = setup.world.rt.block_on(client.maskinporten_token());
-    assert!(refused.is_err());
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("HTTP 400, Maskinporten says `invalid_client`"), "{refused}");
     assert_eq!(
         client
             .status(consent_gateway::altinn::maskinporten::Step::Maskinporten)

@@ -220,7 +220,10 @@ impl MaskinportenClient {
             )
             .await?;
         if answer.status != 200 {
-            return Err(AltinnError::Status(answer.status));
+            return Err(match oauth_error(&answer.body) {
+                Some(error) => AltinnError::Refused(answer.status, error),
+                None => AltinnError::Status(answer.status),
+            });
         }
         let (token, expires_in) = parse_token_response(&answer.body)?;
         Ok(cached(token, now, expires_in))
@@ -350,6 +353,19 @@ pub fn parse_token_response(body: &[u8]) -> Result<(String, u64), AltinnError> {
     Ok((parsed.access_token, parsed.expires_in.min(24 * 3600)))
 }
 
+/// The OAuth `error` code of a refused grant (`invalid_client`,
+/// `invalid_scope`, ...), when it is a short plain word: the description is
+/// left out (it may echo what was sent).
+pub fn oauth_error(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    let parsed: OAuthError = serde_json::from_slice(body).ok()?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    (parsed.error.len() <= 64 && parsed.error.bytes().all(plain)).then_some(parsed.error)
+}
+
 /// The exchange answers the Altinn token as text (or as a JSON string).
 pub fn parse_exchange_response(body: &[u8]) -> Result<String, AltinnError> {
     let text = std::str::from_utf8(body)
@@ -397,6 +413,22 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn oauth_errors_are_plain_words_only() {
+        assert_eq!(
+            oauth_error(br#"{"error":"invalid_scope","error_description":"x"}"#).as_deref(),
+            Some("invalid_scope")
+        );
+        assert_eq!(
+            oauth_error(
+                br#"{"error":"a b
+c"}"#
+            ),
+            None
+        );
+        assert_eq!(oauth_error(b"<html>"), None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum AltinnError {
     Timeout,
     #[error("HTTP {0}{hint}", hint = status_hint(*.0))]
     Status(u16),
+    #[error("HTTP {0}, Maskinporten says `{1}` (check client_id, kid, the registered key and the scopes)")]
+    Refused(u16, String),
     #[error("the answer is larger than {0} bytes")]
     TooLarge(usize),
     #[error("malformed answer: {0}")]
