@@ -580,7 +580,10 @@ fn concurrent_callers_share_one_token_fetch_and_one_exchange() {
     let client = MaskinportenClient::new(&altinn).unwrap();
     let refused = setup.world.rt.block_on(client.maskinporten_token());
     let refused = refused.unwrap_err().to_string();
-    assert!(refused.contains("HTTP 400, Maskinporten says `invalid_client`"), "{refused}");
+    assert!(
+        refused.contains("HTTP 400, Maskinporten says `invalid_client`"),
+        "{refused}"
+    );
     assert_eq!(
         client
             .status(consent_gateway::altinn::maskinporten::Step::Maskinporten)

@@ -122,6 +122,7 @@ impl MaskinportenClient {
         let pem = std::fs::read(&altinn.key_file).map_err(|e| {
             AltinnError::Key(format!("cannot read `{}`: {e}", altinn.key_file.display()))
         })?;
+        warn_if_readable_by_others(&altinn.key_file);
         let key = EncodingKey::from_rsa_pem(&pem).map_err(|_| {
             AltinnError::Key(format!(
                 "`{}` is not an RSA private key in PEM",
@@ -315,6 +316,27 @@ fn cached(token: String, now: SystemTime, lifetime_secs: u64) -> Cached {
         refresh_at: now + lifetime - margin,
         expires_at: now + lifetime,
     }
+}
+
+/// A private key readable by group or others is logged (not refused: the
+/// mount may be read-only, and the operator decides).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                log::warn!(
+                    "altinn.maskinporten.key_file `{}` is readable by group or others (mode {:o}); \
+                     make it readable by the gateway's user only",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 fn unix(t: SystemTime) -> u64 {
