@@ -78,6 +78,7 @@ fn consent_route() -> RouteAuth {
         },
         delegation: DelegationRule::default(),
         consumers: Some(HashSet::from(["0192:310497460".to_string()])),
+        altinn: None,
         consent: Some(ConsentRule {
             resources: vec!["demo-samtykke-inntekt".into()],
             actions: vec!["consent".into()],

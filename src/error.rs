@@ -34,6 +34,9 @@ pub enum Reason {
     InsufficientScope,
     SupplierNotAllowed,
     ConsumerNotAllowed,
+    /// SPEC section 13: the consumer is on no usable list and one of the
+    /// route's Altinn access lists has no copy younger than `max_stale`.
+    AccessListUnavailable,
     ConsentMissing,
     ConsentRecipientMismatch,
     ConsentNotYetValid,
@@ -59,7 +62,7 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
@@ -82,6 +85,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::SupplierNotAllowed,
         Reason::ConsumerNotAllowed,
+        Reason::AccessListUnavailable,
         Reason::ConsentMissing,
         Reason::ConsentRecipientMismatch,
         Reason::ConsentNotYetValid,
@@ -117,6 +121,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::SupplierNotAllowed => "supplier_not_allowed",
             Reason::ConsumerNotAllowed => "consumer_not_allowed",
+            Reason::AccessListUnavailable => "access_list_unavailable",
             Reason::ConsentMissing => "consent_missing",
             Reason::ConsentRecipientMismatch => "consent_recipient_mismatch",
             Reason::ConsentNotYetValid => "consent_not_yet_valid",
@@ -149,7 +154,7 @@ impl Reason {
             | Reason::TokenNotYetValid
             | Reason::TokenLifetimeTooLong
             | Reason::AudienceMismatch => 401,
-            Reason::KeysUnavailable => 503,
+            Reason::KeysUnavailable | Reason::AccessListUnavailable => 503,
             Reason::InsufficientScope
             | Reason::SupplierNotAllowed
             | Reason::ConsumerNotAllowed
@@ -190,6 +195,7 @@ impl Reason {
             Reason::InsufficientScope => "The token lacks a required scope",
             Reason::SupplierNotAllowed => "The supplier is not allowed to act here",
             Reason::ConsumerNotAllowed => "The consumer is not allowed on this route",
+            Reason::AccessListUnavailable => "The route's access list is unavailable",
             Reason::ConsentMissing => "The token carries no consent",
             Reason::ConsentRecipientMismatch => "The consent was not given to this consumer",
             Reason::ConsentNotYetValid => "The consent is not yet valid",
@@ -229,6 +235,7 @@ impl Reason {
             Reason::InsufficientScope => "Request the token with every scope this route requires (see the scopes above); your Maskinporten client must have been granted them.",
             Reason::SupplierNotAllowed => "Call as the consumer itself, or ask the service owner to allow your supplier (see the delegation rules above).",
             Reason::ConsumerNotAllowed => "Ask the service owner (contact above) to add your organisation to the route's access list.",
+            Reason::AccessListUnavailable => "Retry after the seconds in `Retry-After`: the gateway cannot confirm the service owner's access list in Altinn right now.",
             Reason::ConsentMissing => "Have the data subject give consent in Altinn and request the Maskinporten token with that consent (`authorization_details` of type `urn:altinn:consent`).",
             Reason::ConsentRecipientMismatch => "Use a consent given to your own organisation: the consent's recipient must be the token's consumer.",
             Reason::ConsentNotYetValid => "Wait until the consent's validity starts, or check your clock.",
@@ -274,6 +281,7 @@ impl Reason {
             | Reason::MethodNotAllowed
             | Reason::NoRoute
             | Reason::KeysUnavailable
+            | Reason::AccessListUnavailable
             | Reason::UpstreamUnavailable
             | Reason::UpstreamTimeout => Challenge::None,
         }
@@ -300,6 +308,7 @@ impl Reason {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             Reason::KeysUnavailable => Some(5),
+            Reason::AccessListUnavailable => Some(30),
             _ => None,
         }
     }
@@ -475,6 +484,12 @@ mod tests {
                 Challenge::InsufficientScope,
             ),
             (
+                Reason::AccessListUnavailable,
+                "access_list_unavailable",
+                503,
+                Challenge::None,
+            ),
+            (
                 Reason::ConsentMissing,
                 "consent_missing",
                 403,
@@ -582,5 +597,7 @@ mod tests {
         assert!(Reason::NoRoute.www_authenticate().is_none());
         assert!(Reason::UpstreamTimeout.www_authenticate().is_none());
         assert_eq!(Reason::KeysUnavailable.retry_after(), Some(5));
+        assert_eq!(Reason::AccessListUnavailable.retry_after(), Some(30));
+        assert!(Reason::AccessListUnavailable.www_authenticate().is_none());
     }
 }

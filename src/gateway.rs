@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::altinn::maskinporten::{MaskinportenClient, Step};
+use crate::altinn::sync::ListStore;
 use crate::clock::Clock;
 use crate::config::{self, AuthMode, Config};
 use crate::keys::cache::IssuerKeys;
@@ -142,6 +144,16 @@ pub struct Gateway {
     /// The control-plane runtime: key refreshes, health checks, reloads.
     pub control: tokio::runtime::Handle,
     pub reload_state: Mutex<ReloadState>,
+    /// The last good copy of every Altinn access list (SPEC section 13).
+    pub altinn_lists: Arc<ListStore>,
+    /// The consent resources as last looked up in the Resource Registry, by
+    /// identifier (the `/status` view).
+    pub altinn_resources: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The Maskinporten client in use by the Altinn sync (for `/status`).
+    pub altinn_client: Mutex<Option<Arc<MaskinportenClient>>>,
+    /// Held while a new generation is built and swapped in (a reload or an
+    /// access-list change), so neither undoes the other.
+    publish: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -183,7 +195,8 @@ impl Gateway {
             Arc::new(http_fetcher_for),
         );
         let token_cache = TokenCache::new(TOKEN_CACHE_CAPACITY, &metrics);
-        let first = build_snapshot(config, 1, &keys, &control)?;
+        let altinn_lists = Arc::new(ListStore::default());
+        let first = build_snapshot(config, 1, &keys, &control, &altinn_lists)?;
         metrics.config_generation.set(1);
         // Both outcomes exist from the start, so `increase(...)` sees the
         // first failure.
@@ -199,7 +212,31 @@ impl Gateway {
             token_cache,
             control,
             reload_state: Mutex::new(ReloadState::default()),
+            altinn_lists,
+            altinn_client: Mutex::new(None),
+            altinn_resources: Mutex::default(),
+            publish: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// A new generation of the configuration in force with the access lists'
+    /// current copies (a sync changed members). Returns its number.
+    pub async fn republish_lists(&self) -> Result<u64, String> {
+        let _publishing = self.publish.lock().await;
+        let current = self.snapshot();
+        let generation = current.generation + 1;
+        let next = build_snapshot(
+            current.config.clone(),
+            generation,
+            &self.keys,
+            &self.control,
+            &self.altinn_lists,
+        )?;
+        let old = self.snapshot.swap(Arc::new(next));
+        let _ = old.health_stop.send(true);
+        self.metrics.config_generation.set(generation as i64);
+        log::info!("access lists changed; generation {generation}");
+        Ok(generation)
     }
 
     /// The generation in force. A request keeps the one it got.
@@ -248,6 +285,7 @@ impl Gateway {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .attempted_files = attempted;
         let mut config = loaded?;
+        let _publishing = self.publish.lock().await;
         let current = self.snapshot();
         if config.content_sha256 == current.config.content_sha256 {
             return Ok(current.generation);
@@ -259,7 +297,7 @@ impl Gateway {
         keep_running_settings(&current.config.server, &mut config.server);
         let keys = &self.keys;
         let control = self.control.clone();
-        let next = build_snapshot(config, generation, keys, &control)?;
+        let next = build_snapshot(config, generation, keys, &control, &self.altinn_lists)?;
         // New issuers get up to 5 s for their keys before the swap.
         for index in next.issuers_in_use() {
             let issuer_keys = &next.issuer_keys[index];
@@ -286,12 +324,20 @@ impl Gateway {
     /// otherwise the names of what is missing.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let snapshot = self.snapshot();
-        let missing: Vec<String> = snapshot
+        let mut missing: Vec<String> = snapshot
             .issuers_in_use()
             .into_iter()
             .filter(|&i| !snapshot.issuer_keys[i].status().has_keys)
             .map(|i| snapshot.config.issuers[i].name.clone())
             .collect();
+        // Each Altinn access list waits for its first good copy.
+        let lists = config::Altinn::lists_in_use(&snapshot.config);
+        missing.extend(
+            self.altinn_lists
+                .missing(&lists)
+                .into_iter()
+                .map(|l| format!("access list {l}")),
+        );
         if missing.is_empty() {
             Ok(())
         } else {
@@ -344,6 +390,36 @@ impl Gateway {
                 "dropped": crate::audit::dropped(),
                 "write_errors": crate::audit::write_errors(),
             },
+            "altinn": self.altinn_status(&snapshot.config),
+        })
+    }
+
+    /// `/status` `altinn`: both token steps and every list in use (counts,
+    /// times and errors; never a member, a token or the key). `null` without
+    /// an `altinn` section.
+    fn altinn_status(&self, config: &Config) -> serde_json::Value {
+        let Some(altinn) = &config.altinn else {
+            return serde_json::Value::Null;
+        };
+        let client = self.altinn_client.lock().map(|c| c.clone()).unwrap_or(None);
+        let step = |s: Step| client.as_ref().map(|c| c.status(s).to_json());
+        let now = SystemTime::now();
+        let held = self.altinn_lists.all();
+        let mut lists = serde_json::Map::new();
+        for list in config::Altinn::lists_in_use(config) {
+            let state = held.get(&list).cloned().unwrap_or_default();
+            lists.insert(list.to_string(), state.to_json(altinn.max_stale, now));
+        }
+        serde_json::json!({
+            "environment": altinn.environment.name(),
+            "platform_url": altinn.platform_url,
+            "maskinporten_url": altinn.maskinporten_url,
+            "client_id": altinn.client_id,
+            "kid": altinn.kid,
+            "maskinporten_token": step(Step::Maskinporten),
+            "altinn_token_exchange": step(Step::Exchange),
+            "access_lists": lists,
+            "resources": self.altinn_resources.lock().map(|r| r.clone()).unwrap_or_default(),
         })
     }
 }
@@ -377,11 +453,13 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
 /// Compiles a configuration into a servable snapshot: route table, upstream
 /// pools (with their health-check tasks on `control`) and issuer keys.
 pub fn build_snapshot(
-    config: Config,
+    mut config: Config,
     generation: u64,
     keys: &KeyRegistry,
     control: &tokio::runtime::Handle,
+    lists: &ListStore,
 ) -> Result<Snapshot, String> {
+    lists.fill(&mut config);
     let routes = RouteTable::new(&config.routes)?;
     let upstreams = config
         .upstreams

@@ -3,6 +3,7 @@
 //! covers exactly this request.
 #![forbid(unsafe_code)]
 
+pub mod altinn;
 pub mod audit;
 pub mod cli;
 pub mod clock;

@@ -1,4 +1,5 @@
-//! The `consent-gateway` command line: run / check / demo / token / explain / docs.
+//! The `consent-gateway` command line: run / check / demo / token / explain /
+//! docs / altinn.
 //! Wiring only; the work is done in the library.
 #![forbid(unsafe_code)]
 
@@ -71,6 +72,10 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also look each route's consent resources up in Altinn's Resource
+        /// Registry (network I/O; needs the `altinn` section).
+        #[arg(long)]
+        online: bool,
     },
     /// A self-contained demonstration on loopback: issuer, upstream, route.
     Demo(cli::demo::DemoArgs),
@@ -85,6 +90,20 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = cli::docs::DocsFormat::Markdown)]
         format: cli::docs::DocsFormat,
+    },
+    /// Look at what the gateway syncs from Altinn.
+    Altinn {
+        #[command(subcommand)]
+        command: AltinnCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AltinnCommand {
+    /// Sync each Altinn access list once and print its members and sync state.
+    Lists {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -150,13 +169,17 @@ fn main() -> ExitCode {
             };
             cli::run::run(&config.path(), &options)
         }
-        Command::Check { config } => {
+        Command::Check { config, online } => {
             let path = config.path();
             match config::load(&path) {
                 Ok(config) => {
                     println!("{}", config::summary(&config));
                     for warning in config::warnings(&config) {
                         println!("warning: {warning}");
+                    }
+                    if online && !cli::altinn::check_online(&config) {
+                        eprintln!("{}: the Resource Registry disagrees", path.display());
+                        return ExitCode::from(1);
                     }
                     println!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS
@@ -172,5 +195,8 @@ fn main() -> ExitCode {
         Command::Token(args) => cli::token::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
         Command::Docs { config, format } => cli::docs::run(&config.path(), format),
+        Command::Altinn {
+            command: AltinnCommand::Lists { config },
+        } => cli::altinn::lists(&config.path()),
     }
 }

@@ -75,6 +75,13 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub token_cache_requests_total: IntCounterVec,
     pub http_errors_total: IntCounterVec,
+    /// SPEC section 13: Altinn syncs by `kind` (`access_list`, `resource`,
+    /// `token`) and `outcome` (`success`, `not_modified`, `failure`).
+    pub altinn_sync_total: IntCounterVec,
+    /// Members of each synced Altinn access list (`list` = `owner/identifier`).
+    pub access_list_members: IntGaugeVec,
+    /// Unix time of the last successful Altinn sync per `kind`.
+    pub altinn_last_success_timestamp_seconds: IntGaugeVec,
     /// Audit lines dropped (queue full) and write errors: mirrored from the
     /// audit writer's counters at each scrape, under `audit_sync`.
     pub audit_dropped_total: IntCounter,
@@ -194,6 +201,21 @@ impl Metrics {
             http_errors_total: counter(
                 "consent_gateway_http_errors_total",
                 "Malformed requests answered before routing, by kind.",
+                &["kind"],
+            ),
+            altinn_sync_total: counter(
+                "consent_gateway_altinn_sync_total",
+                "Altinn syncs (access lists, resources, tokens) by kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            access_list_members: gauge_vec(
+                "consent_gateway_access_list_members",
+                "Members held per Altinn access list.",
+                &["list"],
+            ),
+            altinn_last_success_timestamp_seconds: gauge_vec(
+                "consent_gateway_altinn_last_success_timestamp_seconds",
+                "Unix time of the last successful Altinn sync per kind.",
                 &["kind"],
             ),
             audit_dropped_total: plain_counter(

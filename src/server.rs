@@ -52,6 +52,7 @@ pub fn build_server(
     let server_settings = config.server.clone();
     crate::audit::start(config.audit.queue_lines);
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
+    crate::services::altinn::spawn(&gateway);
 
     let conf = ServerConf {
         threads: server_settings.threads.max(1),
@@ -73,8 +74,8 @@ pub fn build_server(
         // that cannot get keys is abandoned rather than answering 503.
         if let Err(missing) = gateway.wait_until_ready(UPGRADE_KEY_WAIT) {
             return Err(format!(
-                "not taking over the listeners: no keys after {}s for issuer(s) {}; \
-                 the old process keeps serving",
+                "not taking over the listeners: not ready after {}s (no keys for issuer(s), or \
+                 no first copy of access list(s)): {}; the old process keeps serving",
                 UPGRADE_KEY_WAIT.as_secs(),
                 missing.join(", ")
             ));

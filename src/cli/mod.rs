@@ -1,5 +1,7 @@
-//! The command implementations behind `main.rs`: run, demo, token, explain, docs.
+//! The command implementations behind `main.rs`: run, demo, token, explain,
+//! docs, altinn.
 
+pub mod altinn;
 pub mod demo;
 pub mod docs;
 pub mod explain;

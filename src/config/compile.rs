@@ -9,13 +9,15 @@ use std::path::Path;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
-    Audit, AuthMode, Binding, BodyField, Config, ConsentRule, DelegationRule, ForwardRule,
-    HealthCheck, Issuer, Limits, Mode, PersonalData, Route, RouteAuth, ScopeRule, Server, Service,
-    SubjectTypes, TlsListener, Upstream, MAX_BODY_BYTES,
+    AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Binding, BodyField, Config,
+    ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, PersonalData,
+    Route, RouteAuth, ScopeRule, Server, Service, SubjectTypes, SyncedConsumers, TlsListener,
+    Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAuth, RawBinding, RawConfig, RawConsent, RawMode, RawPersonalData, RawRoute, RawSubjectType,
+    RawAltinn, RawAltinnEnvironment, RawAuth, RawBinding, RawConfig, RawConsent, RawMode,
+    RawPersonalData, RawRoute, RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -101,10 +103,38 @@ pub fn compile(
                 contact: service.contact.clone(),
                 documentation_url: service.documentation_url.clone(),
             }),
+        altinn: raw.altinn.as_ref().map(|a| altinn(a, ctx)),
         source_files,
         config_sha256,
         content_sha256,
     })
+}
+
+/// The `altinn` section: the environment's hosts unless overridden.
+fn altinn(raw: &RawAltinn, ctx: &Context<'_>) -> Altinn {
+    let environment = match raw.environment {
+        RawAltinnEnvironment::Tt02 => AltinnEnvironment::Tt02,
+        RawAltinnEnvironment::Production => AltinnEnvironment::Production,
+    };
+    let base = |url: &Option<String>, preset: &str| {
+        url.as_deref()
+            .unwrap_or(preset)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    Altinn {
+        environment,
+        platform_url: base(&raw.platform_url, environment.platform_url()),
+        maskinporten_url: base(&raw.maskinporten_url, environment.maskinporten_url()),
+        client_id: raw.maskinporten.client_id.clone(),
+        kid: raw.maskinporten.kid.clone(),
+        key_file: ctx.resolve(&raw.maskinporten.key_file),
+        scopes: raw.maskinporten.scopes.clone(),
+        refresh: raw.refresh.0,
+        max_stale: raw.max_stale.0,
+        timeout: raw.timeout.0,
+        cache_dir: raw.cache_dir.as_deref().map(|p| ctx.resolve(p)),
+    }
 }
 
 /// Feeds one file to the content hash, framed (path, length, bytes) so that
@@ -429,6 +459,23 @@ impl Compiler<'_, '_> {
                 Some(set)
             }
         };
+        let altinn = r
+            .consumers
+            .as_ref()
+            .and_then(|c| c.altinn_access_lists.as_ref())
+            .map(|lists| {
+                // No copy yet: until one arrives (from Altinn or the cache)
+                // a consumer found on no other list is 503.
+                SyncedConsumers::empty(
+                    lists
+                        .iter()
+                        .map(|l| AccessListRef {
+                            owner: l.owner.clone(),
+                            identifier: l.identifier.clone(),
+                        })
+                        .collect(),
+                )
+            });
         let consent = match (&r.consent, mode) {
             (Some(consent), AuthMode::Consent) => Some(consent_rule(consent)),
             (None, AuthMode::Consent) => {
@@ -443,6 +490,7 @@ impl Compiler<'_, '_> {
             scopes,
             delegation,
             consumers,
+            altinn,
             consent,
         })
     }

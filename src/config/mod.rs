@@ -890,4 +890,143 @@ upstreams:
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].path, "routes[1].issuers[1]");
     }
+
+    const ALTINN_ROUTE: &str = "    auth: token\n    issuers: [mp]\n    consumers:\n      altinn_access_lists: [{owner: skd, identifier: inntekt-banker}]\n";
+
+    /// `files()` plus a real RSA key at /etc/cg/mp.pem.
+    fn altinn_files() -> MemFs {
+        let issuer = crate::dev_issuer::DevIssuer::generate("k").unwrap();
+        let pem: &'static str = Box::leak(issuer.private_pem().to_string().into_boxed_str());
+        let mut fs = files();
+        fs.0.push(("/etc/cg/mp.pem", pem));
+        fs.0.push((
+            "/etc/cg/not-a-key.pem",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+        ));
+        fs
+    }
+
+    fn altinn_section(extra: &str) -> String {
+        format!(
+            "altinn:\n  environment: production\n  maskinporten:\n    client_id: c1\n    kid: k1\n    key_file: mp.pem\n{extra}"
+        )
+    }
+
+    #[test]
+    fn the_altinn_section_compiles_with_presets_and_lists_start_unavailable() {
+        let text = format!("{HEAD}{}{}", altinn_section(""), route(ALTINN_ROUTE));
+        let config = load_with(&text, Path::new(FILE), &altinn_files()).unwrap();
+        let altinn = config.altinn.as_ref().unwrap();
+        assert_eq!(altinn.platform_url, "https://platform.altinn.no");
+        assert_eq!(altinn.maskinporten_url, "https://maskinporten.no");
+        assert_eq!(altinn.scopes, ["altinn:resourceregistry/access-list.read"]);
+        assert_eq!(altinn.key_file, Path::new("/etc/cg/mp.pem"));
+        let lists = Altinn::lists_in_use(&config);
+        assert_eq!(lists.len(), 1);
+        assert_eq!(lists[0].to_string(), "skd/inntekt-banker");
+        let synced = config.routes[0].auth.altinn.as_ref().unwrap();
+        assert_eq!(
+            synced.check("0192:310497460", 0.0),
+            SyncedVerdict::Unavailable
+        );
+        let text = format!(
+            "{HEAD}{}{}",
+            altinn_section(
+                "  platform_url: http://127.0.0.1:9/\n  maskinporten_url: http://localhost:8/\n"
+            ),
+            route(ALTINN_ROUTE)
+        );
+        let config = load_with(&text, Path::new(FILE), &altinn_files()).unwrap();
+        let altinn = config.altinn.unwrap();
+        assert_eq!(altinn.platform_url, "http://127.0.0.1:9");
+        assert_eq!(altinn.maskinporten_url, "http://localhost:8");
+    }
+
+    #[test]
+    fn synced_lists_admit_members_of_usable_copies_only() {
+        let list = |members: &[&str], until_ms: Option<u64>| {
+            let fresh = Freshness::default();
+            if let Some(ms) = until_ms {
+                fresh.set(ms);
+            }
+            SyncedList {
+                list: AccessListRef {
+                    owner: "o".into(),
+                    identifier: "i".into(),
+                },
+                members: std::sync::Arc::new(members.iter().map(|m| m.to_string()).collect()),
+                fresh,
+            }
+        };
+        let a = "0192:310497460";
+        let good = SyncedConsumers {
+            lists: vec![list(&[a], Some(2_000))],
+        };
+        assert_eq!(good.check(a, 1.0), SyncedVerdict::Listed);
+        assert_eq!(good.check("0192:991825827", 1.0), SyncedVerdict::NotListed);
+        assert_eq!(
+            good.check(a, 2.0),
+            SyncedVerdict::Unavailable,
+            "stale at max_stale exactly"
+        );
+        let empty = SyncedConsumers {
+            lists: vec![list(&[], Some(2_000))],
+        };
+        assert_eq!(
+            empty.check(a, 1.0),
+            SyncedVerdict::NotListed,
+            "an empty list admits no one"
+        );
+        let mixed = SyncedConsumers {
+            lists: vec![list(&[a], Some(2_000)), list(&[], None)],
+        };
+        assert_eq!(mixed.check(a, 1.0), SyncedVerdict::Listed);
+        assert_eq!(
+            mixed.check("0192:991825827", 1.0),
+            SyncedVerdict::Unavailable
+        );
+    }
+
+    #[test]
+    fn altinn_mistakes_are_reported_with_their_paths() {
+        let load = |altinn: &str, route_extra: &str| {
+            let text = format!("{HEAD}{altinn}{}", route(route_extra));
+            match load_with(&text, Path::new(FILE), &altinn_files()) {
+                Ok(_) => panic!("expected errors"),
+                Err(ConfigErrors(errors)) => errors.into_iter().map(|e| e.path).collect::<Vec<_>>(),
+            }
+        };
+        assert_eq!(
+            load("", ALTINN_ROUTE),
+            ["routes[0].consumers.altinn_access_lists"]
+        );
+        let bad_name = ALTINN_ROUTE.replace("owner: skd", "owner: \"s/kd\"");
+        assert_eq!(
+            load(&altinn_section(""), &bad_name),
+            ["routes[0].consumers.altinn_access_lists[0].owner"]
+        );
+        assert_eq!(
+            load(
+                &altinn_section("  platform_url: http://platform.altinn.no\n"),
+                ALTINN_ROUTE
+            ),
+            ["altinn.platform_url"]
+        );
+        assert_eq!(
+            load(
+                &altinn_section("  refresh: 1h\n  max_stale: 1h\n"),
+                ALTINN_ROUTE
+            ),
+            ["altinn.max_stale"]
+        );
+        let no_key = altinn_section("").replace("mp.pem", "not-a-key.pem");
+        assert_eq!(
+            load(&no_key, ALTINN_ROUTE),
+            ["altinn.maskinporten.key_file"]
+        );
+        assert_eq!(
+            load(&altinn_section("  colour: blue\n"), ALTINN_ROUTE),
+            ["altinn.colour"]
+        );
+    }
 }

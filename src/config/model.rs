@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::keys::Alg;
@@ -159,9 +160,193 @@ pub struct RouteAuth {
     pub scopes: ScopeRule,
     pub delegation: DelegationRule,
     /// When `Some`, `consumer.ID` must be listed (normalised `0192:<orgnr>`).
+    /// Holds `allow` and `file`; always `Some` when `altinn` is.
     pub consumers: Option<HashSet<String>>,
+    /// The members of the route's Altinn access lists, as synced for this
+    /// generation (SPEC section 13); they join `consumers`.
+    pub altinn: Option<SyncedConsumers>,
     /// Present exactly when `mode` is `Consent`.
     pub consent: Option<ConsentRule>,
+}
+
+/// An access list in Altinn's Resource Registry, by owner and identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessListRef {
+    pub owner: String,
+    pub identifier: String,
+}
+
+impl std::fmt::Display for AccessListRef {
+    /// `owner/identifier`: the `list` label of the metrics, the key in `/status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.identifier)
+    }
+}
+
+/// The Altinn-synced part of a route's consumer access list. Compiled with
+/// no copies; each generation fills it from the last good copies
+/// (`altinn::sync`). The stale bound is a time in the copy, so it needs no
+/// new generation to take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedConsumers {
+    pub lists: Vec<SyncedList>,
+}
+
+/// One Altinn access list as this generation knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedList {
+    pub list: AccessListRef,
+    /// Normalised `0192:<orgnr>`.
+    pub members: Arc<HashSet<String>>,
+    /// Until when the copy may be used; shared with the sync, which moves it
+    /// on with every good sync (members unchanged need no new generation).
+    pub fresh: Freshness,
+}
+
+/// `last good sync + max_stale`, in unix milliseconds; 0: no copy yet
+/// (neither from Altinn nor from the cache). One cell shared by the sync and
+/// every generation that holds the list.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness(Arc<std::sync::atomic::AtomicU64>);
+
+impl Freshness {
+    /// Usable before `until_ms` (unix milliseconds).
+    pub fn set(&self, until_ms: u64) {
+        self.0
+            .store(until_ms.max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    /// `None` when there is no copy.
+    pub fn until_ms(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|&ms| ms > 0)
+    }
+
+    /// Is the copy usable at `now` (unix seconds)?
+    pub fn usable(&self, now: f64) -> bool {
+        self.until_ms()
+            .is_some_and(|until| now * 1000.0 < until as f64)
+    }
+}
+
+impl PartialEq for Freshness {
+    fn eq(&self, other: &Self) -> bool {
+        self.until_ms() == other.until_ms()
+    }
+}
+
+impl Eq for Freshness {}
+
+/// Check 14's reading of the synced lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncedVerdict {
+    /// On a list whose copy is usable.
+    Listed,
+    /// On no list, and every list's copy is usable.
+    NotListed,
+    /// On no usable list, and some list has no usable copy.
+    Unavailable,
+}
+
+impl SyncedConsumers {
+    /// Lists without a copy (what `compile` produces).
+    pub fn empty(lists: Vec<AccessListRef>) -> Self {
+        Self {
+            lists: lists
+                .into_iter()
+                .map(|list| SyncedList {
+                    list,
+                    members: Arc::default(),
+                    fresh: Freshness::default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Is `consumer` on a usable copy at `now` (unix seconds)? A stale copy's
+    /// members are not honoured (fail closed).
+    pub fn check(&self, consumer: &str, now: f64) -> SyncedVerdict {
+        let usable = |l: &SyncedList| l.fresh.usable(now);
+        if self
+            .lists
+            .iter()
+            .any(|l| usable(l) && l.members.contains(consumer))
+        {
+            SyncedVerdict::Listed
+        } else if self.lists.iter().all(usable) {
+            SyncedVerdict::NotListed
+        } else {
+            SyncedVerdict::Unavailable
+        }
+    }
+}
+
+/// `altinn.environment`: a preset of hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AltinnEnvironment {
+    Tt02,
+    Production,
+}
+
+impl AltinnEnvironment {
+    pub fn name(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "tt02",
+            AltinnEnvironment::Production => "production",
+        }
+    }
+
+    /// The Altinn platform base URL.
+    pub fn platform_url(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "https://platform.tt02.altinn.no",
+            AltinnEnvironment::Production => "https://platform.altinn.no",
+        }
+    }
+
+    /// The Maskinporten base URL (its issuer is this with a trailing slash).
+    pub fn maskinporten_url(self) -> &'static str {
+        match self {
+            AltinnEnvironment::Tt02 => "https://test.maskinporten.no",
+            AltinnEnvironment::Production => "https://maskinporten.no",
+        }
+    }
+}
+
+/// The `altinn` section: the gateway's own Maskinporten client and how
+/// Altinn is synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Altinn {
+    pub environment: AltinnEnvironment,
+    /// Without a trailing slash.
+    pub platform_url: String,
+    /// Without a trailing slash; the token endpoint is `<this>/token`, the
+    /// client assertion's `aud` is `<this>/`.
+    pub maskinporten_url: String,
+    pub client_id: String,
+    pub kid: String,
+    /// The PEM file of the client's RSA private key (read by the client,
+    /// never kept in the configuration).
+    pub key_file: PathBuf,
+    pub scopes: Vec<String>,
+    pub refresh: Duration,
+    pub max_stale: Duration,
+    pub timeout: Duration,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Altinn {
+    /// Every Altinn access list some route names, sorted, once each.
+    pub fn lists_in_use(config: &Config) -> Vec<AccessListRef> {
+        let mut lists: Vec<AccessListRef> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.altinn.as_ref())
+            .flat_map(|a| a.lists.iter().map(|l| l.list.clone()))
+            .collect();
+        lists.sort();
+        lists.dedup();
+        lists
+    }
 }
 
 /// How the request is forwarded.
@@ -308,6 +493,8 @@ pub struct Config {
     pub audit: Audit,
     /// `service:` (all fields `None` when absent).
     pub service: Service,
+    /// SPEC section 13: `None` without an `altinn` section.
+    pub altinn: Option<Altinn>,
     /// The files this configuration was read from (config and access lists),
     /// watched for reload.
     pub source_files: Vec<PathBuf>,

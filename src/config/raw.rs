@@ -42,6 +42,14 @@
 //! | `routes[].forward.strip_authorization` | `false` |
 //! | `routes[].forward.preserve_host` | `true` |
 //! | `service` | none (no name, contact or documentation link) |
+//! | `routes[].consumers.altinn_access_lists` | `[]` |
+//! | `altinn` | none (no Altinn sync; `altinn_access_lists` then an error) |
+//! | `altinn.platform_url` / `maskinporten_url` | the `environment`'s hosts |
+//! | `altinn.maskinporten.scopes` | `["altinn:resourceregistry/access-list.read"]` (the scope Altinn documents for reading access lists) |
+//! | `altinn.refresh` | `5m` |
+//! | `altinn.max_stale` | `24h` |
+//! | `altinn.timeout` | `10s` (each HTTP request to Altinn or Maskinporten, body included) |
+//! | `altinn.cache_dir` | none (no last good copy survives a restart) |
 //! | `audit.enabled` | `true` |
 //! | `audit.personal_data` | `masked` |
 
@@ -169,6 +177,9 @@ pub struct RawConfig {
     /// `consent-gateway docs` and the problem bodies' `documentation`.
     #[serde(default)]
     pub service: Option<RawService>,
+    /// SPEC section 13 "Altinn": where access lists and resources are synced from.
+    #[serde(default)]
+    pub altinn: Option<RawAltinn>,
 }
 
 /// `service:` (every key optional).
@@ -183,6 +194,68 @@ pub struct RawService {
     /// Where the consumer documentation is published (an http or https URL).
     #[serde(default)]
     pub documentation_url: Option<String>,
+}
+
+/// `altinn.environment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAltinnEnvironment {
+    Tt02,
+    Production,
+}
+
+fn default_altinn_scopes() -> Vec<String> {
+    vec!["altinn:resourceregistry/access-list.read".to_string()]
+}
+fn default_altinn_refresh() -> HumanDuration {
+    HumanDuration::secs(5 * 60)
+}
+fn default_altinn_max_stale() -> HumanDuration {
+    HumanDuration::secs(24 * 60 * 60)
+}
+fn default_altinn_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// `altinn:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAltinn {
+    pub environment: RawAltinnEnvironment,
+    #[serde(default)]
+    pub platform_url: Option<String>,
+    #[serde(default)]
+    pub maskinporten_url: Option<String>,
+    pub maskinporten: RawMaskinporten,
+    #[serde(default = "default_altinn_refresh")]
+    pub refresh: HumanDuration,
+    #[serde(default = "default_altinn_max_stale")]
+    pub max_stale: HumanDuration,
+    #[serde(default = "default_altinn_timeout")]
+    pub timeout: HumanDuration,
+    /// Relative to the directory of `gateway.yaml`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `altinn.maskinporten:` (the gateway's own Maskinporten client).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaskinporten {
+    pub client_id: String,
+    pub kid: String,
+    /// Relative to the directory of `gateway.yaml`.
+    pub key_file: PathBuf,
+    #[serde(default = "default_altinn_scopes")]
+    pub scopes: Vec<String>,
+}
+
+/// `routes[].consumers.altinn_access_lists[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAltinnAccessList {
+    pub owner: String,
+    pub identifier: String,
 }
 
 /// `server:`.
@@ -409,6 +482,9 @@ pub struct RawConsumers {
     /// Relative to the directory of `gateway.yaml`.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Lists in Altinn's Resource Registry whose members join `allow` and `file`.
+    #[serde(default)]
+    pub altinn_access_lists: Option<Vec<RawAltinnAccessList>>,
 }
 
 fn default_actions() -> Vec<String> {

@@ -74,6 +74,24 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         }
     )?;
     write_service(out, config)?;
+    if let Some(altinn) = &config.altinn {
+        let lists: Vec<String> = super::model::Altinn::lists_in_use(config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        writeln!(
+            out,
+            "altinn      {} ({}, Maskinporten {}), client {}, kid {}; refresh {:?}, max stale {:?}; access lists: {}",
+            altinn.environment.name(),
+            altinn.platform_url,
+            altinn.maskinporten_url,
+            altinn.client_id,
+            altinn.kid,
+            altinn.refresh,
+            altinn.max_stale,
+            join_or(&lists, "(none)")
+        )?;
+    }
 
     writeln!(out, "issuers ({})", config.issuers.len())?;
     for issuer in &config.issuers {

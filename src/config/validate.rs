@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAuth, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers, RawDelegation,
-    RawIssuer, RawRoute, RawServer, RawService, RawUpstream,
+    RawAltinn, RawAuth, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers,
+    RawDelegation, RawIssuer, RawRoute, RawServer, RawService, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -84,8 +84,12 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
         errors: Vec::new(),
         checked: Checked::default(),
         failed_lists: HashSet::new(),
+        has_altinn: raw.altinn.is_some(),
     };
     v.server(&raw.server);
+    if let Some(altinn) = &raw.altinn {
+        v.altinn(altinn);
+    }
     let issuers = v.issuers(&raw.issuers);
     let upstreams = v.upstreams(&raw.upstreams);
     v.routes(raw, &issuers, &upstreams);
@@ -104,6 +108,8 @@ struct Validator<'a, 'c> {
     errors: Vec<ConfigError>,
     checked: Checked,
     failed_lists: HashSet<PathBuf>,
+    /// The file has an `altinn` section (routes may name Altinn access lists).
+    has_altinn: bool,
 }
 
 /// Name -> index, for names that are unique.
@@ -557,11 +563,17 @@ impl Validator<'_, '_> {
     }
 
     fn consumers(&mut self, i: usize, consumers: &RawConsumers) {
-        if consumers.allow.is_none() && consumers.file.is_none() {
+        if consumers.allow.is_none()
+            && consumers.file.is_none()
+            && consumers.altinn_access_lists.is_none()
+        {
             self.error(
                 format!("routes[{i}].consumers"),
-                "give `allow`, `file`, or both (an access list with neither admits nobody)",
+                "give `allow`, `file` or `altinn_access_lists` (an access list with none admits nobody)",
             );
+        }
+        if let Some(lists) = &consumers.altinn_access_lists {
+            self.altinn_access_lists(i, lists);
         }
         for (j, entry) in consumers.allow.iter().flatten().enumerate() {
             self.check(
@@ -571,6 +583,100 @@ impl Validator<'_, '_> {
         }
         if let Some(file) = &consumers.file {
             self.access_list(&format!("routes[{i}].consumers.file"), file);
+        }
+    }
+
+    /// `routes[i].consumers.altinn_access_lists`: needs the `altinn` section;
+    /// owner and identifier as the Resource Registry writes them; each once.
+    fn altinn_access_lists(&mut self, i: usize, lists: &[super::raw::RawAltinnAccessList]) {
+        let path = format!("routes[{i}].consumers.altinn_access_lists");
+        if !self.has_altinn {
+            self.error(
+                path.clone(),
+                "needs the top-level `altinn` section (where the lists are synced from)",
+            );
+        }
+        if lists.is_empty() {
+            self.error(
+                path.clone(),
+                "must not be empty (remove it, or name at least one list)",
+            );
+        }
+        let mut seen = HashSet::new();
+        for (j, list) in lists.iter().enumerate() {
+            self.check(
+                || format!("{path}[{j}].owner"),
+                check_registry_name(&list.owner),
+            );
+            self.check(
+                || format!("{path}[{j}].identifier"),
+                check_registry_name(&list.identifier),
+            );
+            if !seen.insert((&list.owner, &list.identifier)) {
+                self.error(
+                    format!("{path}[{j}]"),
+                    format!("`{}/{}` is listed twice", list.owner, list.identifier),
+                );
+            }
+        }
+    }
+
+    /// The `altinn` section: URLs, the Maskinporten client and its key, timings.
+    fn altinn(&mut self, altinn: &RawAltinn) {
+        for (field, url) in [
+            ("platform_url", &altinn.platform_url),
+            ("maskinporten_url", &altinn.maskinporten_url),
+        ] {
+            if let Some(url) = url {
+                self.check(|| format!("altinn.{field}"), check_altinn_url(url));
+            }
+        }
+        let mp = &altinn.maskinporten;
+        for (field, value) in [("client_id", &mp.client_id), ("kid", &mp.kid)] {
+            if value.trim().is_empty() || value.chars().any(char::is_control) {
+                self.error(
+                    format!("altinn.maskinporten.{field}"),
+                    "must be a non-empty value without control characters",
+                );
+            }
+        }
+        if mp.scopes.is_empty() {
+            self.error("altinn.maskinporten.scopes", "must not be empty");
+        }
+        for (j, scope) in mp.scopes.iter().enumerate() {
+            if scope.is_empty() || scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    format!("altinn.maskinporten.scopes[{j}]"),
+                    "a scope must be one non-empty word without spaces",
+                );
+            }
+        }
+        let key = self.ctx.resolve(&mp.key_file);
+        match self.ctx.files.read(&key) {
+            Err(e) => self.error(
+                "altinn.maskinporten.key_file",
+                format!("cannot read `{}`: {e}", key.display()),
+            ),
+            Ok(pem) => {
+                // The key itself never appears in an error: only whether it parses.
+                if jsonwebtoken::EncodingKey::from_rsa_pem(&pem).is_err() {
+                    self.error(
+                        "altinn.maskinporten.key_file",
+                        format!(
+                            "`{}` is not an RSA private key in PKCS#1 or PKCS#8 PEM",
+                            key.display()
+                        ),
+                    );
+                }
+            }
+        }
+        self.nonzero("altinn.refresh", altinn.refresh.0);
+        self.nonzero("altinn.timeout", altinn.timeout.0);
+        if altinn.max_stale.0 <= altinn.refresh.0 {
+            self.error(
+                "altinn.max_stale",
+                "must be longer than `refresh` (otherwise one late sync makes every list unavailable)",
+            );
         }
     }
 
@@ -1092,6 +1198,46 @@ pub fn check_documentation_url(text: &str) -> Result<(), String> {
         "https" | "http" => Ok(()),
         _ => Err(format!("`{text}`: the scheme must be https or http")),
     }
+}
+
+/// An Altinn platform or Maskinporten base URL: https, or http to a loopback
+/// host only (as for `jwks_uri`); no credentials, query or fragment.
+pub fn check_altinn_url(text: &str) -> Result<(), String> {
+    let uri = http::Uri::from_str(text).map_err(|_| format!("`{text}` is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!("`{text}` is not an absolute URL"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}`: credentials in the URL are not allowed"));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!("`{text}`: a base URL takes no query or fragment"));
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if is_loopback_host(authority.host()) => Ok(()),
+        "http" => Err(format!(
+            "`{text}`: Altinn must be reached over https (http only to a loopback host)"
+        )),
+        _ => Err(format!("`{text}`: the scheme must be https")),
+    }
+}
+
+/// An owner or identifier of the Resource Registry: 1-100 characters of
+/// a-z, A-Z, 0-9, `-` and `_` (they go into a URL path).
+pub fn check_registry_name(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > 100 {
+        return Err("must be 1 to 100 characters".to_string());
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "`{text}`: only letters, digits, `-` and `_` (as the Resource Registry writes it)"
+        ));
+    }
+    Ok(())
 }
 
 /// `localhost`, 127.0.0.0/8 or ::1.

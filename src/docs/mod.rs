@@ -107,6 +107,7 @@ pub fn route_can_answer(config: &Config, route: &Route, reason: Reason) -> bool 
             checked && (!auth.delegation.allow || auth.delegation.suppliers.is_some())
         }
         Reason::ConsumerNotAllowed => checked && auth.consumers.is_some(),
+        Reason::AccessListUnavailable => checked && auth.altinn.is_some(),
         Reason::ConsentMissing
         | Reason::ConsentRecipientMismatch
         | Reason::ConsentNotYetValid

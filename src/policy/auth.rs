@@ -3,7 +3,7 @@
 //! and access list to the consent. The first failing check decides. Pure: the
 //! time comes from `AuthContext::now`, keys from a `KeySource`.
 
-use crate::config::{AuthMode, ConsentRule, Issuer};
+use crate::config::{AuthMode, ConsentRule, Issuer, SyncedVerdict};
 use crate::error::Reason;
 use crate::policy::claims::{ConsentElement, TokenClaims};
 use crate::policy::consent::{self, parse_subject, BoundValues, ConsentInputs, ConsentMatch};
@@ -227,16 +227,29 @@ fn run(
 
     // 14: the consumer access list.
     let consumer = token_claims.consumer.as_str();
+    // The members synced from Altinn join `allow` and `file` (SPEC section 13).
+    let synced = ctx
+        .route
+        .altinn
+        .as_ref()
+        .map(|s| s.check(consumer, ctx.now));
     let consumer_ok = ctx
         .route
         .consumers
         .as_ref()
-        .is_none_or(|list| list.contains(consumer));
+        .is_none_or(|list| list.contains(consumer) || synced == Some(SyncedVerdict::Listed));
+    let unavailable = !consumer_ok && synced == Some(SyncedVerdict::Unavailable);
     trace.record(14, "consumer", consumer_ok, || match &ctx.route.consumers {
         None => format!("consumer {consumer} (no access list)"),
         Some(_) if consumer_ok => format!("consumer {consumer} is on the access list"),
+        Some(_) if unavailable => format!(
+            "consumer {consumer} is on no usable list; an Altinn access list is unavailable"
+        ),
         Some(_) => format!("consumer {consumer} is not on the access list"),
     });
+    if unavailable {
+        return Err(token_denial(Reason::AccessListUnavailable));
+    }
     if !consumer_ok {
         return Err(token_denial(Reason::ConsumerNotAllowed));
     }
@@ -439,6 +452,7 @@ mod tests {
                     },
                     delegation: DelegationRule::default(),
                     consumers: None,
+                    altinn: None,
                     consent: Some(rule),
                 },
                 issuers: vec![

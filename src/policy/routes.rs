@@ -500,6 +500,7 @@ mod tests {
                 scopes: ScopeRule::default(),
                 delegation: DelegationRule::default(),
                 consumers: None,
+                altinn: None,
                 consent: None,
             },
             mode: Mode::Enforce,

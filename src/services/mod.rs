@@ -1,5 +1,7 @@
 //! Background and side services: the admin endpoint, configuration reload
-//! triggers. Key refresh lives in `keys::cache`, run on the control plane.
+//! triggers, the Altinn access-list sync. Key refresh lives in `keys::cache`,
+//! run on the control plane.
 
 pub mod admin;
+pub mod altinn;
 pub mod reload;
