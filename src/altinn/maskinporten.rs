@@ -166,7 +166,7 @@ impl MaskinportenClient {
         }
         if let Some(metrics) = &self.metrics {
             let outcome = if result.is_ok() { "success" } else { "failure" };
-            super::sync::count(metrics, "token", outcome);
+            super::count(metrics, "token", outcome);
         }
     }
 

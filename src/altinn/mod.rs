@@ -13,6 +13,25 @@ pub mod transport;
 
 use thiserror::Error;
 
+/// Counts one sync step (`kind`: token, access_list, resource) and, on
+/// success, when it last succeeded.
+pub(crate) fn count(metrics: &crate::metrics::Metrics, kind: &str, outcome: &str) {
+    metrics
+        .altinn_sync_total
+        .with_label_values(&[kind, outcome])
+        .inc();
+    if outcome != "failure" {
+        metrics
+            .altinn_last_success_timestamp_seconds
+            .with_label_values(&[kind])
+            .set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
+    }
+}
+
 /// Why one step of talking to Maskinporten or Altinn failed. The text never
 /// holds a token, a key or a response body: it goes to logs and `/status`.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+pub(crate) use super::count;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -263,19 +265,6 @@ fn log_members(label: &str, m: &Members, had_copy: bool) {
         m.members.len(),
         if had_copy { "" } else { " (first copy)" }
     );
-}
-
-pub(crate) fn count(metrics: &Metrics, kind: &str, outcome: &str) {
-    metrics
-        .altinn_sync_total
-        .with_label_values(&[kind, outcome])
-        .inc();
-    if outcome != "failure" {
-        metrics
-            .altinn_last_success_timestamp_seconds
-            .with_label_values(&[kind])
-            .set(unix_secs(SystemTime::now()) as i64);
-    }
 }
 
 fn from_cache(altinn: &Altinn, store: &ListStore, metrics: &Metrics, list: &AccessListRef) -> bool {

@@ -151,7 +151,7 @@ pub fn check_online(config: &config::Config) -> bool {
                 id,
             ));
             let outcome = if found.is_ok() { "success" } else { "failure" };
-            crate::altinn::sync::count(&metrics, "resource", outcome);
+            crate::altinn::count(&metrics, "resource", outcome);
             let problems = match found {
                 Err(e) => vec![format!("cannot be looked up: {e}")],
                 Ok(None) => vec!["is unknown to the Resource Registry".to_string()],
