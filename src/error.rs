@@ -39,6 +39,12 @@ pub enum Reason {
     ConsentMetadataMismatch,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A one-time consent that was already used (SPEC section 13).
+    ConsentAlreadyUsed,
+    /// Beyond the route's `rate_limit` (SPEC section 13).
+    RateLimited,
+    /// The shared-state store is unreachable on a route that needs it.
+    StateUnavailable,
 }
 
 /// The RFC 6750 challenge a refusal carries, if any.
@@ -55,7 +61,7 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 32] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
@@ -85,6 +91,9 @@ impl Reason {
         Reason::ConsentMetadataMismatch,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::ConsentAlreadyUsed,
+        Reason::RateLimited,
+        Reason::StateUnavailable,
     ];
 
     /// The stable reason code (SPEC section 4): used in bodies, metrics, logs.
@@ -118,6 +127,9 @@ impl Reason {
             Reason::ConsentMetadataMismatch => "consent_metadata_mismatch",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::ConsentAlreadyUsed => "consent_already_used",
+            Reason::RateLimited => "rate_limited",
+            Reason::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -139,7 +151,8 @@ impl Reason {
             | Reason::TokenNotYetValid
             | Reason::TokenLifetimeTooLong
             | Reason::AudienceMismatch => 401,
-            Reason::KeysUnavailable => 503,
+            Reason::KeysUnavailable | Reason::StateUnavailable => 503,
+            Reason::RateLimited => 429,
             Reason::InsufficientScope
             | Reason::SupplierNotAllowed
             | Reason::ConsumerNotAllowed
@@ -149,7 +162,8 @@ impl Reason {
             | Reason::ConsentExpired
             | Reason::ConsentResourceMismatch
             | Reason::ConsentSubjectMismatch
-            | Reason::ConsentMetadataMismatch => 403,
+            | Reason::ConsentMetadataMismatch
+            | Reason::ConsentAlreadyUsed => 403,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
         }
@@ -187,6 +201,9 @@ impl Reason {
             Reason::ConsentMetadataMismatch => "The consent's metadata does not cover this request",
             Reason::UpstreamUnavailable => "The upstream is unavailable",
             Reason::UpstreamTimeout => "The upstream timed out",
+            Reason::ConsentAlreadyUsed => "The one-time consent was already used",
+            Reason::RateLimited => "Too many requests for this consumer",
+            Reason::StateUnavailable => "The shared state store is unavailable",
         }
     }
 
@@ -215,14 +232,17 @@ impl Reason {
             | Reason::ConsentExpired
             | Reason::ConsentResourceMismatch
             | Reason::ConsentSubjectMismatch
-            | Reason::ConsentMetadataMismatch => Challenge::InsufficientScope,
+            | Reason::ConsentMetadataMismatch
+            | Reason::ConsentAlreadyUsed => Challenge::InsufficientScope,
             Reason::InvalidRequest
             | Reason::HeadersTooLarge
             | Reason::MethodNotAllowed
             | Reason::NoRoute
             | Reason::KeysUnavailable
             | Reason::UpstreamUnavailable
-            | Reason::UpstreamTimeout => Challenge::None,
+            | Reason::UpstreamTimeout
+            | Reason::RateLimited
+            | Reason::StateUnavailable => Challenge::None,
         }
     }
 
@@ -247,6 +267,8 @@ impl Reason {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             Reason::KeysUnavailable => Some(5),
+            Reason::StateUnavailable => Some(1),
+            // `RateLimited` carries its own, computed by the limiter.
             _ => None,
         }
     }
@@ -450,6 +472,19 @@ mod tests {
                 Reason::UpstreamTimeout,
                 "upstream_timeout",
                 504,
+                Challenge::None,
+            ),
+            (
+                Reason::ConsentAlreadyUsed,
+                "consent_already_used",
+                403,
+                Challenge::InsufficientScope,
+            ),
+            (Reason::RateLimited, "rate_limited", 429, Challenge::None),
+            (
+                Reason::StateUnavailable,
+                "state_unavailable",
+                503,
                 Challenge::None,
             ),
         ];

@@ -775,8 +775,10 @@ fn an_issuer_without_keys_is_retried_with_backoff_not_at_the_next_refresh() {
 
     world.jwks.set_failing(false);
     // The backoff is at most 10 s: far sooner than the hour of jwks_refresh.
-    eventually(25, "keys in force well before the next periodic refresh", || {
-        get_t(&gw, &token).status == 200
-    });
+    eventually(
+        25,
+        "keys in force well before the next periodic refresh",
+        || get_t(&gw, &token).status == 200,
+    );
     assert_eq!(gw.admin_get("/readyz").status, 200);
 }

@@ -39,6 +39,10 @@ SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consent_gateway_config_generation": ("gauge", ()),
     "consent_gateway_token_cache_requests_total": ("counter", ("result",)),
     "consent_gateway_http_errors_total": ("counter", ("kind",)),
+    # SPEC section 13: shared state (one-time consents, rate limits).
+    "consent_gateway_state_requests_total": ("counter", ("op", "outcome")),
+    "consent_gateway_state_request_duration_seconds": ("histogram", ("op",)),
+    "consent_gateway_state_up": ("gauge", ()),
 }
 
 # SPEC section 4 reason codes, plus `ok` on allow.
@@ -51,6 +55,8 @@ REASONS = {
     "consent_recipient_mismatch", "consent_not_yet_valid", "consent_expired",
     "consent_resource_mismatch", "consent_subject_mismatch", "consent_metadata_mismatch",
     "upstream_unavailable", "upstream_timeout",
+    # SPEC section 13.
+    "consent_already_used", "rate_limited", "state_unavailable",
 }
 
 LABEL_VALUES: dict[str, set[str]] = {
@@ -584,6 +590,12 @@ def cmd_manifests(rendered: pathlib.Path, namespace: str) -> int:
             port = port_of(str(target_))[1]
             problems.check((port, "TCP") in egress_ports, n,
                            f"no egress rule for upstream {upstream.get('name')} port {port}")
+    state = config.get("state") or {}
+    if state.get("backend") == "redis":
+        url = str((state.get("redis") or {}).get("url", ""))
+        hostport = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        port = int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
+        problems.check((port, "TCP") in egress_ports, n, f"no egress rule for the state Redis port {port}")
 
     # ServiceMonitor -> Service admin port.
     m = "ServiceMonitor"

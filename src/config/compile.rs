@@ -10,12 +10,13 @@ use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
     Audit, AuthMode, Binding, Config, ConsentRule, DelegationRule, ForwardRule, HealthCheck,
-    Issuer, Limits, Mode, PersonalData, Route, RouteAuth, ScopeRule, Server, SubjectTypes,
-    TlsListener, Upstream,
+    Issuer, Limits, Mode, PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth,
+    ScopeRule, Server, StateBackend, SubjectTypes, TlsListener, Upstream,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAuth, RawBinding, RawConfig, RawConsent, RawMode, RawPersonalData, RawRoute, RawSubjectType,
+    RawAuth, RawBackend, RawBinding, RawConfig, RawConsent, RawMode, RawOnStoreError,
+    RawPersonalData, RawRateLimit, RawRatePer, RawRoute, RawState, RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -93,6 +94,7 @@ pub fn compile(
             pseudonym_key,
             queue_lines: raw.audit.queue_lines.max(1),
         },
+        state: state_backend(&raw.state),
         source_files,
         config_sha256,
         content_sha256,
@@ -343,6 +345,8 @@ impl Compiler<'_, '_> {
                 strip_authorization: r.forward.strip_authorization,
                 preserve_host: r.forward.preserve_host,
             },
+            one_time: r.consent.as_ref().is_some_and(|c| c.one_time),
+            rate_limit: r.rate_limit.as_ref().map(rate_limit),
         })
     }
 
@@ -459,6 +463,31 @@ fn binding(raw: &RawBinding) -> Option<Binding> {
         Some(Binding::Header(header.to_ascii_lowercase()))
     } else {
         raw.query.as_ref().map(|q| Binding::Query(q.clone()))
+    }
+}
+
+fn rate_limit(raw: &RawRateLimit) -> RateLimit {
+    RateLimit {
+        per: match raw.per {
+            RawRatePer::Consumer => RatePer::Consumer,
+            RawRatePer::ConsumerAndSubject => RatePer::ConsumerAndSubject,
+        },
+        requests: raw.requests,
+        period: raw.period.0,
+        burst: raw.burst,
+        allow_on_store_error: raw.on_store_error == RawOnStoreError::Allow,
+    }
+}
+
+fn state_backend(raw: &RawState) -> StateBackend {
+    match (raw.backend, &raw.redis) {
+        (RawBackend::Redis, Some(redis)) => StateBackend::Redis(RedisState {
+            url: redis.url.clone(),
+            key_prefix: redis.key_prefix.clone(),
+            timeout: redis.timeout.0,
+        }),
+        // Validation refuses `redis` without `state.redis`.
+        _ => StateBackend::Memory,
     }
 }
 

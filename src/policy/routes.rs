@@ -452,6 +452,8 @@ mod tests {
             },
             mode: Mode::Enforce,
             forward: ForwardRule::default(),
+            one_time: false,
+            rate_limit: None,
         }
     }
 

@@ -22,12 +22,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::audit;
+use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
 use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
+use crate::state;
 use crate::trace_context::TraceContext;
 use request_id::RequestId;
 
@@ -69,6 +71,11 @@ pub struct RequestCtx {
     failed_targets: Vec<crate::upstream::PeerAddr>,
     /// The W3C trace context, taken from the request on first use.
     trace: Option<TraceContext>,
+    /// The one-time consent this request used (given back on an upstream
+    /// failure before any response byte).
+    claim: Option<state::Claim>,
+    /// The rate limit's state after this request, for the headers.
+    rate: Option<state::RateInfo>,
 }
 
 impl RequestCtx {
@@ -103,8 +110,67 @@ impl ConsentProxy {
             // The client expected a protocol switch: end the exchange here.
             session.set_keepalive(None);
         }
-        respond::problem(session, &ctx.request_id, reason, allow).await?;
+        let extra = ctx.rate.as_ref().map(state::RateInfo::headers);
+        respond::problem_with(
+            session,
+            &ctx.request_id,
+            reason,
+            allow,
+            extra.as_deref().unwrap_or_default(),
+        )
+        .await?;
         Ok(true)
+    }
+
+    /// After an allow verdict: the route's rate limit and one-time use
+    /// (SPEC section 13). `Some(reason)`: refused (shadow-denied on a
+    /// `report_only` route, which then goes upstream).
+    async fn admit_state(
+        &self,
+        snapshot: &Snapshot,
+        ctx: &mut RequestCtx,
+        route: usize,
+    ) -> Option<Reason> {
+        let route = &snapshot.config.routes[route];
+        let authorized = ctx.authorized.as_ref()?;
+        if !state::is_one_time(route, authorized) && route.rate_limit.is_none() {
+            return None;
+        }
+        let now = self.gateway.clock.now();
+        let metrics = &self.gateway.metrics;
+        let admission = state::admit(
+            &snapshot.store,
+            metrics,
+            &snapshot.config,
+            route,
+            authorized,
+            now,
+        )
+        .await;
+        ctx.claim = admission.claim;
+        ctx.rate = admission.rate;
+        let reason = admission.refused?;
+        if route.mode == Mode::ReportOnly {
+            ctx.decision = Some(Decision::ShadowDeny(reason));
+            return None;
+        }
+        Some(reason)
+    }
+
+    /// Gives a one-time consent back: the upstream failed before any
+    /// response byte.
+    async fn give_back(&self, ctx: &mut RequestCtx) {
+        let (Some(claim), Some(snapshot)) = (ctx.claim.take(), &ctx.snapshot) else {
+            return;
+        };
+        let metrics = &self.gateway.metrics;
+        if let Err(e) = snapshot
+            .store
+            .give_back(metrics, &claim.key, &claim.token)
+            .await
+        {
+            log::warn!("could not give a one-time consent back: {e:?}");
+        }
     }
 }
 
@@ -159,6 +225,8 @@ impl ProxyHttp for ConsentProxy {
             upstream_status: None,
             failed_targets: Vec::new(),
             trace: None,
+            claim: None,
+            rate: None,
         }
     }
 
@@ -238,8 +306,12 @@ impl ProxyHttp for ConsentProxy {
                 ctx.decision = Some(Decision::Allow);
                 ctx.authorized = Some(authorized);
                 ctx.route = Some(routed.route);
+                let route = routed.route;
                 ctx.routed = Some(routed);
-                Ok(false)
+                match self.admit_state(&snapshot, ctx, route).await {
+                    Some(reason) => self.refuse(session, ctx, reason, None).await,
+                    None => Ok(false),
+                }
             }
             Verdict::ShadowDeny { routed, denied } => {
                 ctx.decision = Some(Decision::ShadowDeny(denied.reason));
@@ -394,6 +466,11 @@ impl ProxyHttp for ConsentProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         upstream_response.insert_header("x-request-id", ctx.request_id.header())?;
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in rate.headers() {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -422,6 +499,9 @@ impl ProxyHttp for ConsentProxy {
             Some(reason) => {
                 if reason != Reason::InvalidRequest {
                     ctx.upstream_error = Some(reason);
+                    if ctx.upstream_status.is_none() {
+                        self.give_back(ctx).await;
+                    }
                 }
                 session.set_keepalive(None);
                 if session.response_written().is_none() {

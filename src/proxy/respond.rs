@@ -41,8 +41,23 @@ pub async fn problem(
     reason: Reason,
     allow: Option<&str>,
 ) -> Result<()> {
+    problem_with(session, request_id, reason, allow, &[]).await
+}
+
+/// `problem`, with `extra` headers (a rate limit's `RateLimit`,
+/// `RateLimit-Policy` and `Retry-After`).
+pub async fn problem_with(
+    session: &mut Session,
+    request_id: &RequestId,
+    reason: Reason,
+    allow: Option<&str>,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
     let body = reason.problem_body(request_id.as_str());
-    let header = problem_header(reason, request_id, body.len(), allow)?;
+    let mut header = problem_header(reason, request_id, body.len(), allow)?;
+    for (name, value) in extra {
+        header.insert_header(*name, value.as_str())?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;
