@@ -75,9 +75,10 @@ impl Store {
                 Ok(Arc::new(Store::Memory(memory::MemoryStore::new())))
             }
             StateBackend::Redis(cfg) => {
-                let store = Arc::new(Store::Redis(redis::RedisStore::new(cfg, control)?));
+                let redis = redis::RedisStore::new(cfg, control, Arc::clone(metrics))?;
+                let store = Arc::new(Store::Redis(redis));
                 if let Store::Redis(redis) = &*store {
-                    redis.start_prober(Arc::downgrade(&store), control, Arc::clone(metrics));
+                    redis.start_prober(Arc::downgrade(&store), control);
                 }
                 Ok(store)
             }
@@ -252,11 +253,24 @@ pub fn once_key(prefix: &str, iss: &str, consent_id: &str) -> String {
     format!("{prefix}once:{}", hash_hex(&[iss, consent_id]))
 }
 
-/// The key of a route's rate limit for one consumer (and subject).
-pub fn rate_key(prefix: &str, route: &str, consumer: &str, subject: Option<&str>) -> String {
+/// The key of a route's rate limit for one consumer (and subject). The
+/// limit is part of it: a reload that changes the limit starts afresh.
+pub fn rate_key(
+    prefix: &str,
+    route: &str,
+    limit: &RateLimit,
+    consumer: &str,
+    subject: Option<&str>,
+) -> String {
+    let shape = format!(
+        "{}/{}/{}",
+        limit.requests,
+        limit.period.as_micros(),
+        limit.burst
+    );
     let hash = match subject {
-        Some(subject) => hash_hex(&[route, consumer, subject]),
-        None => hash_hex(&[route, consumer]),
+        Some(subject) => hash_hex(&[route, &shape, consumer, subject]),
+        None => hash_hex(&[route, &shape, consumer]),
     };
     format!("{prefix}rl:{hash}")
 }
@@ -290,7 +304,7 @@ pub async fn admit(
             RatePer::Consumer => None,
             RatePer::ConsumerAndSubject => authorized.consent.as_ref().map(|c| c.subject.as_str()),
         };
-        let key = rate_key(prefix, &route.name, &token.consumer, subject);
+        let key = rate_key(prefix, &route.name, limit, &token.consumer, subject);
         match store.rate(metrics, &key, limit).await {
             Ok(decision) => {
                 let allowed = decision.allowed;
@@ -372,10 +386,20 @@ mod tests {
         let b = once_key("cgw:", "https://other/", "id-1");
         assert_ne!(a, b);
         assert!(a.starts_with("cgw:once:") && a.len() == "cgw:once:".len() + 32);
-        assert_ne!(
-            rate_key("", "r", "0192:1", None),
-            rate_key("", "r", "0192:1", Some("x"))
-        );
+        let limit = RateLimit {
+            per: RatePer::Consumer,
+            requests: 5,
+            period: Duration::from_secs(1),
+            burst: 0,
+            allow_on_store_error: true,
+        };
+        let raised = RateLimit {
+            requests: 6,
+            ..limit
+        };
+        let key = rate_key("", "r", &limit, "0192:1", None);
+        assert_ne!(key, rate_key("", "r", &limit, "0192:1", Some("x")));
+        assert_ne!(key, rate_key("", "r", &raised, "0192:1", None));
     }
 
     #[test]

@@ -56,6 +56,8 @@ return 0
 
 /// The Redis store.
 pub struct RedisStore {
+    /// `state_up` follows `reachable`; probes count as `op="ping"`.
+    metrics: Arc<Metrics>,
     conn: ConnectionManager,
     timeout: Duration,
     gcra: Script,
@@ -71,7 +73,11 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects lazily (the first call or probe), on `control`.
-    pub fn new(cfg: &RedisState, control: &tokio::runtime::Handle) -> Result<Self, String> {
+    pub fn new(
+        cfg: &RedisState,
+        control: &tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(cfg.url.as_str())
             .map_err(|e| format!("state.redis.url: {:?}", e.kind()))?;
         let config = ConnectionManagerConfig::new()
@@ -83,7 +89,9 @@ impl RedisStore {
         let _runtime = control.enter();
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| format!("state.redis: {:?}", e.kind()))?;
+        metrics.state_up.set(0);
         Ok(Self {
+            metrics,
             conn,
             timeout: cfg.timeout,
             gcra: Script::new(GCRA_LUA),
@@ -112,6 +120,7 @@ impl RedisStore {
         self.failures.store(0, Ordering::Relaxed);
         self.open_until.store(0, Ordering::Relaxed);
         if !self.reachable.swap(true, Ordering::Relaxed) {
+            self.metrics.state_up.set(1);
             log::info!("the Redis state store is reachable");
         }
         if let Ok(mut e) = self.last_error.lock() {
@@ -125,6 +134,7 @@ impl RedisStore {
             let until = self.millis() + u64::try_from(OPEN_FOR.as_millis()).unwrap_or(1000);
             self.open_until.store(until, Ordering::Relaxed);
             if self.reachable.swap(false, Ordering::Relaxed) {
+                self.metrics.state_up.set(0);
                 log::error!("the Redis state store is unreachable ({error:?}); circuit open");
             }
         }
@@ -215,13 +225,7 @@ impl RedisStore {
     }
 
     /// PINGs every second while the store is alive (`store` upgrades).
-    /// Also sets `state_up` and counts each probe as `op="ping"`.
-    pub fn start_prober(
-        &self,
-        store: Weak<Store>,
-        control: &tokio::runtime::Handle,
-        metrics: Arc<Metrics>,
-    ) {
+    pub fn start_prober(&self, store: Weak<Store>, control: &tokio::runtime::Handle) {
         control.spawn(async move {
             loop {
                 let Some(store) = store.upgrade() else {
@@ -230,8 +234,7 @@ impl RedisStore {
                 if let Store::Redis(redis) = &*store {
                     let started = Instant::now();
                     let result = redis.probe().await;
-                    super::observe(&metrics, "ping", started, &result);
-                    metrics.state_up.set(i64::from(result.is_ok()));
+                    super::observe(&redis.metrics, "ping", started, &result);
                 }
                 drop(store);
                 tokio::time::sleep(PROBE_EVERY).await;
