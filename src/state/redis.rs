@@ -242,3 +242,63 @@ impl RedisStore {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a port where nothing listens.
+    fn dead_store() -> RedisStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let cfg = RedisState {
+            url: format!("redis://127.0.0.1:{port}/0"),
+            key_prefix: "t:".into(),
+            timeout: Duration::from_millis(200),
+        };
+        let metrics = Arc::new(Metrics::new());
+        RedisStore::new(&cfg, &tokio::runtime::Handle::current(), metrics).expect("store")
+    }
+
+    #[tokio::test]
+    async fn a_dead_store_opens_the_circuit_and_stops_asking() {
+        let store = dead_store();
+        assert!(!store.health().reachable);
+        for _ in 0..OPEN_AFTER {
+            let e = store.use_once("k", "t", Duration::from_secs(9)).await;
+            assert!(
+                matches!(e, Err(StoreError::Failed(_) | StoreError::Timeout)),
+                "{e:?}"
+            );
+        }
+        // Open: refused without a call.
+        assert_eq!(
+            store.use_once("k", "t", Duration::from_secs(9)).await,
+            Err(StoreError::CircuitOpen)
+        );
+        let p = Params {
+            interval: 1,
+            tolerance: 0,
+        };
+        assert_eq!(store.rate("r", &p).await, Err(StoreError::CircuitOpen));
+        let health = store.health();
+        assert!(!health.reachable && health.last_error.is_some());
+        assert_eq!(store.metrics.state_up.get(), 0);
+        // A failed probe keeps it open.
+        assert!(store.probe().await.is_err());
+        assert_eq!(
+            store.give_back("k", "t").await,
+            Err(StoreError::CircuitOpen)
+        );
+    }
+
+    #[test]
+    fn the_lua_scripts_touch_one_key_each() {
+        // One key per script: fine on Redis Cluster without hash tags.
+        for script in [GCRA_LUA, GIVE_BACK_LUA] {
+            assert!(script.contains("KEYS[1]") && !script.contains("KEYS[2]"));
+        }
+    }
+}
