@@ -345,3 +345,76 @@ fn state_config_errors_are_reported() {
     let err = load_error(&text);
     assert!(err.contains("routes[2].rate_limit"), "{err}");
 }
+
+/// `report_only` and `per: consumer_and_subject`, memory backend.
+const SHADOW_CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: shadow
+    path: /shadow/{fnr}
+    upstream: echo
+    issuers: [test]
+    mode: report_only
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+  - name: per-subject
+    path: /subject/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        path_param: fnr
+    rate_limit: { per: consumer_and_subject, requests: 1, period: 1h }
+"#;
+
+#[test]
+fn report_only_routes_shadow_deny_and_limits_can_count_per_subject() {
+    let world = World::new();
+    let gw = world.start(SHADOW_CONFIG);
+    let token = world.valid_token();
+    assert_eq!(gw.get("/shadow/17839116535", Some(&token), &[]).status, 200);
+    // Used, but `report_only`: forwarded, counted as a shadow denial.
+    assert_eq!(gw.get("/shadow/17839116535", Some(&token), &[]).status, 200);
+    assert_eq!(world.echo.seen().len(), 2);
+    eventually(5, "the shadow denial is counted", || {
+        gw.series(
+            "consent_gateway_requests_total",
+            &[
+                ("route", "shadow"),
+                ("decision", "shadow_deny"),
+                ("reason", "consent_already_used"),
+            ],
+        ) == Some(1.0)
+    });
+
+    // One request per consumer and subject: another subject is its own.
+    let mut spec = world.spec();
+    spec.from = Some(common::OTHER_PERSON.into());
+    let other = world.token(&spec.claims(World::now()));
+    assert_eq!(
+        gw.get("/subject/17839116535", Some(&token), &[]).status,
+        200
+    );
+    let r = gw.get("/subject/17839116535", Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (429, "rate_limited".into()));
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"consumer_and_subject\";q=1;w=3600")
+    );
+    let path = format!("/subject/{}", common::OTHER_PERSON);
+    assert_eq!(gw.get(&path, Some(&other), &[]).status, 200);
+}
