@@ -125,6 +125,22 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
     let status = a.status();
     assert_eq!(status["state"]["backend"], "redis");
     assert_eq!(status["state"]["reachable"], true);
+    // Two consents used: two keys under the prefix, each kept until
+    // `validTo` (30 days on) + the 30 s leeway, never longer.
+    let keys = redis.command(&["KEYS", "t:once:*"]);
+    assert!(keys.starts_with("*2\r\n"), "{keys}");
+    let key = keys.lines().find(|l| l.starts_with("t:once:")).unwrap();
+    let pttl: i64 = redis
+        .command(&["PTTL", key])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let month_ms = 30 * 24 * 3600 * 1000;
+    assert!(
+        pttl > month_ms - 600_000 && pttl <= month_ms + 30_000,
+        "{pttl}"
+    );
 }
 
 #[test]
