@@ -434,3 +434,22 @@ fn report_only_routes_shadow_deny_and_limits_can_count_per_subject() {
     let path = format!("/subject/{}", common::OTHER_PERSON);
     assert_eq!(gw.get(&path, Some(&other), &[]).status, 200);
 }
+
+#[test]
+fn a_reload_moves_the_state_from_memory_to_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config("", 5));
+    let token = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    gw.rewrite(&world, &config(&redis_state(&redis), 5));
+    eventually(10, "the reload applies", || gw.generation() == 2);
+    assert_eq!(gw.status()["state"]["backend"], "redis");
+    // A new store: what memory held is not in Redis, and now Redis counts.
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    assert!(redis.command(&["KEYS", "t:once:*"]).starts_with("*1\r\n"));
+    let r = gw.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!(r.reason(), "consent_already_used");
+}

@@ -335,6 +335,8 @@ pub async fn admit(
         return admission;
     }
     let (Some(token), Some(consent)) = (&authorized.token, &authorized.consent) else {
+        // Validation keeps `one_time` to `auth: consent`; fail closed anyway.
+        admission.refused = Some(Reason::ConsentMissing);
         return admission;
     };
     let issuer = config.issuers.iter().find(|i| i.name == token.issuer);
