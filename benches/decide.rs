@@ -128,6 +128,7 @@ impl Request {
             headers: &self.headers,
             query: None,
             path_params: &self.path_params,
+            body: None,
         }
     }
 }
@@ -359,6 +360,7 @@ fn bench_decide(c: &mut Criterion) {
         target: target.as_bytes(),
         authority: None,
         headers: &request.headers,
+        body: None,
     };
     let income = facts("/income/17839116535/2025");
     let nowhere = facts("/nowhere");

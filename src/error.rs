@@ -13,6 +13,10 @@ pub enum Reason {
     /// `InvalidRequest`, but it carries the RFC 6750 `invalid_request` challenge.
     InvalidTokenRequest,
     HeadersTooLarge,
+    /// A body a route binds is larger than its `max_body_bytes`.
+    BodyTooLarge,
+    /// A body a route binds is not of the bound kind, or is compressed.
+    UnsupportedMediaType,
     MethodNotAllowed,
     NoRoute,
     MissingToken,
@@ -61,10 +65,12 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 34] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
+        Reason::BodyTooLarge,
+        Reason::UnsupportedMediaType,
         Reason::MethodNotAllowed,
         Reason::NoRoute,
         Reason::MissingToken,
@@ -101,6 +107,8 @@ impl Reason {
         match self {
             Reason::InvalidRequest | Reason::InvalidTokenRequest => "invalid_request",
             Reason::HeadersTooLarge => "headers_too_large",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::NoRoute => "no_route",
             Reason::MissingToken => "missing_token",
@@ -138,6 +146,8 @@ impl Reason {
         match self {
             Reason::InvalidRequest | Reason::InvalidTokenRequest => 400,
             Reason::HeadersTooLarge => 431,
+            Reason::BodyTooLarge => 413,
+            Reason::UnsupportedMediaType => 415,
             Reason::MethodNotAllowed => 405,
             Reason::NoRoute => 404,
             Reason::MissingToken
@@ -175,6 +185,8 @@ impl Reason {
             Reason::InvalidRequest => "The request is malformed",
             Reason::InvalidTokenRequest => "The bearer credential is malformed",
             Reason::HeadersTooLarge => "Request header fields too large",
+            Reason::BodyTooLarge => "The request body is larger than this route accepts",
+            Reason::UnsupportedMediaType => "The request body is not of a type this route reads",
             Reason::MethodNotAllowed => "Method not allowed on this route",
             Reason::NoRoute => "No route matches this request",
             Reason::MissingToken => "A bearer token is required",
@@ -207,6 +219,48 @@ impl Reason {
         }
     }
 
+    /// What a data consumer should do about this refusal: the advice column
+    /// of the consumer documentation (`consent-gateway docs`) and of the
+    /// README's reason table, both generated from here.
+    pub fn consumer_advice(self) -> &'static str {
+        match self {
+            Reason::InvalidRequest => "Fix the request: one `Host`, a plain path (no encoded `/`, `\\` or dot segments above the root), and each bound value (subject, metadata) given exactly once.",
+            Reason::InvalidTokenRequest => "Send exactly one `Authorization: Bearer <token>` header with one token and nothing else; never put `access_token` in the query.",
+            Reason::HeadersTooLarge => "Send a smaller header block (fewer or shorter headers, no oversized cookies).",
+            Reason::BodyTooLarge => "Send a smaller request body: this route reads the body and accepts at most its `max_body_bytes`.",
+            Reason::UnsupportedMediaType => "Send the body uncompressed, with the `Content-Type` this route reads (`application/json`, or `application/x-www-form-urlencoded` for form fields).",
+            Reason::MethodNotAllowed => "Use one of the methods listed in the `Allow` header (and never `CONNECT`).",
+            Reason::NoRoute => "Check the host and path against this documentation: no route serves them.",
+            Reason::MissingToken => "Get an access token from Maskinporten (client credentials grant) and send it as `Authorization: Bearer <token>`.",
+            Reason::MalformedToken => "Send the access token exactly as Maskinporten issued it (compact JWS, not too large, not altered).",
+            Reason::UnknownKey => "Get a fresh token from the issuer this route accepts; if it persists, contact the service owner (the signing key is unknown).",
+            Reason::IssuerNotAllowed => "Get the token from the Maskinporten environment this route accepts (test or production, see the issuer above).",
+            Reason::AlgorithmNotAllowed => "Get a token signed with an algorithm the issuer is configured for (Maskinporten: RS256).",
+            Reason::KeysUnavailable => "Retry after the seconds in `Retry-After`; the gateway cannot reach the issuer's keys right now.",
+            Reason::BadSignature => "Send the token unaltered, exactly as the issuer signed it, and get it from the accepted issuer.",
+            Reason::MissingClaim => "Get a token with `exp` and `consumer` (and `iat`): request it from Maskinporten with your own client, not hand-made.",
+            Reason::TokenExpired => "Get a new access token from Maskinporten; the one sent has expired.",
+            Reason::TokenNotYetValid => "Check your clock and retry: the token's `nbf` or `iat` lies in the future.",
+            Reason::TokenLifetimeTooLong => "Request a token with a shorter lifetime (`exp - iat` within the longest lifetime the issuers table shows).",
+            Reason::AudienceMismatch => "Request the token with the audience (`resource` parameter) this route expects.",
+            Reason::InsufficientScope => "Request the token with every scope this route requires (see the scopes above); your Maskinporten client must have been granted them.",
+            Reason::SupplierNotAllowed => "Call as the consumer itself, or ask the service owner to allow your supplier (see the delegation rules above).",
+            Reason::ConsumerNotAllowed => "Ask the service owner (contact above) to add your organisation to the route's access list.",
+            Reason::ConsentMissing => "Have the data subject give consent in Altinn and request the Maskinporten token with that consent (`authorization_details` of type `urn:altinn:consent`).",
+            Reason::ConsentRecipientMismatch => "Use a consent given to your own organisation: the consent's recipient must be the token's consumer.",
+            Reason::ConsentNotYetValid => "Wait until the consent's validity starts, or check your clock.",
+            Reason::ConsentExpired => "Ask the data subject for a new consent in Altinn; the one in the token has expired.",
+            Reason::ConsentResourceMismatch => "Request consent for the resource and actions this route requires (see above).",
+            Reason::ConsentSubjectMismatch => "Call with the data subject who gave the consent, in the place shown above, and of an allowed type (person / organization).",
+            Reason::ConsentMetadataMismatch => "Request consent with the metadata keys this route requires, and send the same values in the request where shown above.",
+            Reason::UpstreamUnavailable => "Retry later; if it persists, contact the service owner (the backend is unavailable).",
+            Reason::UpstreamTimeout => "Retry later, with a smaller request if you can; if it persists, contact the service owner.",
+            Reason::ConsentAlreadyUsed => "Ask the data subject for a new consent in Altinn: this one is for one use only and was used.",
+            Reason::RateLimited => "Slow down: retry after the seconds in `Retry-After`; the `RateLimit` and `RateLimit-Policy` headers show your allowance.",
+            Reason::StateUnavailable => "Retry after the seconds in `Retry-After`; if it persists, contact the service owner (the gateway's shared state is unavailable).",
+        }
+    }
+
     /// Which RFC 6750 challenge this refusal carries. Only token and consent
     /// denials carry one.
     pub fn challenge(self) -> Challenge {
@@ -236,6 +290,8 @@ impl Reason {
             | Reason::ConsentAlreadyUsed => Challenge::InsufficientScope,
             Reason::InvalidRequest
             | Reason::HeadersTooLarge
+            | Reason::BodyTooLarge
+            | Reason::UnsupportedMediaType
             | Reason::MethodNotAllowed
             | Reason::NoRoute
             | Reason::KeysUnavailable
@@ -274,8 +330,11 @@ impl Reason {
     }
 
     /// The `application/problem+json` body (RFC 9457). It never echoes the
-    /// token or a personal identifier: only fixed text and the request id.
-    pub fn problem_body(self, request_id: &str) -> Vec<u8> {
+    /// token or a personal identifier: only fixed text, the request id and,
+    /// when `service.documentation_url` is set, `documentation` =
+    /// `<documentation_url>#<reason>` (the reason's anchor in the page that
+    /// `consent-gateway docs --format html` writes).
+    pub fn problem_body(self, request_id: &str, documentation_url: Option<&str>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Problem<'a> {
             #[serde(rename = "type")]
@@ -284,6 +343,8 @@ impl Reason {
             status: u16,
             reason: &'static str,
             request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            documentation: Option<String>,
         }
         let problem = Problem {
             kind: format!("urn:consent-gateway:{}", self.code()),
@@ -291,8 +352,19 @@ impl Reason {
             status: self.status(),
             reason: self.code(),
             request_id,
+            documentation: documentation_url.map(|url| self.documentation_link(url)),
         };
         serde_json::to_vec(&problem).unwrap_or_default()
+    }
+
+    /// `<documentation_url>#<reason>`: where this reason is explained in the
+    /// published consumer documentation (any fragment already on the URL is
+    /// replaced).
+    pub fn documentation_link(self, documentation_url: &str) -> String {
+        let base = documentation_url
+            .split_once('#')
+            .map_or(documentation_url, |(base, _)| base);
+        format!("{base}#{}", self.code())
     }
 }
 
@@ -326,6 +398,13 @@ mod tests {
                 Reason::HeadersTooLarge,
                 "headers_too_large",
                 431,
+                Challenge::None,
+            ),
+            (Reason::BodyTooLarge, "body_too_large", 413, Challenge::None),
+            (
+                Reason::UnsupportedMediaType,
+                "unsupported_media_type",
+                415,
                 Challenge::None,
             ),
             (
@@ -498,13 +577,38 @@ mod tests {
 
     #[test]
     fn problem_body_has_the_contract_fields() {
-        let body = Reason::ConsentExpired.problem_body("req-1");
+        let body = Reason::ConsentExpired.problem_body("req-1", None);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["type"], "urn:consent-gateway:consent_expired");
         assert_eq!(v["status"], 403);
         assert_eq!(v["reason"], "consent_expired");
         assert_eq!(v["request_id"], "req-1");
         assert!(v["title"].as_str().unwrap().len() > 3);
+    }
+
+    #[test]
+    fn problem_body_links_the_reason_anchor_when_documented() {
+        let body = Reason::ConsentExpired.problem_body("req-1", None);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v.get("documentation").is_none());
+        let body =
+            Reason::InsufficientScope.problem_body("req-2", Some("https://docs.example.no/api"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["documentation"],
+            "https://docs.example.no/api#insufficient_scope"
+        );
+        assert_eq!(
+            Reason::InvalidTokenRequest.documentation_link("http://x/d#old"),
+            "http://x/d#invalid_request"
+        );
+    }
+
+    #[test]
+    fn every_reason_has_advice() {
+        for reason in Reason::ALL {
+            assert!(reason.consumer_advice().len() > 20, "{reason:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev_issuer;
+pub mod docs;
 pub mod error;
 pub mod gateway;
 pub mod header_names;

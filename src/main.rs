@@ -1,4 +1,4 @@
-//! The `consent-gateway` command line: run / check / demo / token / explain.
+//! The `consent-gateway` command line: run / check / demo / token / explain / docs.
 //! Wiring only; the work is done in the library.
 #![forbid(unsafe_code)]
 
@@ -78,6 +78,14 @@ enum Command {
     Token(cli::token::TokenArgs),
     /// Evaluate one request offline and print every check in order.
     Explain(cli::explain::ExplainArgs),
+    /// Write the consumer documentation of the configuration (no network).
+    Docs {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = cli::docs::DocsFormat::Markdown)]
+        format: cli::docs::DocsFormat,
+    },
 }
 
 fn init_logging(level: Option<&str>, format: logging::LogFormat, personal_data: bool) {
@@ -163,5 +171,6 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(&args),
         Command::Token(args) => cli::token::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
+        Command::Docs { config, format } => cli::docs::run(&config.path(), format),
     }
 }

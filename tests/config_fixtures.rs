@@ -130,6 +130,45 @@ fn unknown_duration_unit() {
 }
 
 #[test]
+fn service_texts_and_documentation_url_are_validated() {
+    expect(
+        "bad_service.yaml",
+        &[
+            Expect {
+                file: "bad_service.yaml",
+                line: 10,
+                path: "service.name",
+                says: "must not be empty",
+            },
+            Expect {
+                file: "bad_service.yaml",
+                line: 12,
+                path: "service.documentation_url",
+                says: "https or http",
+            },
+        ],
+    );
+}
+
+#[test]
+fn unknown_service_key_is_refused() {
+    one(
+        "bad_service_key.yaml",
+        11,
+        "service.contcat",
+        "unknown field `contcat`",
+    );
+}
+
+#[test]
+fn service_is_optional_and_compiles_when_given() {
+    let config = config::load(&repo("gateway.yaml")).expect("example loads");
+    assert!(config.service.contact.is_some());
+    let config = config::load(&fixture("valid_minimal.yaml")).expect("minimal loads");
+    assert_eq!(config.service, config::Service::default());
+}
+
+#[test]
 fn unknown_upstream() {
     one(
         "unknown_upstream.yaml",

@@ -67,6 +67,19 @@ routes:
     path: /open
     upstream: echo
     auth: none
+  - name: records-read
+    path: /records/{fnr}
+    methods: [GET]
+    upstream: echo
+    auth: none
+  - name: records-write
+    path: /records/{person}
+    methods: [POST]
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { path_param: person }
 audit:
   personal_data: masked
 "#;
@@ -254,6 +267,41 @@ fn cases(world: &World) -> Vec<Case> {
             ("shadow_deny", "consent_subject_mismatch"),
         ),
         case("auth none", "GET", "/open", None, ("allow", "ok")),
+        case(
+            "one path, GET open",
+            "GET",
+            "/records/05917596738",
+            None,
+            ("allow", "ok"),
+        ),
+        case(
+            "one path, POST consented",
+            "POST",
+            "/records/05917596738",
+            None,
+            ("deny", "missing_token"),
+        ),
+        case(
+            "one path, POST with the consent",
+            "POST",
+            "/records/17839116535",
+            Some(&valid),
+            ("allow", "ok"),
+        ),
+        case(
+            "one path, POST for another person",
+            "POST",
+            "/records/05917596738",
+            Some(&valid),
+            ("deny", "consent_subject_mismatch"),
+        ),
+        case(
+            "one path, a method neither lists",
+            "PUT",
+            "/records/17839116535",
+            Some(&valid),
+            ("deny", "method_not_allowed"),
+        ),
     ]
 }
 
@@ -358,4 +406,10 @@ fn every_door_decides_alike() {
         assert_eq!(proxy, expected, "{}: the proxy", case.name);
         assert_eq!(explain, expected, "{}: explain", case.name);
     }
+    // A method group's 405 names the union of its methods.
+    let refused = gw.raw(
+        "PUT /records/17839116535 HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("allow"), Some("GET, POST"));
 }

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::keys::fetch::http_fetcher_for;
 use crate::keys::KeySet;
+use crate::policy::body::RequestBody;
 use crate::policy::routes::RouteTable;
 use crate::policy::{decide, CheckOutcome, Checking, Generation, KeySource, RequestFacts, Verdict};
 
@@ -44,6 +45,11 @@ pub struct ExplainArgs {
     /// Extra request header, `Name: value` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// The request body, for routes whose `subject` or `metadata.match`
+    /// read it (`body: { json_pointer | form_field }`); give its
+    /// `Content-Type` with `-H`.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
     /// Do not fetch the JWKS: the signature checks (7-9) are skipped and
     /// reported as such.
     #[arg(long)]
@@ -199,12 +205,23 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     } else {
         fetch_keys(&config)
     };
-    let facts = RequestFacts {
+    let body = match &args.body {
+        None => Vec::new(),
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("--body {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut facts = RequestFacts {
         method: &method,
         version: http::Version::HTTP_11,
         target: target.as_bytes(),
         authority: None,
         headers: &headers,
+        body: None,
     };
     let generation = Generation {
         config: &config,
@@ -219,7 +236,14 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         may_refetch: false,
     };
     let mut trace = Vec::new();
-    let verdict = decide(&facts, &generation, &checking, Some(&mut trace));
+    let mut verdict = decide(&facts, &generation, &checking, Some(&mut trace));
+    if let Verdict::NeedBody { .. } = verdict {
+        // As the proxy does: the route binds the body, so it is read (an
+        // absent `--body` is an empty one) and the request decided again.
+        facts.body = Some(RequestBody::Complete(&body));
+        trace.clear();
+        verdict = decide(&facts, &generation, &checking, Some(&mut trace));
+    }
 
     println!("request: {method} {}", mask_identity_numbers(&args.url));
     print_trace(&trace, &verdict, &config);

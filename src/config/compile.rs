@@ -9,9 +9,10 @@ use std::path::Path;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
-    Audit, AuthMode, Binding, Config, ConsentRule, DelegationRule, ForwardRule, HealthCheck,
-    Issuer, Limits, Mode, PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth,
-    ScopeRule, Server, StateBackend, SubjectTypes, TlsListener, Upstream,
+    Audit, AuthMode, Binding, BodyField, Config, ConsentRule, DelegationRule, ForwardRule,
+    HealthCheck, Issuer, Limits, Mode, PersonalData, RateLimit, RatePer, RedisState, Route,
+    RouteAuth, ScopeRule, Server, Service, StateBackend, SubjectTypes, TlsListener, Upstream,
+    MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
@@ -95,6 +96,14 @@ pub fn compile(
             queue_lines: raw.audit.queue_lines.max(1),
         },
         state: state_backend(&raw.state),
+        service: raw
+            .service
+            .as_ref()
+            .map_or_else(Service::default, |service| Service {
+                name: service.name.clone(),
+                contact: service.contact.clone(),
+                documentation_url: service.documentation_url.clone(),
+            }),
         source_files,
         config_sha256,
         content_sha256,
@@ -336,6 +345,11 @@ impl Compiler<'_, '_> {
             methods,
             upstream,
             strip_prefix: r.strip_prefix.clone(),
+            max_body_bytes: reads_body(r).then(|| {
+                r.max_body_bytes.map_or(MAX_BODY_BYTES, |n| {
+                    usize::try_from(n).unwrap_or(MAX_BODY_BYTES)
+                })
+            }),
             auth,
             mode: match r.mode {
                 RawMode::Enforce => Mode::Enforce,
@@ -456,13 +470,28 @@ impl Compiler<'_, '_> {
     }
 }
 
+/// Whether a route's subject or metadata binding reads the body.
+fn reads_body(route: &RawRoute) -> bool {
+    route.consent.as_ref().is_some_and(|c| {
+        c.subject.as_ref().is_some_and(|s| s.body.is_some())
+            || c.metadata.matches.0.iter().any(|(_, b)| b.body.is_some())
+    })
+}
+
 fn binding(raw: &RawBinding) -> Option<Binding> {
     if let Some(param) = &raw.path_param {
         Some(Binding::PathParam(param.clone()))
     } else if let Some(header) = &raw.header {
         Some(Binding::Header(header.to_ascii_lowercase()))
+    } else if let Some(query) = &raw.query {
+        Some(Binding::Query(query.clone()))
     } else {
-        raw.query.as_ref().map(|q| Binding::Query(q.clone()))
+        let body = raw.body.as_ref()?;
+        match (&body.json_pointer, &body.form_field) {
+            (Some(pointer), None) => Some(Binding::Body(BodyField::JsonPointer(pointer.clone()))),
+            (None, Some(field)) => Some(Binding::Body(BodyField::FormField(field.clone()))),
+            _ => None,
+        }
     }
 }
 
@@ -497,6 +526,7 @@ fn consent_rule(raw: &RawConsent) -> ConsentRule {
             path_param: s.path_param.clone(),
             header: s.header.clone(),
             query: s.query.clone(),
+            body: s.body.clone(),
         })
     });
     let subject_types = match &raw.subject {

@@ -758,10 +758,72 @@ upstreams:
     fn an_unreachable_route_is_refused() {
         let e = one_error(
             "routes:\n  - {name: a, path: '/a/{x}', upstream: up, auth: none}\n  - {name: b, host: x.no, path: '/a/{y}', upstream: up, auth: none}\n  - {name: c, path: '/a/{y}', upstream: up, auth: none}\n",
-            "routes[2].path",
+            "routes[2].methods",
             "routes[0]",
         );
         assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn body_bindings_are_validated() {
+        let consent = |subject: &str, extra: &str| {
+            format!(
+                "routes:\n  - name: r\n    path: /s\n    upstream: up\n    issuers: [mp]\n{extra}    consent:\n      resources: [x]\n      subject: {subject}\n"
+            )
+        };
+        let ok = load_text(&consent("{ body: { json_pointer: /person/fnr } }", "")).unwrap();
+        assert_eq!(
+            ok.routes[0].auth.consent.as_ref().unwrap().subject,
+            Some(Binding::Body(BodyField::JsonPointer("/person/fnr".into())))
+        );
+        assert_eq!(ok.routes[0].max_body_bytes, Some(MAX_BODY_BYTES));
+        let limited = load_text(&consent(
+            "{ body: { form_field: fnr } }",
+            "    max_body_bytes: 2048\n",
+        ))
+        .unwrap();
+        assert_eq!(limited.routes[0].max_body_bytes, Some(2048));
+        one_error(
+            &consent("{ body: { json_pointer: person } }", ""),
+            "routes[0].consent.subject.body",
+            "must start with `/`",
+        );
+        one_error(
+            &consent("{ body: { json_pointer: /a, form_field: b } }", ""),
+            "routes[0].consent.subject.body",
+            "exactly one",
+        );
+        one_error(
+            &consent(
+                "{ body: { json_pointer: /a } }",
+                "    max_body_bytes: 70000\n",
+            ),
+            "routes[0].max_body_bytes",
+            "65536",
+        );
+        one_error(
+            &consent("{ header: X-Person-Id }", "    max_body_bytes: 100\n"),
+            "routes[0].max_body_bytes",
+            "no effect",
+        );
+    }
+
+    #[test]
+    fn routes_sharing_a_path_need_disjoint_methods() {
+        let ok = load_text(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET, HEAD], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', methods: [post], upstream: up, auth: none}\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        one_error(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET, POST], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', methods: [post], upstream: up, auth: none}\n",
+            "routes[1].methods",
+            "unreachable for POST",
+        );
+        one_error(
+            "routes:\n  - {name: a, path: '/a/{x}', methods: [GET], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', upstream: up, auth: none}\n",
+            "routes[1].methods",
+            "each listed",
+        );
     }
 
     #[test]

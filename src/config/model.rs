@@ -83,7 +83,23 @@ pub enum Binding {
     Header(String),
     /// A query-string parameter (exact name).
     Query(String),
+    /// A value in the request body.
+    Body(BodyField),
 }
+
+/// Where in the body a bound value is (SPEC section 13, "Routes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyField {
+    /// An RFC 6901 JSON pointer into an `application/json` (or `+json`) body.
+    JsonPointer(String),
+    /// A field of an `application/x-www-form-urlencoded` body (exact name).
+    FormField(String),
+}
+
+/// The default and the ceiling of `max_body_bytes`: pingora replays at most
+/// this much of a body it has already read (its retry buffer), so a larger
+/// buffered body could not be forwarded byte for byte.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Scope requirements; both empty means no scope check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,6 +208,8 @@ pub struct Route {
     pub upstream: usize,
     /// Segment-aware prefix removed before proxying.
     pub strip_prefix: Option<String>,
+    /// `Some` exactly when a binding reads the body: the most buffered.
+    pub max_body_bytes: Option<usize>,
     pub auth: RouteAuth,
     pub mode: Mode,
     pub forward: ForwardRule,
@@ -324,6 +342,16 @@ pub struct Audit {
     pub queue_lines: usize,
 }
 
+/// The service as its consumers know it (`service:`; SPEC 13).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Service {
+    pub name: Option<String>,
+    pub contact: Option<String>,
+    /// An absolute http(s) URL without a fragment: problem bodies link
+    /// `<documentation_url>#<reason>`.
+    pub documentation_url: Option<String>,
+}
+
 /// A whole validated configuration: what one generation runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -333,6 +361,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub audit: Audit,
     pub state: StateBackend,
+    /// `service:` (all fields `None` when absent).
+    pub service: Service,
     /// The files this configuration was read from (config and access lists),
     /// watched for reload.
     pub source_files: Vec<PathBuf>,

@@ -41,6 +41,7 @@
 //! | `routes[].consent.metadata.required` / `match` | empty |
 //! | `routes[].forward.strip_authorization` | `false` |
 //! | `routes[].forward.preserve_host` | `true` |
+//! | `service` | none (no name, contact or documentation link) |
 //! | `audit.enabled` | `true` |
 //! | `audit.personal_data` | `masked` |
 
@@ -166,6 +167,10 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub state: RawState,
+    /// The service as its consumers know it (SPEC 13): feeds
+    /// `consent-gateway docs` and the problem bodies' `documentation`.
+    #[serde(default)]
+    pub service: Option<RawService>,
 }
 
 /// `state.backend`.
@@ -233,6 +238,20 @@ pub struct RawRateLimit {
     pub burst: u64,
     #[serde(default)]
     pub on_store_error: RawOnStoreError,
+}
+
+/// `service:` (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whom a consumer asks for access: an e-mail address, a URL or a name.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Where the consumer documentation is published (an http or https URL).
+    #[serde(default)]
+    pub documentation_url: Option<String>,
 }
 
 /// `server:`.
@@ -404,6 +423,9 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub strip_prefix: Option<String>,
+    /// The most a route that binds the body buffers (default 64 KiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]
@@ -502,11 +524,13 @@ pub struct RawSubject {
     pub header: Option<String>,
     #[serde(default)]
     pub query: Option<String>,
+    #[serde(default)]
+    pub body: Option<RawBodyField>,
     #[serde(default = "default_subject_types")]
     pub types: Vec<RawSubjectType>,
 }
 
-/// A request value: exactly one of `path_param`, `header`, `query`.
+/// A request value: exactly one of `path_param`, `header`, `query`, `body`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBinding {
@@ -516,6 +540,19 @@ pub struct RawBinding {
     pub header: Option<String>,
     #[serde(default)]
     pub query: Option<String>,
+    #[serde(default)]
+    pub body: Option<RawBodyField>,
+}
+
+/// A value in the request body: exactly one of `json_pointer` (RFC 6901)
+/// and `form_field`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBodyField {
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+    #[serde(default)]
+    pub form_field: Option<String>,
 }
 
 /// `routes[].consent.metadata:`.

@@ -1,5 +1,5 @@
 //! The one-screen summary `consent-gateway check` prints for a valid config:
-//! listeners, admin, issuers, upstreams and routes (the first few when there
+//! listeners, admin, service, issuers, upstreams and routes (the first few when there
 //! are many). Pure formatting.
 
 use std::fmt::Write;
@@ -73,6 +73,7 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
             "off"
         }
     )?;
+    write_service(out, config)?;
 
     match &config.state {
         StateBackend::Memory => writeln!(out, "state       memory (this process only)")?,
@@ -120,6 +121,25 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+/// `service:` in one line, when any of it is set.
+fn write_service(out: &mut String, config: &Config) -> std::fmt::Result {
+    let service = &config.service;
+    let mut parts = Vec::new();
+    if let Some(name) = &service.name {
+        parts.push(name.clone());
+    }
+    if let Some(contact) = &service.contact {
+        parts.push(format!("contact {contact}"));
+    }
+    if let Some(url) = &service.documentation_url {
+        parts.push(format!("documentation {url}"));
+    }
+    if parts.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "service     {}", parts.join("; "))
 }
 
 fn write_route(out: &mut String, config: &Config, route: &Route) -> std::fmt::Result {
@@ -258,5 +278,17 @@ mod warning_tests {
             "{BASE}  - name: v\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: income\n    path: /income/{{fnr}}\n    upstream: u\n    issuers: [i]\n    consent:\n      resources: [r]\n      subject: {{ path_param: fnr }}\n  - name: open\n    path: /public/{{*rest}}\n    upstream: v\n    auth: none\n"
         ));
         assert!(super::warnings(&config).is_empty());
+    }
+
+    #[test]
+    fn service_is_summarised_only_when_set() {
+        let routes = "routes:\n  - {name: o, path: /o, upstream: u, auth: none}\n";
+        let config = load(&format!("{BASE}{routes}"));
+        assert!(!super::summary(&config).contains("service"));
+        let config = load(&format!(
+            "{BASE}{routes}service:\n  name: Income\n  documentation_url: https://d.example/x\n"
+        ));
+        assert!(super::summary(&config)
+            .contains("service     Income; documentation https://d.example/x\n"));
     }
 }

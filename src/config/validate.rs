@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::model::PathTemplate;
+use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAuth, RawBackend, RawBinding, RawConfig, RawConsent, RawConsumers, RawDelegation, RawIssuer,
-    RawRatePer, RawRoute, RawServer, RawUpstream,
+    RawAuth, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers,
+    RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -90,6 +90,9 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
     let upstreams = v.upstreams(&raw.upstreams);
     v.routes(raw, &issuers, &upstreams);
     v.state(raw);
+    if let Some(service) = &raw.service {
+        v.service(service);
+    }
     if v.errors.is_empty() {
         Ok(v.checked)
     } else {
@@ -190,6 +193,29 @@ impl Validator<'_, '_> {
         );
         if limits.max_connections == 0 {
             self.error("server.limits.max_connections", "must be at least 1");
+        }
+    }
+
+    /// `service:`: texts that are given are non-empty single lines; the
+    /// documentation URL is an absolute http(s) URL.
+    fn service(&mut self, service: &RawService) {
+        for (field, value) in [("name", &service.name), ("contact", &service.contact)] {
+            if let Some(value) = value {
+                if value.trim().is_empty() {
+                    self.error(format!("service.{field}"), "must not be empty");
+                } else if value.chars().any(char::is_control) {
+                    self.error(
+                        format!("service.{field}"),
+                        "must be one line of text (no control characters)",
+                    );
+                }
+            }
+        }
+        if let Some(url) = &service.documentation_url {
+            self.check(
+                || "service.documentation_url".to_string(),
+                check_documentation_url(url),
+            );
         }
     }
 
@@ -312,7 +338,9 @@ impl Validator<'_, '_> {
             "route",
             raw.routes.iter().map(|r| r.name.as_str()),
         );
-        let mut seen_match: HashMap<(Option<String>, String), usize> = HashMap::new();
+        // Routes of one host + path template form a method group: disjoint
+        // `methods`, none "any" (SPEC section 13, "Routes").
+        let mut groups: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
         for (i, route) in raw.routes.iter().enumerate() {
             if route.name == "-" {
                 self.error(
@@ -324,17 +352,11 @@ impl Validator<'_, '_> {
             self.checked.templates.push(template.clone());
             if let Some(template) = &template {
                 let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
-                let key = (host, template.shape());
-                if let Some(first) = seen_match.get(&key) {
-                    self.error(
-                        format!("routes[{i}].path"),
-                        format!(
-                            "unreachable: routes[{first}] has the same host and path and matches first"
-                        ),
-                    );
-                } else {
-                    seen_match.insert(key, i);
+                let members = groups.entry((host, template.shape())).or_default();
+                if let Some(message) = method_overlap(raw, members, route) {
+                    self.error(format!("routes[{i}].methods"), message);
                 }
+                members.push(i);
             }
             if !upstreams.contains_key(route.upstream.as_str()) {
                 let known = known_names(raw.upstreams.iter().map(|u| u.name.as_str()));
@@ -436,10 +458,56 @@ impl Validator<'_, '_> {
                 self.check(|| at(&format!("methods[{j}]")), check_method(method));
             }
         }
+        self.body_limits(i, route);
         if let (Some(prefix), Some(template)) = (&route.strip_prefix, &template) {
             self.check(|| at("strip_prefix"), check_strip_prefix(prefix, template));
         }
         template
+    }
+
+    /// `max_body_bytes` only where a binding reads the body, within
+    /// pingora's replay buffer; one kind of body per route.
+    fn body_limits(&mut self, i: usize, route: &RawRoute) {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        let fields: Vec<&RawBodyField> = route
+            .consent
+            .iter()
+            .flat_map(|c| {
+                c.subject.iter().filter_map(|s| s.body.as_ref()).chain(
+                    c.metadata
+                        .matches
+                        .0
+                        .iter()
+                        .filter_map(|(_, b)| b.body.as_ref()),
+                )
+            })
+            .collect();
+        // A field naming both is reported on its own.
+        let json = fields
+            .iter()
+            .any(|f| f.json_pointer.is_some() && f.form_field.is_none());
+        let form = fields
+            .iter()
+            .any(|f| f.form_field.is_some() && f.json_pointer.is_none());
+        if json && form {
+            self.error(
+                at("consent"),
+                "bindings read the body both as JSON (`json_pointer`) and as a form (`form_field`); one body has one type",
+            );
+        }
+        match route.max_body_bytes {
+            Some(_) if fields.is_empty() => self.error(
+                at("max_body_bytes"),
+                "has no effect: no `subject` or `metadata.match` binding reads the body",
+            ),
+            Some(n) if n == 0 || n > MAX_BODY_BYTES as u64 => self.error(
+                at("max_body_bytes"),
+                format!(
+                    "must be 1 to {MAX_BODY_BYTES} (the most the gateway can buffer and replay)"
+                ),
+            ),
+            _ => {}
+        }
     }
 
     fn route_auth(
@@ -669,6 +737,7 @@ impl Validator<'_, '_> {
                 path_param: subject.path_param.clone(),
                 header: subject.header.clone(),
                 query: subject.query.clone(),
+                body: subject.body.clone(),
             };
             self.binding(&at("subject"), &binding, template);
             if subject.types.is_empty() {
@@ -702,6 +771,7 @@ impl Validator<'_, '_> {
             binding.path_param.is_some(),
             binding.header.is_some(),
             binding.query.is_some(),
+            binding.body.is_some(),
         ]
         .into_iter()
         .filter(|g| *g)
@@ -709,9 +779,14 @@ impl Validator<'_, '_> {
         if given != 1 {
             self.error(
                 path,
-                format!("name exactly one of `path_param`, `header`, `query` (found {given})"),
+                format!(
+                    "name exactly one of `path_param`, `header`, `query`, `body` (found {given})"
+                ),
             );
             return;
+        }
+        if let Some(body) = &binding.body {
+            self.check(|| format!("{path}.body"), check_body_field(body));
         }
         if let Some(param) = &binding.path_param {
             if let Some(template) = template {
@@ -1080,6 +1155,33 @@ pub fn check_jwks_uri(text: &str) -> Result<(), String> {
     }
 }
 
+/// `service.documentation_url`: an absolute `https` or `http` URL with a
+/// host, without credentials or a fragment (the gateway appends
+/// `#<reason>`), and nothing a problem body could not carry as is.
+pub fn check_documentation_url(text: &str) -> Result<(), String> {
+    if text.contains('#') {
+        return Err(format!(
+            "`{text}`: leave out the `#fragment`: problem bodies append `#<reason>`"
+        ));
+    }
+    let uri = http::Uri::from_str(text).map_err(|_| format!("`{text}` is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "`{text}` is not an absolute URL (write e.g. https://docs.example.no/income-api)"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}`: credentials in the URL are not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("`{text}`: the URL has no host"));
+    }
+    match scheme {
+        "https" | "http" => Ok(()),
+        _ => Err(format!("`{text}`: the scheme must be https or http")),
+    }
+}
+
 /// `localhost`, 127.0.0.0/8 or ::1.
 fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -1104,6 +1206,60 @@ pub fn check_binding_header(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A body binding: exactly one of `json_pointer` (RFC 6901, `/a/b`) and
+/// `form_field`.
+fn check_body_field(body: &RawBodyField) -> Result<(), String> {
+    match (&body.json_pointer, &body.form_field) {
+        (Some(pointer), None) => {
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "json_pointer `{pointer}` must start with `/` (RFC 6901, e.g. /person/fnr)"
+                ));
+            }
+            let bad_escape = pointer
+                .split('~')
+                .skip(1)
+                .any(|rest| !rest.starts_with(['0', '1']));
+            if bad_escape {
+                return Err(format!(
+                    "json_pointer `{pointer}`: `~` must be followed by 0 or 1 (RFC 6901)"
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(field)) if field.is_empty() => Err("form_field must not be empty".into()),
+        (None, Some(_)) => Ok(()),
+        _ => Err("name exactly one of `json_pointer`, `form_field`".into()),
+    }
+}
+
+/// Why `route` cannot join the method group of the earlier routes
+/// `members` (same host and path template): a method listed twice, or a
+/// route without `methods` (any method) in a group of more than one.
+fn method_overlap(raw: &RawConfig, members: &[usize], route: &RawRoute) -> Option<String> {
+    let upper = |methods: &Option<Vec<String>>| -> Option<Vec<String>> {
+        methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.to_ascii_uppercase()).collect())
+    };
+    let mine = upper(&route.methods);
+    members.iter().find_map(|&first| {
+        let theirs = upper(&raw.routes[first].methods);
+        match (&mine, &theirs) {
+            (None, _) | (_, None) => Some(format!(
+                "unreachable: routes[{first}] has the same host and path and matches first; \
+                 routes sharing a path need disjoint `methods`, each listed"
+            )),
+            (Some(mine), Some(theirs)) => mine.iter().find(|m| theirs.contains(m)).map(|m| {
+                format!(
+                    "unreachable for {m}: routes[{first}] has the same host and path and lists {m} too \
+                     (routes sharing a path need disjoint `methods`)"
+                )
+            }),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -1280,6 +1436,28 @@ mod tests {
             .contains("did you mean `RS256`"));
         assert!(parse_algorithm("EdDSA").is_err());
         assert!(parse_algorithm("ES512").is_err());
+    }
+
+    #[test]
+    fn documentation_urls() {
+        for good in [
+            "https://docs.example.no/income",
+            "http://localhost:8000/docs.html",
+            "https://example.no",
+        ] {
+            assert_eq!(check_documentation_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "docs.example.no/income",
+            "/docs",
+            "ftp://example.no/docs",
+            "https://user:pw@example.no/docs",
+            "https://example.no/docs#top",
+            "https://exa mple.no/",
+            "",
+        ] {
+            assert!(check_documentation_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

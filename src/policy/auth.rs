@@ -556,6 +556,7 @@ mod tests {
                 headers: &self.headers,
                 query: self.query.as_deref(),
                 path_params: &self.path_params,
+                body: None,
             }
         }
     }

@@ -8,9 +8,10 @@ use std::borrow::Cow;
 use http::{HeaderMap, HeaderValue, Method, Version};
 
 use crate::clock::UnixTime;
-use crate::config::{Binding, Config, Mode};
+use crate::config::{Binding, Config, Mode, Route};
 use crate::error::Reason;
 use crate::policy::auth::check_token;
+use crate::policy::body::{self, ParsedBody, RequestBody};
 use crate::policy::headers::connection_is_acceptable;
 use crate::policy::routes::{
     host_without_port, is_valid_host, normalize_path, strip_prefix, RouteMatch, RouteTable,
@@ -32,6 +33,9 @@ pub struct RequestFacts<'a> {
     /// The authority of an absolute-form target, used when no `Host` came.
     pub authority: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The body, once read: `None` until a route that binds it asks
+    /// ([`Verdict::NeedBody`]).
+    pub body: Option<RequestBody<'a>>,
 }
 
 /// One configuration generation as the decision reads it.
@@ -120,6 +124,10 @@ pub enum Verdict {
         kid: String,
         otherwise: Box<Verdict>,
     },
+    /// The route binds the body: the door reads it (at most `limit + 1`
+    /// bytes, so a larger one is known to be too large) and decides again
+    /// with `RequestFacts::body` set.
+    NeedBody { limit: usize },
 }
 
 impl Verdict {
@@ -129,6 +137,7 @@ impl Verdict {
             Verdict::Allow { .. } => None,
             Verdict::ShadowDeny { denied, .. } | Verdict::Deny(denied) => Some(denied.reason),
             Verdict::NeedKeys { otherwise, .. } => otherwise.reason(),
+            Verdict::NeedBody { .. } => None,
         }
     }
 }
@@ -171,10 +180,17 @@ pub fn decide(
         }
     }
 
+    let parsed_body = match read_bound_body(facts, route, &mut trace) {
+        Ok(BodyStep::Parsed(parsed)) => Some(parsed),
+        Ok(BodyStep::NotBound) => None,
+        Ok(BodyStep::Need(limit)) => return Verdict::NeedBody { limit },
+        Err(reason) => return Verdict::Deny(refuse(reason, DeniedFacts::default())),
+    };
     let view = RequestView {
         headers: facts.headers,
         query: request.query,
         path_params: &params,
+        body: parsed_body.as_ref(),
     };
     let auth_ctx = AuthContext {
         route: &route.auth,
@@ -219,6 +235,45 @@ pub fn decide(
                 },
                 _ => verdict,
             }
+        }
+    }
+}
+
+enum BodyStep<'a> {
+    NotBound,
+    Need(usize),
+    Parsed(ParsedBody<'a>),
+}
+
+/// The body of a route whose bindings read it, checked and parsed before
+/// any token check (like a bound value given twice, a bad body is the
+/// request's fault whatever the token says).
+fn read_bound_body<'a>(
+    facts: &RequestFacts<'a>,
+    route: &Route,
+    trace: &mut Trace<'_>,
+) -> Result<BodyStep<'a>, Reason> {
+    let (Some(kind), Some(limit)) = (
+        route.auth.consent.as_ref().and_then(body::bound_kind),
+        route.max_body_bytes,
+    ) else {
+        return Ok(BodyStep::NotBound);
+    };
+    let body = match facts.body {
+        None => return Ok(BodyStep::Need(limit)),
+        Some(RequestBody::Complete(bytes)) if bytes.len() > limit => RequestBody::TooLarge,
+        Some(body) => body,
+    };
+    match body::parse(facts.headers, body, kind) {
+        Ok(parsed) => {
+            trace.record(0, "body", true, || {
+                format!("a {kind:?} body the route binds")
+            });
+            Ok(BodyStep::Parsed(parsed))
+        }
+        Err((reason, why)) => {
+            trace.record(0, "body", false, || why);
+            Err(reason)
         }
     }
 }

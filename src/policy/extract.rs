@@ -6,6 +6,7 @@ use percent_encoding::percent_decode;
 
 use crate::config::{Binding, ConsentRule};
 use crate::error::Reason;
+use crate::policy::body::lookup;
 use crate::policy::consent::{Bound, BoundValues};
 use crate::policy::RequestView;
 
@@ -81,7 +82,18 @@ pub(crate) fn resolve_bindings(
 pub(crate) fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound, String> {
     // `other_spelling`: the request also carries the name spelt another way
     // that some backend reads as this one; as ambiguous as a second value.
+    if let Binding::Body(field) = binding {
+        let Some(body) = req.body else {
+            // The glue parses a bound body before deciding; fail closed.
+            return Err("the body (not read)".into());
+        };
+        return Ok(match lookup(body, field)? {
+            Some(value) => Bound::Value(value),
+            None => Bound::Absent,
+        });
+    }
     let (values, other_spelling): (Vec<Vec<u8>>, bool) = match binding {
+        Binding::Body(_) => (Vec::new(), false),
         Binding::PathParam(name) => (
             req.path_params
                 .iter()
@@ -126,6 +138,7 @@ pub(crate) fn resolve(binding: &Binding, req: &RequestView<'_>) -> Result<Bound,
             Binding::PathParam(name) => format!("path parameter {name}"),
             Binding::Header(name) => format!("header {name}"),
             Binding::Query(name) => format!("query parameter {name}"),
+            Binding::Body(_) => "the body".to_string(),
         }),
     }
 }

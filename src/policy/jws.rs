@@ -180,6 +180,15 @@ impl<'a> Object<'a> {
 /// any object at any depth (serde_json alone keeps the last one silently,
 /// which would let a token mean two things). The grammar, the nesting limit
 /// (128) and the number range are serde_json's.
+/// Any JSON document, strictly (no duplicate member names at any depth, no
+/// trailing bytes): for request bodies a route binds.
+pub fn strict_value(bytes: &[u8]) -> Option<Json<'_>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let StrictJson(value) = StrictJson::deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(value)
+}
+
 pub fn strict_object(bytes: &[u8]) -> Option<Object<'_>> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let StrictJson(value) = StrictJson::deserialize(&mut deserializer).ok()?;

@@ -20,6 +20,7 @@ use crate::error::Reason;
 use crate::keys::KeySet;
 
 pub mod auth;
+pub mod body;
 pub mod claims;
 pub mod consent;
 pub mod decide;
@@ -55,6 +56,8 @@ pub struct RequestView<'a> {
     /// Path parameters bound by the route template, from the normalised path,
     /// still percent-encoded (the policy decodes before comparing).
     pub path_params: &'a [(String, String)],
+    /// The parsed body, when the route binds it.
+    pub body: Option<&'a body::ParsedBody<'a>>,
 }
 
 /// Everything `authorize` needs besides the request.

@@ -250,6 +250,9 @@ struct Bucket {
 struct CompiledRoute {
     router: matchit::Router<()>,
     methods: Vec<String>,
+    /// The routes of this route's method group (same host and path
+    /// template, disjoint methods), in file order; this one included.
+    group: Vec<usize>,
 }
 
 /// The compiled route table of one configuration generation.
@@ -289,15 +292,24 @@ impl RouteTable {
             exact_host: FastMap::default(),
             wildcard_host: FastMap::default(),
         };
+        let mut groups: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
         for (index, route) in routes.iter().enumerate() {
             let mut router = matchit::Router::new();
             router
                 .insert(route.path.as_str(), ())
                 .map_err(|e| format!("routes[{index}].path: {e}"))?;
+            let group_key = (route.host.clone(), route.template.shape());
+            let group = groups.entry(group_key).or_default();
+            group.push(index);
             table.routes.push(CompiledRoute {
                 router,
                 methods: route.methods.clone(),
+                group: Vec::new(),
             });
+            if group.len() > 1 {
+                // Only the group's first route is found by path; it decides by method.
+                continue;
+            }
             let bucket = match route.host.as_deref() {
                 None => &mut table.any_host,
                 Some(h) => match h.strip_prefix('*') {
@@ -310,6 +322,11 @@ impl RouteTable {
                 .entry(literal_prefix(&route.template))
                 .or_default()
                 .push(index);
+        }
+        for group in groups.into_values() {
+            for &member in &group {
+                table.routes[member].group.clone_from(&group);
+            }
         }
         Ok(table)
     }
@@ -340,17 +357,51 @@ impl RouteTable {
         }
         match best {
             None => RouteMatch::NotFound,
-            Some((route, params)) => {
-                let methods = &self.routes[route].methods;
-                if methods.is_empty() || methods.iter().any(|m| m == method) {
-                    RouteMatch::Found { route, params }
-                } else {
-                    RouteMatch::MethodNotAllowed {
-                        route,
-                        allow: methods.join(", "),
+            Some((first, params)) => self.pick_by_method(first, params, path, method),
+        }
+    }
+
+    /// Within the method group of `first` (the route found by host and
+    /// path), the route that lists `method`; else 405 with the group's union
+    /// of methods. Never a fall-through to another template.
+    fn pick_by_method(
+        &self,
+        first: usize,
+        params: Vec<(String, String)>,
+        path: &str,
+        method: &str,
+    ) -> RouteMatch {
+        let lists =
+            |r: &CompiledRoute| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
+        let group = &self.routes[first].group;
+        let Some(&route) = group.iter().find(|&&r| lists(&self.routes[r])) else {
+            let mut allow: Vec<&str> = Vec::new();
+            for &member in group {
+                for m in &self.routes[member].methods {
+                    if !allow.contains(&m.as_str()) {
+                        allow.push(m);
                     }
                 }
             }
+            return RouteMatch::MethodNotAllowed {
+                route: first,
+                allow: allow.join(", "),
+            };
+        };
+        if route == first {
+            return RouteMatch::Found { route, params };
+        }
+        // Its own parameter names (a group shares the template's shape).
+        match self.routes[route].router.at(path) {
+            Ok(m) => RouteMatch::Found {
+                route,
+                params: m
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            Err(_) => RouteMatch::NotFound,
         }
     }
 
@@ -442,6 +493,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             upstream: 0,
             strip_prefix: None,
+            max_body_bytes: None,
             auth: RouteAuth {
                 mode: AuthMode::None,
                 issuers: vec![],
@@ -667,12 +719,52 @@ mod tests {
     fn method_mismatch_is_405_without_fall_through() {
         let routes = vec![
             route("get", None, "/x", &["GET"]),
-            route("any", None, "/x", &[]),
+            route("any", None, "/{*rest}", &[]),
         ];
         let t = RouteTable::new(&routes).unwrap();
         assert_eq!(found(t.find("h", "/x", "GET")).0, 0);
         assert_eq!(
             t.find("h", "/x", "HEAD"),
+            RouteMatch::MethodNotAllowed {
+                route: 0,
+                allow: "GET".into()
+            }
+        );
+        assert_eq!(found(t.find("h", "/y", "HEAD")).0, 1);
+    }
+
+    #[test]
+    fn routes_sharing_a_template_are_picked_by_method() {
+        let routes = vec![
+            route("read", None, "/people/{fnr}", &["GET", "HEAD"]),
+            route("other", None, "/people/{fnr}/x", &["DELETE"]),
+            route("write", None, "/people/{id}", &["POST"]),
+            route("later", None, "/{*rest}", &[]),
+        ];
+        let t = RouteTable::new(&routes).unwrap();
+        assert_eq!(
+            found(t.find("h", "/people/1", "GET")),
+            (0, vec![("fnr".to_string(), "1".to_string())])
+        );
+        assert_eq!(
+            found(t.find("h", "/people/1", "POST")),
+            (2, vec![("id".to_string(), "1".to_string())])
+        );
+        assert_eq!(
+            t.find("h", "/people/1", "DELETE"),
+            RouteMatch::MethodNotAllowed {
+                route: 0,
+                allow: "GET, HEAD, POST".into()
+            }
+        );
+        // Another host's group is another group.
+        let routes = vec![
+            route("a", Some("a.no"), "/p", &["GET"]),
+            route("b", Some("b.no"), "/p", &["POST"]),
+        ];
+        let t = RouteTable::new(&routes).unwrap();
+        assert_eq!(
+            t.find("a.no", "/p", "POST"),
             RouteMatch::MethodNotAllowed {
                 route: 0,
                 allow: "GET".into()

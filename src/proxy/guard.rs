@@ -278,10 +278,16 @@ impl GuardedStream {
             .clone()
             .map(RequestId::from_header)
             .unwrap_or_default();
+        let mut documentation = None;
         if let Some(gateway) = &self.gateway {
             record_refusal(gateway, &refusal, request_id.as_str());
+            documentation = gateway.snapshot().config.service.documentation_url.clone();
         }
-        self.refusal = Some(refusal_response(refusal.reason, request_id.as_str()));
+        self.refusal = Some(refusal_response(
+            refusal.reason,
+            request_id.as_str(),
+            documentation.as_deref(),
+        ));
         self.phase = Phase::Tunnel;
     }
 

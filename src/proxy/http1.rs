@@ -242,9 +242,14 @@ pub fn block_end(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The bytes of a refusal written by the guard itself: a complete
-/// problem+json response that says `Connection: close`.
-pub fn refusal_response(reason: Reason, request_id: &str) -> Vec<u8> {
-    let body = reason.problem_body(request_id);
+/// problem+json response that says `Connection: close` (with the reason's
+/// `documentation` link when `service.documentation_url` is set).
+pub fn refusal_response(
+    reason: Reason,
+    request_id: &str,
+    documentation_url: Option<&str>,
+) -> Vec<u8> {
+    let body = reason.problem_body(request_id, documentation_url);
     let status = reason.status();
     let phrase = http::StatusCode::from_u16(status)
         .ok()
@@ -371,12 +376,12 @@ mod tests {
 
     #[test]
     fn the_guard_answer_is_a_complete_closing_problem_response() {
-        let bytes = refusal_response(Reason::InvalidRequest, "r-1");
+        let bytes = refusal_response(Reason::InvalidRequest, "r-1", None);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"));
         assert!(text.contains("\r\nx-request-id: r-1\r\n"));
-        let body = Reason::InvalidRequest.problem_body("r-1");
+        let body = Reason::InvalidRequest.problem_body("r-1", None);
         assert!(text.ends_with(std::str::from_utf8(&body).unwrap()));
     }
 }

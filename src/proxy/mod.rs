@@ -26,6 +26,7 @@ use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
+use crate::policy::body::RequestBody;
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
 use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
@@ -76,6 +77,9 @@ pub struct RequestCtx {
     claim: Option<state::Claim>,
     /// The rate limit's state after this request, for the headers.
     rate: Option<state::RateInfo>,
+    /// The body was read to decide (a route that binds it): pingora sends
+    /// it from its buffer, and `Expect` is not forwarded.
+    body_buffered: bool,
 }
 
 impl RequestCtx {
@@ -110,15 +114,7 @@ impl ConsentProxy {
             // The client expected a protocol switch: end the exchange here.
             session.set_keepalive(None);
         }
-        let extra = ctx.rate.as_ref().map(state::RateInfo::headers);
-        respond::problem_with(
-            session,
-            &ctx.request_id,
-            reason,
-            allow,
-            extra.as_deref().unwrap_or_default(),
-        )
-        .await?;
+        respond::problem(session, ctx, reason, allow).await?;
         Ok(true)
     }
 
@@ -174,6 +170,31 @@ impl ConsentProxy {
     }
 }
 
+/// Reads the body of a route that binds it, up to `limit + 1` bytes (so a
+/// larger one is known to be too large). pingora keeps what was read in its
+/// retry buffer (at most 64 KiB, the ceiling of `max_body_bytes`) and sends
+/// it upstream byte for byte. A client that asked for `100-continue` is
+/// told to go on first.
+async fn read_bound_body(session: &mut Session, limit: usize) -> Result<Vec<u8>> {
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.downstream_session.write_continue_response().await?;
+    }
+    session.enable_retry_buffering();
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 /// Whether a downstream error is a request body pingora could not read as
 /// framed (a bad chunk, a trailer, a body cut short), not a vanished client.
 fn is_bad_request_body(etype: &ErrorType) -> bool {
@@ -227,6 +248,7 @@ impl ProxyHttp for ConsentProxy {
             trace: None,
             claim: None,
             rate: None,
+            body_buffered: false,
         }
     }
 
@@ -257,16 +279,7 @@ impl ProxyHttp for ConsentProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.gateway.snapshot();
         ctx.snapshot = Some(Arc::clone(&snapshot));
-        let req = session.req_header();
-        ctx.request_id = RequestId::for_request(&req.headers);
-
-        let facts = RequestFacts {
-            method: &req.method,
-            version: req.version,
-            target: req.raw_path(),
-            authority: req.uri.authority().map(http::uri::Authority::as_str),
-            headers: &req.headers,
-        };
+        ctx.request_id = RequestId::for_request(&session.req_header().headers);
         let generation = snapshot.generation_view();
         let mut checking = Checking {
             now: self.gateway.clock.now(),
@@ -274,32 +287,65 @@ impl ProxyHttp for ConsentProxy {
             verify_signature: true,
             may_refetch: true,
         };
+        // Read only when the route binds it (`Verdict::NeedBody`).
+        let mut body: Option<Vec<u8>> = None;
         let verdict = loop {
             let started = Instant::now();
-            let verdict = decide(&facts, &generation, &checking, None);
+            let verdict = {
+                let req = session.req_header();
+                let facts = RequestFacts {
+                    method: &req.method,
+                    version: req.version,
+                    target: req.raw_path(),
+                    authority: req.uri.authority().map(http::uri::Authority::as_str),
+                    headers: &req.headers,
+                    body: body.as_deref().map(RequestBody::Complete),
+                };
+                decide(&facts, &generation, &checking, None)
+            };
             self.gateway
                 .metrics
                 .decision_duration_seconds
                 .observe(started.elapsed().as_secs_f64());
-            let Verdict::NeedKeys {
-                issuer,
-                kid,
-                otherwise,
-            } = verdict
-            else {
-                break verdict;
-            };
-            // One single-flight, rate-limited refetch; decide again only
-            // when it changed the key set.
-            let refetched = match snapshot.issuer_keys.get(issuer) {
-                Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
-                None => false,
-            };
-            if !refetched {
-                break *otherwise;
+            match verdict {
+                Verdict::NeedKeys {
+                    issuer,
+                    kid,
+                    otherwise,
+                } => {
+                    // One single-flight, rate-limited refetch; decide again
+                    // only when it changed the key set.
+                    let refetched = match snapshot.issuer_keys.get(issuer) {
+                        Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
+                        None => false,
+                    };
+                    if !refetched {
+                        break *otherwise;
+                    }
+                    checking.may_refetch = false;
+                    checking.now = self.gateway.clock.now();
+                }
+                Verdict::NeedBody { limit } if body.is_none() => {
+                    match read_bound_body(session, limit).await {
+                        Ok(read) => {
+                            ctx.body_buffered = true;
+                            if read.len() > limit {
+                                // The rest is unread: do not reuse the connection.
+                                session.set_keepalive(None);
+                            }
+                            body = Some(read);
+                        }
+                        Err(e) if is_bad_request_body(e.etype()) => {
+                            session.set_keepalive(None);
+                            return self
+                                .refuse(session, ctx, Reason::InvalidRequest, None)
+                                .await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                other => break other,
             }
-            checking.may_refetch = false;
-            checking.now = self.gateway.clock.now();
         };
         match verdict {
             Verdict::Allow { routed, authorized } => {
@@ -329,9 +375,10 @@ impl ProxyHttp for ConsentProxy {
                 self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
                     .await
             }
-            Verdict::NeedKeys { .. } => {
-                // The loop above never ends on this variant.
-                self.refuse(session, ctx, Reason::UnknownKey, None).await
+            Verdict::NeedKeys { .. } | Verdict::NeedBody { .. } => {
+                // The loop above ends on neither; fail closed regardless.
+                self.refuse(session, ctx, Reason::InvalidRequest, None)
+                    .await
             }
         }
     }
@@ -388,6 +435,10 @@ impl ProxyHttp for ConsentProxy {
             upstream_request.remove_header(&name);
         }
         collapse_content_length(upstream_request)?;
+        if ctx.body_buffered {
+            // The client was answered `100 Continue` already.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         if let Some(uri) = ctx.routed.as_ref().and_then(|r| r.forward_uri.as_ref()) {
             let uri = uri
                 .parse::<http::Uri>()
@@ -505,8 +556,7 @@ impl ProxyHttp for ConsentProxy {
                 }
                 session.set_keepalive(None);
                 if session.response_written().is_none() {
-                    if let Err(err) = respond::problem(session, &ctx.request_id, reason, None).await
-                    {
+                    if let Err(err) = respond::problem(session, ctx, reason, None).await {
                         log::debug!("could not answer the client: {err}");
                     }
                 }

@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 
 use crate::error::Reason;
 use crate::proxy::request_id::RequestId;
+use crate::proxy::RequestCtx;
 
 /// Builds the response header of a refusal (pure; tested below).
 pub fn problem_header(
@@ -34,29 +35,24 @@ pub fn problem_header(
     Ok(resp)
 }
 
-/// Answers the client with the problem response for `reason`.
+/// Answers the client with the problem response for `reason`. The body
+/// links the reason's documentation when the request's config generation
+/// sets `service.documentation_url`.
 pub async fn problem(
     session: &mut Session,
-    request_id: &RequestId,
+    ctx: &RequestCtx,
     reason: Reason,
     allow: Option<&str>,
 ) -> Result<()> {
-    problem_with(session, request_id, reason, allow, &[]).await
-}
-
-/// `problem`, with `extra` headers (a rate limit's `RateLimit`,
-/// `RateLimit-Policy` and `Retry-After`).
-pub async fn problem_with(
-    session: &mut Session,
-    request_id: &RequestId,
-    reason: Reason,
-    allow: Option<&str>,
-    extra: &[(&'static str, String)],
-) -> Result<()> {
-    let body = reason.problem_body(request_id.as_str());
-    let mut header = problem_header(reason, request_id, body.len(), allow)?;
-    for (name, value) in extra {
-        header.insert_header(*name, value.as_str())?;
+    let documentation = ctx
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.config.service.documentation_url.as_deref());
+    let body = reason.problem_body(ctx.request_id.as_str(), documentation);
+    let mut header = problem_header(reason, &ctx.request_id, body.len(), allow)?;
+    // A rate limit's `RateLimit`, `RateLimit-Policy` and `Retry-After`.
+    for (name, value) in ctx.rate.iter().flat_map(crate::state::RateInfo::headers) {
+        header.insert_header(name, value)?;
     }
     session
         .write_response_header(Box::new(header), false)

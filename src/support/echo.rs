@@ -20,6 +20,9 @@ pub struct SeenRequest {
     /// Header names lowercased, in arrival order, values lossily decoded.
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    /// The body's bytes (a chunked body decoded).
+    #[serde(skip)]
+    pub body: Vec<u8>,
 }
 
 impl SeenRequest {
@@ -175,20 +178,33 @@ async fn serve_connection(
         let close = seen_headers
             .iter()
             .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        let chunked = seen_headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
         buf.drain(..header_end);
-        while buf.len() < content_length {
+        let body = loop {
+            let complete = if chunked {
+                dechunk(&buf)
+            } else {
+                (buf.len() >= content_length)
+                    .then(|| (content_length, buf[..content_length].to_vec()))
+            };
+            if let Some((consumed, body)) = complete {
+                buf.drain(..consumed);
+                break body;
+            }
             let mut chunk = [0u8; 4096];
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-        }
-        buf.drain(..content_length);
+        };
         let seen = SeenRequest {
             method,
             uri,
             headers: seen_headers,
-            body_len: content_length,
+            body_len: body.len(),
+            body,
         };
         let body = serde_json::to_vec_pretty(&seen).unwrap_or_default();
         if let Ok(mut s) = shared.seen.lock() {
@@ -212,6 +228,27 @@ async fn serve_connection(
         if close {
             return;
         }
+    }
+}
+
+/// A complete chunked body at the start of `buf`: the bytes it takes and the
+/// decoded body (no trailers expected); `None` while incomplete.
+fn dechunk(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
+    let mut at = 0;
+    let mut body = Vec::new();
+    loop {
+        let line_end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let size_text = std::str::from_utf8(&buf[at..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            return (buf.len() >= at + 2).then_some((at + 2, body));
+        }
+        if buf.len() < at + size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&buf[at..at + size]);
+        at += size + 2;
     }
 }
 
