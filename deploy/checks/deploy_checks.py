@@ -39,6 +39,9 @@ SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consent_gateway_config_generation": ("gauge", ()),
     "consent_gateway_token_cache_requests_total": ("counter", ("result",)),
     "consent_gateway_http_errors_total": ("counter", ("kind",)),
+    # SPEC section 13: the audit writer's queue.
+    "consent_gateway_audit_dropped_total": ("counter", ()),
+    "consent_gateway_audit_write_errors_total": ("counter", ()),
     # SPEC section 13: shared state (one-time consents, rate limits).
     "consent_gateway_state_requests_total": ("counter", ("op", "outcome")),
     "consent_gateway_state_request_duration_seconds": ("histogram", ("op",)),
@@ -397,7 +400,8 @@ def check_gateway_config(config_map: dict[str, Any], deployment_ports: dict[str,
         problems.add(where, "no gateway.yaml key")
         return {}
     config = yaml.safe_load(data["gateway.yaml"]) or {}
-    allowed_top = {"server", "issuers", "upstreams", "routes", "audit"}
+    # SPEC section 3, plus the section 13 additions.
+    allowed_top = {"server", "issuers", "upstreams", "routes", "audit", "state", "service", "altinn", "tracing"}
     problems.check(set(config) <= allowed_top, where, f"unknown top-level keys {sorted(set(config) - allowed_top)}")
     server = config.get("server", {})
     listen_ports = {port_of(a)[1] for a in server.get("listen", [])}
