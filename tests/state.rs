@@ -453,3 +453,43 @@ fn a_reload_moves_the_state_from_memory_to_redis() {
     let r = gw.get(ONCE_PATH, Some(&token), &[]);
     assert_eq!(r.reason(), "consent_already_used");
 }
+
+#[test]
+fn a_hung_store_is_cut_off_by_the_timeout() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config(&redis_state(&redis), 1000));
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+    world.echo.clear();
+    // Connected, but no answer: every call ends at `timeout` (200ms here).
+    redis.signal("STOP");
+    for _ in 0..4 {
+        let r = gw.get(ONCE_PATH, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert_eq!(
+            gw.get("/limited", Some(&world.valid_token()), &[]).status,
+            200
+        );
+    }
+    assert_eq!(
+        world.echo.seen().len(),
+        4,
+        "only the rate-limited route went upstream"
+    );
+    let metrics = gw.admin_get("/metrics").body;
+    let timeouts = common::series_value(
+        &metrics,
+        "consent_gateway_state_requests_total",
+        &[("op", "use_once"), ("outcome", "timeout")],
+    );
+    assert!(timeouts.is_some_and(|n| n >= 1.0), "{metrics}");
+    redis.signal("CONT");
+    eventually(15, "the one-time route works again", || {
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
+    });
+}

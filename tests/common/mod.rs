@@ -502,6 +502,18 @@ impl RedisServer {
 }
 
 impl RedisServer {
+    /// Sends `SIGSTOP` (`pause`) or `SIGCONT`: a store that accepts
+    /// connections and never answers, then answers again.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -{name}");
+        }
+    }
+
     /// One command in RESP over a plain socket; the raw reply.
     pub fn command(&self, args: &[&str]) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
