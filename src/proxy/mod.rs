@@ -118,6 +118,52 @@ impl ConsentProxy {
         Ok(true)
     }
 
+    /// Carries out the final verdict of `request_filter`: an allow passes
+    /// the shared state (rate limit, one-time use) before going upstream.
+    /// `Ok(true)`: a refusal was written.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        verdict: Verdict,
+    ) -> Result<bool> {
+        match verdict {
+            Verdict::Allow { routed, authorized } => {
+                ctx.decision = Some(Decision::Allow);
+                ctx.authorized = Some(authorized);
+                ctx.route = Some(routed.route);
+                let route = routed.route;
+                ctx.routed = Some(routed);
+                match self.admit_state(snapshot, ctx, route).await {
+                    Some(reason) => self.refuse(session, ctx, reason, None).await,
+                    None => Ok(false),
+                }
+            }
+            Verdict::ShadowDeny { routed, denied } => {
+                ctx.decision = Some(Decision::ShadowDeny(denied.reason));
+                ctx.denied_facts = denied.facts;
+                ctx.route = Some(routed.route);
+                ctx.routed = Some(routed);
+                Ok(false)
+            }
+            Verdict::Deny(refusal) => {
+                if refusal.close_connection {
+                    session.set_keepalive(None);
+                }
+                ctx.route = refusal.route;
+                ctx.denied_facts = refusal.facts;
+                self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
+                    .await
+            }
+            Verdict::NeedKeys { .. } | Verdict::NeedBody { .. } => {
+                // The loop above ends on neither; fail closed regardless.
+                self.refuse(session, ctx, Reason::InvalidRequest, None)
+                    .await
+            }
+        }
+    }
+
     /// After an allow verdict: the route's rate limit and one-time use
     /// (SPEC section 13). `Some(reason)`: refused (shadow-denied on a
     /// `report_only` route, which then goes upstream).
@@ -347,40 +393,7 @@ impl ProxyHttp for ConsentProxy {
                 other => break other,
             }
         };
-        match verdict {
-            Verdict::Allow { routed, authorized } => {
-                ctx.decision = Some(Decision::Allow);
-                ctx.authorized = Some(authorized);
-                ctx.route = Some(routed.route);
-                let route = routed.route;
-                ctx.routed = Some(routed);
-                match self.admit_state(&snapshot, ctx, route).await {
-                    Some(reason) => self.refuse(session, ctx, reason, None).await,
-                    None => Ok(false),
-                }
-            }
-            Verdict::ShadowDeny { routed, denied } => {
-                ctx.decision = Some(Decision::ShadowDeny(denied.reason));
-                ctx.denied_facts = denied.facts;
-                ctx.route = Some(routed.route);
-                ctx.routed = Some(routed);
-                Ok(false)
-            }
-            Verdict::Deny(refusal) => {
-                if refusal.close_connection {
-                    session.set_keepalive(None);
-                }
-                ctx.route = refusal.route;
-                ctx.denied_facts = refusal.facts;
-                self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
-                    .await
-            }
-            Verdict::NeedKeys { .. } | Verdict::NeedBody { .. } => {
-                // The loop above ends on neither; fail closed regardless.
-                self.refuse(session, ctx, Reason::InvalidRequest, None)
-                    .await
-            }
-        }
+        self.answer(session, ctx, &snapshot, verdict).await
     }
 
     /// Picks a healthy target of the route's upstream (round robin), never
