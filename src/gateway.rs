@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
 use crate::policy::KeySource;
+use crate::state::Store;
 use crate::upstream::UpstreamPool;
 
 /// How many verified tokens the cache remembers at most. Clients reuse a
@@ -44,6 +45,9 @@ pub struct Snapshot {
     pub issuer_keys: Vec<Arc<IssuerKeys>>,
     /// Indexed like `config.routes`: each route's resolved metric series.
     pub route_metrics: Vec<RouteMetrics>,
+    /// The shared-state store (`config.state`): the same one across
+    /// reloads that keep `state` unchanged.
+    pub store: Arc<Store>,
     /// Stops this generation's health-check tasks when it is replaced.
     health_stop: watch::Sender<bool>,
 }
@@ -196,7 +200,8 @@ impl Gateway {
         );
         let token_cache = TokenCache::new(TOKEN_CACHE_CAPACITY, &metrics);
         let altinn_lists = Arc::new(ListStore::default());
-        let first = build_snapshot(config, 1, &keys, &control, &altinn_lists)?;
+        let store = Store::build(&config.state, &control, &metrics)?;
+        let first = build_snapshot(config, 1, &keys, &control, &altinn_lists, store)?;
         metrics.config_generation.set(1);
         // Both outcomes exist from the start, so `increase(...)` sees the
         // first failure.
@@ -231,6 +236,7 @@ impl Gateway {
             &self.keys,
             &self.control,
             &self.altinn_lists,
+            Arc::clone(&current.store),
         )?;
         let old = self.snapshot.swap(Arc::new(next));
         let _ = old.health_stop.send(true);
@@ -297,7 +303,20 @@ impl Gateway {
         keep_running_settings(&current.config.server, &mut config.server);
         let keys = &self.keys;
         let control = self.control.clone();
-        let next = build_snapshot(config, generation, keys, &control, &self.altinn_lists)?;
+        let store = if config.state == current.config.state {
+            Arc::clone(&current.store)
+        } else {
+            log::info!("state changed: a new store");
+            Store::build(&config.state, &control, &self.metrics)?
+        };
+        let next = build_snapshot(
+            config,
+            generation,
+            keys,
+            &control,
+            &self.altinn_lists,
+            store,
+        )?;
         // New issuers get up to 5 s for their keys before the swap.
         for index in next.issuers_in_use() {
             let issuer_keys = &next.issuer_keys[index];
@@ -345,6 +364,21 @@ impl Gateway {
         }
     }
 
+    /// The store's health, and whether it keeps the gateway from being
+    /// ready: a store that does not answer while some route cannot do
+    /// without it (one-time consents, or `on_store_error: deny`).
+    pub fn state_readiness(&self) -> (crate::state::Health, bool) {
+        let snapshot = self.snapshot();
+        let health = snapshot.store.health();
+        let needed = snapshot
+            .config
+            .routes
+            .iter()
+            .any(|r| r.one_time || r.rate_limit.is_some_and(|l| !l.allow_on_store_error));
+        let blocks = needed && !health.reachable;
+        (health, blocks)
+    }
+
     /// Blocks the calling thread (which must not be a runtime worker) until
     /// every issuer in use has keys, or `timeout` passes: then the names of
     /// those still without.
@@ -386,6 +420,7 @@ impl Gateway {
             "config_sha256": snapshot.config.config_sha256,
             "last_reload_error": last_error,
             "issuers": issuers,
+            "state": state_json(&self.state_readiness().0),
             "audit": {
                 "dropped": crate::audit::dropped(),
                 "write_errors": crate::audit::write_errors(),
@@ -424,6 +459,15 @@ impl Gateway {
     }
 }
 
+/// The store's part of `/status` and `/readyz`.
+pub fn state_json(health: &crate::state::Health) -> serde_json::Value {
+    serde_json::json!({
+        "backend": health.backend,
+        "reachable": health.reachable,
+        "last_error": health.last_error,
+    })
+}
+
 /// The restart-only settings (SPEC section 7) that differ, by YAML key.
 fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&'static str> {
     let mut changes = Vec::new();
@@ -458,6 +502,7 @@ pub fn build_snapshot(
     keys: &KeyRegistry,
     control: &tokio::runtime::Handle,
     lists: &ListStore,
+    store: Arc<Store>,
 ) -> Result<Snapshot, String> {
     lists.fill(&mut config);
     let routes = RouteTable::new(&config.routes)?;
@@ -486,6 +531,7 @@ pub fn build_snapshot(
         upstreams,
         issuer_keys,
         route_metrics,
+        store,
         health_stop,
     })
 }

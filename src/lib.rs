@@ -20,6 +20,7 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod services;
+pub mod state;
 pub mod support;
 pub mod time;
 pub mod trace_context;

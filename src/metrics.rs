@@ -86,6 +86,11 @@ pub struct Metrics {
     /// audit writer's counters at each scrape, under `audit_sync`.
     pub audit_dropped_total: IntCounter,
     pub audit_write_errors_total: IntCounter,
+    /// Shared-state store calls by `op` and `outcome`, their latency, and
+    /// whether the store answers (SPEC section 13).
+    pub state_requests_total: IntCounterVec,
+    pub state_request_duration_seconds: HistogramVec,
+    pub state_up: IntGauge,
     audit_sync: std::sync::Mutex<()>,
 }
 
@@ -158,8 +163,38 @@ impl Metrics {
         registry
             .register(Box::new(config_generation.clone()))
             .expect("unique metric");
+        let state_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "consent_gateway_state_request_duration_seconds",
+                "Time of each shared-state store call, by op.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 1.0,
+            ]),
+            &["op"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_request_duration_seconds.clone()))
+            .expect("unique metric");
+        let state_up = IntGauge::new(
+            "consent_gateway_state_up",
+            "1 while the shared-state store answers, else 0.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_up.clone()))
+            .expect("unique metric");
 
         Self {
+            state_requests_total: counter(
+                "consent_gateway_state_requests_total",
+                "Shared-state store calls by op and outcome (ok, error, timeout, circuit_open).",
+                &["op", "outcome"],
+            ),
+            state_request_duration_seconds,
+            state_up,
             requests_total: counter(
                 "consent_gateway_requests_total",
                 "Requests decided, by route, decision and reason.",

@@ -39,6 +39,13 @@ SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consent_gateway_config_generation": ("gauge", ()),
     "consent_gateway_token_cache_requests_total": ("counter", ("result",)),
     "consent_gateway_http_errors_total": ("counter", ("kind",)),
+    # SPEC section 13: the audit writer's queue.
+    "consent_gateway_audit_dropped_total": ("counter", ()),
+    "consent_gateway_audit_write_errors_total": ("counter", ()),
+    # SPEC section 13: shared state (one-time consents, rate limits).
+    "consent_gateway_state_requests_total": ("counter", ("op", "outcome")),
+    "consent_gateway_state_request_duration_seconds": ("histogram", ("op",)),
+    "consent_gateway_state_up": ("gauge", ()),
 }
 
 # SPEC section 4 reason codes, plus `ok` on allow.
@@ -51,6 +58,8 @@ REASONS = {
     "consent_recipient_mismatch", "consent_not_yet_valid", "consent_expired",
     "consent_resource_mismatch", "consent_subject_mismatch", "consent_metadata_mismatch",
     "upstream_unavailable", "upstream_timeout",
+    # SPEC section 13.
+    "consent_already_used", "rate_limited", "state_unavailable",
 }
 
 LABEL_VALUES: dict[str, set[str]] = {
@@ -391,7 +400,8 @@ def check_gateway_config(config_map: dict[str, Any], deployment_ports: dict[str,
         problems.add(where, "no gateway.yaml key")
         return {}
     config = yaml.safe_load(data["gateway.yaml"]) or {}
-    allowed_top = {"server", "issuers", "upstreams", "routes", "audit"}
+    # SPEC section 3, plus the section 13 additions.
+    allowed_top = {"server", "issuers", "upstreams", "routes", "audit", "state", "service", "altinn", "tracing"}
     problems.check(set(config) <= allowed_top, where, f"unknown top-level keys {sorted(set(config) - allowed_top)}")
     server = config.get("server", {})
     listen_ports = {port_of(a)[1] for a in server.get("listen", [])}
@@ -584,6 +594,12 @@ def cmd_manifests(rendered: pathlib.Path, namespace: str) -> int:
             port = port_of(str(target_))[1]
             problems.check((port, "TCP") in egress_ports, n,
                            f"no egress rule for upstream {upstream.get('name')} port {port}")
+    state = config.get("state") or {}
+    if state.get("backend") == "redis":
+        url = str((state.get("redis") or {}).get("url", ""))
+        hostport = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        port = int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
+        problems.check((port, "TCP") in egress_ports, n, f"no egress rule for the state Redis port {port}")
 
     # ServiceMonitor -> Service admin port.
     m = "ServiceMonitor"

@@ -11,13 +11,14 @@ use aws_lc_rs::digest::{Context as Digest, SHA256};
 use super::model::{
     AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Binding, BodyField, Config,
     ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, PersonalData,
-    Route, RouteAuth, ScopeRule, Server, Service, SubjectTypes, SyncedConsumers, TlsListener,
-    Upstream, MAX_BODY_BYTES,
+    RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service, StateBackend,
+    SubjectTypes, SyncedConsumers, TlsListener, Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAltinn, RawAltinnEnvironment, RawAuth, RawBinding, RawConfig, RawConsent, RawMode,
-    RawPersonalData, RawRoute, RawSubjectType,
+    RawAltinn, RawAltinnEnvironment, RawAuth, RawBackend, RawBinding, RawConfig, RawConsent,
+    RawMode, RawOnStoreError, RawPersonalData, RawRateLimit, RawRatePer, RawRoute, RawState,
+    RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -95,6 +96,7 @@ pub fn compile(
             pseudonym_key,
             queue_lines: raw.audit.queue_lines.max(1),
         },
+        state: state_backend(&raw.state),
         service: raw
             .service
             .as_ref()
@@ -386,6 +388,8 @@ impl Compiler<'_, '_> {
                 strip_authorization: r.forward.strip_authorization,
                 preserve_host: r.forward.preserve_host,
             },
+            one_time: r.consent.as_ref().is_some_and(|c| c.one_time),
+            rate_limit: r.rate_limit.as_ref().map(rate_limit),
         })
     }
 
@@ -535,6 +539,31 @@ fn binding(raw: &RawBinding) -> Option<Binding> {
             (None, Some(field)) => Some(Binding::Body(BodyField::FormField(field.clone()))),
             _ => None,
         }
+    }
+}
+
+fn rate_limit(raw: &RawRateLimit) -> RateLimit {
+    RateLimit {
+        per: match raw.per {
+            RawRatePer::Consumer => RatePer::Consumer,
+            RawRatePer::ConsumerAndSubject => RatePer::ConsumerAndSubject,
+        },
+        requests: raw.requests,
+        period: raw.period.0,
+        burst: raw.burst,
+        allow_on_store_error: raw.on_store_error == RawOnStoreError::Allow,
+    }
+}
+
+fn state_backend(raw: &RawState) -> StateBackend {
+    match (raw.backend, &raw.redis) {
+        (RawBackend::Redis, Some(redis)) => StateBackend::Redis(RedisState {
+            url: redis.url.clone(),
+            key_prefix: redis.key_prefix.clone(),
+            timeout: redis.timeout.0,
+        }),
+        // Validation refuses `redis` without `state.redis`.
+        _ => StateBackend::Memory,
     }
 }
 

@@ -398,6 +398,60 @@ pub struct Route {
     pub auth: RouteAuth,
     pub mode: Mode,
     pub forward: ForwardRule,
+    /// `consent.one_time`: each consent `id` is usable once.
+    pub one_time: bool,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// What a route's rate limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    Consumer,
+    /// The consumer and the consent's data subject (`auth: consent` only).
+    ConsumerAndSubject,
+}
+
+impl RatePer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatePer::Consumer => "consumer",
+            RatePer::ConsumerAndSubject => "consumer_and_subject",
+        }
+    }
+}
+
+/// `routes[].rate_limit`: `requests` per `period`, plus `burst` more at
+/// once (a GCRA whose bucket holds `requests + burst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per: RatePer,
+    pub requests: u64,
+    pub period: Duration,
+    pub burst: u64,
+    /// When the store cannot be reached: `true` lets the request through.
+    pub allow_on_store_error: bool,
+}
+
+/// The default `state.redis.timeout`.
+pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// `state.redis`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    /// `redis://` or `rediss://`, checked at load.
+    pub url: String,
+    pub key_prefix: String,
+    /// Bound on every store call (connect included).
+    pub timeout: Duration,
+}
+
+/// `state`: where one-time consents and rate limits live.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBackend {
+    /// This process only (one replica).
+    #[default]
+    Memory,
+    Redis(RedisState),
 }
 
 /// A TLS listener.
@@ -491,6 +545,7 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub audit: Audit,
+    pub state: StateBackend,
     /// `service:` (all fields `None` when absent).
     pub service: Service,
     /// SPEC section 13: `None` without an `altinn` section.

@@ -173,6 +173,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub state: RawState,
     /// The service as its consumers know it (SPEC 13): feeds
     /// `consent-gateway docs` and the problem bodies' `documentation`.
     #[serde(default)]
@@ -180,6 +182,73 @@ pub struct RawConfig {
     /// SPEC section 13 "Altinn": where access lists and resources are synced from.
     #[serde(default)]
     pub altinn: Option<RawAltinn>,
+}
+
+/// `state.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// `state:` (SPEC section 13): where one-time consents and rate limits live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    pub backend: RawBackend,
+    pub redis: Option<RawRedis>,
+}
+
+/// `state.redis:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_state_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_key_prefix() -> String {
+    "cgw:".into()
+}
+fn default_state_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(50))
+}
+
+/// `routes[].rate_limit.per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawRatePer {
+    #[default]
+    Consumer,
+    ConsumerAndSubject,
+}
+
+/// `routes[].rate_limit.on_store_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnStoreError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// `routes[].rate_limit:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    #[serde(default)]
+    pub per: RawRatePer,
+    pub requests: u64,
+    pub period: HumanDuration,
+    #[serde(default)]
+    pub burst: u64,
+    #[serde(default)]
+    pub on_store_error: RawOnStoreError,
 }
 
 /// `service:` (every key optional).
@@ -446,6 +515,8 @@ pub struct RawRoute {
     pub mode: RawMode,
     #[serde(default)]
     pub forward: RawForward,
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// `routes[].scopes:`.
@@ -502,6 +573,9 @@ pub struct RawConsent {
     pub subject: Option<RawSubject>,
     #[serde(default)]
     pub metadata: RawMetadata,
+    /// Each consent `id` is usable once (SPEC section 13).
+    #[serde(default)]
+    pub one_time: bool,
 }
 
 /// `routes[].consent.subject.types[]`.

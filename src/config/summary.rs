@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{AuthMode, Config, Mode, PersonalData, Route};
+use super::model::{AuthMode, Config, Mode, PersonalData, Route, StateBackend};
 
 /// Routes listed in full before the rest are only counted.
 pub const SUMMARY_ROUTE_LIMIT: usize = 20;
@@ -93,6 +93,16 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         )?;
     }
 
+    match &config.state {
+        StateBackend::Memory => writeln!(out, "state       memory (this process only)")?,
+        StateBackend::Redis(r) => writeln!(
+            out,
+            "state       redis, key prefix {:?}, time-out {}ms",
+            r.key_prefix,
+            r.timeout.as_millis()
+        )?,
+    }
+
     writeln!(out, "issuers ({})", config.issuers.len())?;
     for issuer in &config.issuers {
         let algs: Vec<&str> = issuer.algorithms.iter().map(|a| a.as_str()).collect();
@@ -177,6 +187,19 @@ fn write_route(out: &mut String, config: &Config, route: &Route) -> std::fmt::Re
     )?;
     if route.mode == Mode::ReportOnly {
         out.push_str(" mode=report_only");
+    }
+    if route.one_time {
+        out.push_str(" one_time");
+    }
+    if let Some(limit) = &route.rate_limit {
+        write!(
+            out,
+            " rate_limit={}/{}ms+{} per {}",
+            limit.requests,
+            limit.period.as_millis(),
+            limit.burst,
+            limit.per.as_str()
+        )?;
     }
     if !route.auth.issuers.is_empty() {
         let names: Vec<&str> = route

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAltinn, RawAuth, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers,
-    RawDelegation, RawIssuer, RawRoute, RawServer, RawService, RawUpstream,
+    RawAltinn, RawAuth, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers,
+    RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -93,6 +93,7 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
     let issuers = v.issuers(&raw.issuers);
     let upstreams = v.upstreams(&raw.upstreams);
     v.routes(raw, &issuers, &upstreams);
+    v.state(raw);
     if let Some(service) = &raw.service {
         v.service(service);
     }
@@ -371,6 +372,77 @@ impl Validator<'_, '_> {
                 );
             }
             self.route_auth(i, route, raw, issuers, template.as_ref());
+            self.route_state(i, route);
+        }
+    }
+
+    /// `consent.one_time` and `rate_limit` of one route (SPEC section 13).
+    fn route_state(&mut self, i: usize, route: &RawRoute) {
+        let Some(limit) = &route.rate_limit else {
+            return;
+        };
+        let path = format!("routes[{i}].rate_limit");
+        if route.auth == RawAuth::None {
+            self.error(
+                &path,
+                "needs `auth: token` or `auth: consent`: it counts per consumer",
+            );
+        }
+        if limit.per == RawRatePer::ConsumerAndSubject && route.auth != RawAuth::Consent {
+            self.error(
+                format!("{path}.per"),
+                "`consumer_and_subject` needs `auth: consent` (the subject is the consent's)",
+            );
+        }
+        if limit.requests == 0 {
+            self.error(format!("{path}.requests"), "must be at least 1");
+        }
+        let period = limit.period.0;
+        if period.is_zero() {
+            self.error(format!("{path}.period"), "must be greater than zero");
+        } else if period < Duration::from_millis(1) || period > Duration::from_secs(24 * 60 * 60) {
+            self.error(format!("{path}.period"), "must be between 1ms and 24h");
+        }
+        if limit.requests.saturating_add(limit.burst) > 1_000_000 {
+            self.error(&path, "`requests` + `burst` must be at most 1000000");
+        }
+    }
+
+    /// `state:`: the store of one-time consents and rate limits.
+    fn state(&mut self, raw: &RawConfig) {
+        let state = &raw.state;
+        match (state.backend, &state.redis) {
+            (RawBackend::Memory, Some(_)) => self.error(
+                "state.redis",
+                "set only with `backend: redis` (the backend is `memory`)",
+            ),
+            (RawBackend::Redis, None) => self.error(
+                "state.redis",
+                "`backend: redis` needs `redis: { url: ... }`",
+            ),
+            (RawBackend::Redis, Some(redis)) => {
+                if let Err(message) = check_redis_url(&redis.url) {
+                    self.error("state.redis.url", message);
+                }
+                self.nonzero("state.redis.timeout", redis.timeout.0);
+                if redis.timeout.0 > Duration::from_secs(5) {
+                    self.error(
+                        "state.redis.timeout",
+                        "must be at most 5s: every request on a one-time or rate-limited route waits on it",
+                    );
+                }
+                if redis
+                    .key_prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    self.error(
+                        "state.redis.key_prefix",
+                        "must not contain spaces or control characters",
+                    );
+                }
+            }
+            (RawBackend::Memory, None) => {}
         }
     }
 
@@ -1117,6 +1189,22 @@ pub fn check_strip_prefix(prefix: &str, template: &PathTemplate) -> Result<(), S
 }
 
 /// A method: an HTTP token (RFC 9110 `tchar`s), not `CONNECT`.
+/// A `state.redis.url`: `redis://` or `rediss://` with a host, as the
+/// `redis` crate reads it.
+pub fn check_redis_url(text: &str) -> Result<(), String> {
+    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        // The URL is never echoed: it may carry a password.
+        return Err("not a Redis URL: give `redis://host:port/db`".into());
+    }
+    if text.starts_with("rediss://") {
+        return Err("`rediss://` (TLS) is not built into this gateway yet: use `redis://` on a private network".into());
+    }
+    match redis::Client::open(text) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("not a usable Redis URL ({:?})", e.kind())),
+    }
+}
+
 pub fn check_method(method: &str) -> Result<(), String> {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if method.is_empty() || !method.bytes().all(is_tchar) {

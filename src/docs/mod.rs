@@ -120,6 +120,13 @@ pub fn route_can_answer(config: &Config, route: &Route, reason: Reason) -> bool 
                     !c.metadata_required.is_empty() || !c.metadata_match.is_empty()
                 })
         }
+        // After an allow (SPEC section 13); never on `report_only`.
+        Reason::ConsentAlreadyUsed => route.one_time && route.mode == Mode::Enforce,
+        Reason::RateLimited => route.rate_limit.is_some() && route.mode == Mode::Enforce,
+        Reason::StateUnavailable => {
+            route.mode == Mode::Enforce
+                && (route.one_time || route.rate_limit.is_some_and(|l| !l.allow_on_store_error))
+        }
     }
 }
 

@@ -505,6 +505,8 @@ mod tests {
             },
             mode: Mode::Enforce,
             forward: ForwardRule::default(),
+            one_time: false,
+            rate_limit: None,
         }
     }
 

@@ -22,6 +22,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::audit;
+use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
@@ -29,6 +30,7 @@ use crate::policy::body::RequestBody;
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
 use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
+use crate::state;
 use crate::trace_context::TraceContext;
 use request_id::RequestId;
 
@@ -70,6 +72,11 @@ pub struct RequestCtx {
     failed_targets: Vec<crate::upstream::PeerAddr>,
     /// The W3C trace context, taken from the request on first use.
     trace: Option<TraceContext>,
+    /// The one-time consent this request used (given back on an upstream
+    /// failure before any response byte).
+    claim: Option<state::Claim>,
+    /// The rate limit's state after this request, for the headers.
+    rate: Option<state::RateInfo>,
     /// The body was read to decide (a route that binds it): pingora sends
     /// it from its buffer, and `Expect` is not forwarded.
     body_buffered: bool,
@@ -109,6 +116,103 @@ impl ConsentProxy {
         }
         respond::problem(session, ctx, reason, allow).await?;
         Ok(true)
+    }
+
+    /// Carries out the final verdict of `request_filter`: an allow passes
+    /// the shared state (rate limit, one-time use) before going upstream.
+    /// `Ok(true)`: a refusal was written.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        verdict: Verdict,
+    ) -> Result<bool> {
+        match verdict {
+            Verdict::Allow { routed, authorized } => {
+                ctx.decision = Some(Decision::Allow);
+                ctx.authorized = Some(authorized);
+                ctx.route = Some(routed.route);
+                let route = routed.route;
+                ctx.routed = Some(routed);
+                match self.admit_state(snapshot, ctx, route).await {
+                    Some(reason) => self.refuse(session, ctx, reason, None).await,
+                    None => Ok(false),
+                }
+            }
+            Verdict::ShadowDeny { routed, denied } => {
+                ctx.decision = Some(Decision::ShadowDeny(denied.reason));
+                ctx.denied_facts = denied.facts;
+                ctx.route = Some(routed.route);
+                ctx.routed = Some(routed);
+                Ok(false)
+            }
+            Verdict::Deny(refusal) => {
+                if refusal.close_connection {
+                    session.set_keepalive(None);
+                }
+                ctx.route = refusal.route;
+                ctx.denied_facts = refusal.facts;
+                self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
+                    .await
+            }
+            Verdict::NeedKeys { .. } | Verdict::NeedBody { .. } => {
+                // The loop above ends on neither; fail closed regardless.
+                self.refuse(session, ctx, Reason::InvalidRequest, None)
+                    .await
+            }
+        }
+    }
+
+    /// After an allow verdict: the route's rate limit and one-time use
+    /// (SPEC section 13). `Some(reason)`: refused (shadow-denied on a
+    /// `report_only` route, which then goes upstream).
+    async fn admit_state(
+        &self,
+        snapshot: &Snapshot,
+        ctx: &mut RequestCtx,
+        route: usize,
+    ) -> Option<Reason> {
+        let route = &snapshot.config.routes[route];
+        let authorized = ctx.authorized.as_ref()?;
+        if !state::is_one_time(route, authorized) && route.rate_limit.is_none() {
+            return None;
+        }
+        let now = self.gateway.clock.now();
+        let metrics = &self.gateway.metrics;
+        let admission = state::admit(
+            &snapshot.store,
+            metrics,
+            &snapshot.config,
+            route,
+            authorized,
+            now,
+        )
+        .await;
+        ctx.claim = admission.claim;
+        ctx.rate = admission.rate;
+        let reason = admission.refused?;
+        if route.mode == Mode::ReportOnly {
+            ctx.decision = Some(Decision::ShadowDeny(reason));
+            return None;
+        }
+        Some(reason)
+    }
+
+    /// Gives a one-time consent back: the upstream failed before any
+    /// response byte.
+    async fn give_back(&self, ctx: &mut RequestCtx) {
+        let (Some(claim), Some(snapshot)) = (ctx.claim.take(), &ctx.snapshot) else {
+            return;
+        };
+        let metrics = &self.gateway.metrics;
+        if let Err(e) = snapshot
+            .store
+            .give_back(metrics, &claim.key, &claim.token)
+            .await
+        {
+            log::warn!("could not give a one-time consent back: {e:?}");
+        }
     }
 }
 
@@ -188,6 +292,8 @@ impl ProxyHttp for ConsentProxy {
             upstream_status: None,
             failed_targets: Vec::new(),
             trace: None,
+            claim: None,
+            rate: None,
             body_buffered: false,
         }
     }
@@ -287,36 +393,7 @@ impl ProxyHttp for ConsentProxy {
                 other => break other,
             }
         };
-        match verdict {
-            Verdict::Allow { routed, authorized } => {
-                ctx.decision = Some(Decision::Allow);
-                ctx.authorized = Some(authorized);
-                ctx.route = Some(routed.route);
-                ctx.routed = Some(routed);
-                Ok(false)
-            }
-            Verdict::ShadowDeny { routed, denied } => {
-                ctx.decision = Some(Decision::ShadowDeny(denied.reason));
-                ctx.denied_facts = denied.facts;
-                ctx.route = Some(routed.route);
-                ctx.routed = Some(routed);
-                Ok(false)
-            }
-            Verdict::Deny(refusal) => {
-                if refusal.close_connection {
-                    session.set_keepalive(None);
-                }
-                ctx.route = refusal.route;
-                ctx.denied_facts = refusal.facts;
-                self.refuse(session, ctx, refusal.reason, refusal.allow.as_deref())
-                    .await
-            }
-            Verdict::NeedKeys { .. } | Verdict::NeedBody { .. } => {
-                // The loop above ends on neither; fail closed regardless.
-                self.refuse(session, ctx, Reason::InvalidRequest, None)
-                    .await
-            }
-        }
+        self.answer(session, ctx, &snapshot, verdict).await
     }
 
     /// Picks a healthy target of the route's upstream (round robin), never
@@ -453,6 +530,11 @@ impl ProxyHttp for ConsentProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         upstream_response.insert_header("x-request-id", ctx.request_id.header())?;
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in rate.headers() {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -481,6 +563,9 @@ impl ProxyHttp for ConsentProxy {
             Some(reason) => {
                 if reason != Reason::InvalidRequest {
                     ctx.upstream_error = Some(reason);
+                    if ctx.upstream_status.is_none() {
+                        self.give_back(ctx).await;
+                    }
                 }
                 session.set_keepalive(None);
                 if session.response_written().is_none() {

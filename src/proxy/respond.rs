@@ -49,7 +49,11 @@ pub async fn problem(
         .as_ref()
         .and_then(|s| s.config.service.documentation_url.as_deref());
     let body = reason.problem_body(ctx.request_id.as_str(), documentation);
-    let header = problem_header(reason, &ctx.request_id, body.len(), allow)?;
+    let mut header = problem_header(reason, &ctx.request_id, body.len(), allow)?;
+    // A rate limit's `RateLimit`, `RateLimit-Policy` and `Retry-After`.
+    for (name, value) in ctx.rate.iter().flat_map(crate::state::RateInfo::headers) {
+        header.insert_header(name, value)?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -26,6 +26,29 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 }
 
 impl AdminApp {
+    /// `/readyz`: issuers with keys, and a store that answers when a route
+    /// needs it (SPEC section 13).
+    fn readyz(&self) -> Response<Vec<u8>> {
+        let (state, state_blocks) = self.gateway.state_readiness();
+        let body = match self.gateway.readiness() {
+            Ok(()) if !state_blocks => {
+                return reply(200, "application/json", br#"{"ready":true}"#.to_vec())
+            }
+            Ok(()) => serde_json::json!({
+                "ready": false,
+                "reason": "state store unreachable",
+                "state": crate::gateway::state_json(&state),
+            }),
+            Err(missing) => serde_json::json!({
+                "ready": false,
+                "reason": "issuers without keys",
+                "issuers_without_keys": missing,
+                "state": crate::gateway::state_json(&state),
+            }),
+        };
+        reply(503, "application/json", body.to_string().into_bytes())
+    }
+
     /// Answers one admin request by path (pure apart from reading state).
     pub fn answer(&self, method: &http::Method, path: &str) -> Response<Vec<u8>> {
         if method != http::Method::GET && method != http::Method::HEAD {
@@ -38,17 +61,7 @@ impl AdminApp {
                 self.gateway.metrics.render(),
             ),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => match self.gateway.readiness() {
-                Ok(()) => reply(200, "application/json", br#"{"ready":true}"#.to_vec()),
-                Err(missing) => {
-                    let body = serde_json::json!({
-                        "ready": false,
-                        "reason": "issuers without keys",
-                        "issuers_without_keys": missing,
-                    });
-                    reply(503, "application/json", body.to_string().into_bytes())
-                }
-            },
+            "/readyz" => self.readyz(),
             "/status" => reply(
                 200,
                 "application/json",

@@ -432,3 +432,111 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A real `redis-server` on a loopback ephemeral port, no persistence;
+/// killed on drop. `None` (with a message) when the binary is absent.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// Where the tests look for `redis-server`.
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+impl RedisServer {
+    pub fn start() -> Option<RedisServer> {
+        if !std::path::Path::new(REDIS_SERVER).exists() {
+            eprintln!("SKIPPED: {REDIS_SERVER} is not installed; the Redis tests need it");
+            return None;
+        }
+        let mut server = RedisServer {
+            port: free_addr().port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits for `PONG`.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        eventually(10, "redis-server answers PING", || self.ping());
+    }
+
+    /// Kills it (the gateways see a dead store).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One `PING` over a plain socket.
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+}
+
+impl RedisServer {
+    /// Sends `SIGSTOP` (`pause`) or `SIGCONT`: a store that accepts
+    /// connections and never answers, then answers again.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -{name}");
+        }
+    }
+
+    /// One command in RESP over a plain socket; the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
+        s.set_read_timeout(Some(Duration::from_millis(300))).ok();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("write redis");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

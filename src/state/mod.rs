@@ -1,0 +1,438 @@
+//! Shared state (SPEC section 13): one-time consent use and per-consumer rate
+//! limits, consulted by the proxy glue only after `policy::decide` allowed.
+//! One `Store` per process, in memory or on Redis, kept across reloads while
+//! `state` is unchanged.
+
+pub mod gcra;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest::{digest, SHA256};
+
+use crate::clock::UnixTime;
+use crate::config::{Config, RateLimit, RatePer, Route, StateBackend};
+use crate::error::Reason;
+use crate::metrics::Metrics;
+use crate::policy::Authorized;
+
+pub use gcra::RateDecision;
+
+/// Why a store call failed. Every failure is the store being unavailable:
+/// the caller fails closed (one-time) or follows `on_store_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The circuit is open: the store was not asked.
+    CircuitOpen,
+    /// No answer within `state.redis.timeout`.
+    Timeout,
+    /// The store answered with an error or the connection failed.
+    Failed(String),
+    /// The memory store is full of live entries.
+    Full,
+}
+
+impl StoreError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            StoreError::CircuitOpen => "circuit_open",
+            StoreError::Timeout => "timeout",
+            StoreError::Failed(_) | StoreError::Full => "error",
+        }
+    }
+}
+
+/// What `/readyz` and `/status` say of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub backend: &'static str,
+    pub reachable: bool,
+    pub last_error: Option<String>,
+}
+
+/// The store of one process.
+pub enum Store {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+/// The store operations, as the `op` label of the state metrics.
+pub const OPS: [&str; 4] = ["use_once", "give_back", "rate_limit", "ping"];
+
+impl Store {
+    /// Builds the store `state` names; a Redis store connects lazily and
+    /// probes from `control`.
+    pub fn build(
+        state: &StateBackend,
+        control: &tokio::runtime::Handle,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Store>, String> {
+        match state {
+            StateBackend::Memory => {
+                metrics.state_up.set(1);
+                Ok(Arc::new(Store::Memory(memory::MemoryStore::new())))
+            }
+            StateBackend::Redis(cfg) => {
+                let redis = redis::RedisStore::new(cfg, control, Arc::clone(metrics))?;
+                let store = Arc::new(Store::Redis(redis));
+                if let Store::Redis(redis) = &*store {
+                    redis.start_prober(Arc::downgrade(&store), control);
+                }
+                Ok(store)
+            }
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self {
+            Store::Memory(_) => Health {
+                backend: "memory",
+                reachable: true,
+                last_error: None,
+            },
+            Store::Redis(r) => r.health(),
+        }
+    }
+
+    /// `SET key NX PX ttl`: `true` when this call took the key.
+    pub async fn use_once(
+        &self,
+        metrics: &Metrics,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let result = match self {
+            Store::Memory(m) => m.use_once(key, token, ttl),
+            Store::Redis(r) => r.use_once(key, token, ttl).await,
+        };
+        observe(metrics, "use_once", started, &result);
+        result
+    }
+
+    /// Deletes `key` if it still holds `token` (the use is given back).
+    pub async fn give_back(
+        &self,
+        metrics: &Metrics,
+        key: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = match self {
+            Store::Memory(m) => {
+                m.give_back(key, token);
+                Ok(())
+            }
+            Store::Redis(r) => r.give_back(key, token).await,
+        };
+        observe(metrics, "give_back", started, &result);
+        result
+    }
+
+    /// One request against the GCRA limit kept at `key`.
+    pub async fn rate(
+        &self,
+        metrics: &Metrics,
+        key: &str,
+        limit: &RateLimit,
+    ) -> Result<RateDecision, StoreError> {
+        let started = Instant::now();
+        let params = gcra::Params::of(limit);
+        let result = match self {
+            Store::Memory(m) => m.rate(key, &params),
+            Store::Redis(r) => r.rate(key, &params).await,
+        };
+        observe(metrics, "rate_limit", started, &result);
+        result
+    }
+}
+
+/// Counts one store call and its latency.
+pub(crate) fn observe<T>(
+    metrics: &Metrics,
+    op: &str,
+    started: Instant,
+    result: &Result<T, StoreError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    };
+    metrics
+        .state_requests_total
+        .with_label_values(&[op, outcome])
+        .inc();
+    metrics
+        .state_request_duration_seconds
+        .with_label_values(&[op])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// A one-time consent this request took: given back if the upstream fails
+/// before any response byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub key: String,
+    pub token: String,
+}
+
+/// A rate limit's state after this request, for the response headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateInfo {
+    pub per: RatePer,
+    pub requests: u64,
+    pub period: Duration,
+    pub decision: RateDecision,
+}
+
+impl RateInfo {
+    /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the
+    /// configured `requests` per `period` seconds.
+    pub fn policy_header(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.per.as_str(),
+            self.requests,
+            ceil_secs(self.period)
+        )
+    }
+
+    /// `RateLimit`: what is left now and when the bucket is full again.
+    pub fn limit_header(&self) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            self.per.as_str(),
+            self.decision.remaining,
+            ceil_secs(self.decision.reset)
+        )
+    }
+
+    /// `Retry-After` of a refusal: whole seconds, at least 1.
+    pub fn retry_after(&self) -> u64 {
+        ceil_secs(self.decision.retry_after).max(1)
+    }
+
+    /// The headers a response carries; with `Retry-After` on a refusal.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("ratelimit-policy", self.policy_header()),
+            ("ratelimit", self.limit_header()),
+        ];
+        if !self.decision.allowed {
+            headers.push(("retry-after", self.retry_after().to_string()));
+        }
+        headers
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+/// What the shared state says of an allowed request.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// `Some`: refused for this reason (or shadow-denied on `report_only`).
+    pub refused: Option<Reason>,
+    pub claim: Option<Claim>,
+    pub rate: Option<RateInfo>,
+}
+
+/// Whether a route's consents are one-time. The hook for the Resource
+/// Registry's `isOneTimeConsent` (the Altinn sync): OR it in here.
+pub fn is_one_time(route: &Route, _authorized: &Authorized) -> bool {
+    route.one_time
+}
+
+/// The key of a one-time consent: the issuer (`iss`) and the consent `id`,
+/// hashed (bounded length, nothing personal in the store).
+pub fn once_key(prefix: &str, iss: &str, consent_id: &str) -> String {
+    format!("{prefix}once:{}", hash_hex(&[iss, consent_id]))
+}
+
+/// The key of a route's rate limit for one consumer (and subject). The
+/// limit is part of it: a reload that changes the limit starts afresh.
+pub fn rate_key(
+    prefix: &str,
+    route: &str,
+    limit: &RateLimit,
+    consumer: &str,
+    subject: Option<&str>,
+) -> String {
+    let shape = format!(
+        "{}/{}/{}",
+        limit.requests,
+        limit.period.as_micros(),
+        limit.burst
+    );
+    let hash = match subject {
+        Some(subject) => hash_hex(&[route, &shape, consumer, subject]),
+        None => hash_hex(&[route, &shape, consumer]),
+    };
+    format!("{prefix}rl:{hash}")
+}
+
+fn hash_hex(parts: &[&str]) -> String {
+    let joined = parts.join("\n");
+    let d = digest(&SHA256, joined.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The rate limit, then the one-time use, of an allowed request on `route`.
+/// Pure apart from the store calls.
+pub async fn admit(
+    store: &Store,
+    metrics: &Metrics,
+    config: &Config,
+    route: &Route,
+    authorized: &Authorized,
+    now: UnixTime,
+) -> Admission {
+    let prefix = match &config.state {
+        StateBackend::Redis(r) => r.key_prefix.as_str(),
+        StateBackend::Memory => "",
+    };
+    let mut admission = Admission::default();
+    if let (Some(limit), Some(token)) = (&route.rate_limit, &authorized.token) {
+        let subject = match limit.per {
+            RatePer::Consumer => None,
+            RatePer::ConsumerAndSubject => authorized.consent.as_ref().map(|c| c.subject.as_str()),
+        };
+        let key = rate_key(prefix, &route.name, limit, &token.consumer, subject);
+        match store.rate(metrics, &key, limit).await {
+            Ok(decision) => {
+                let allowed = decision.allowed;
+                admission.rate = Some(RateInfo {
+                    per: limit.per,
+                    requests: limit.requests,
+                    period: limit.period,
+                    decision,
+                });
+                if !allowed {
+                    admission.refused = Some(Reason::RateLimited);
+                    return admission;
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "rate limit store call failed on route {}: {e:?}",
+                    route.name
+                );
+                if !limit.allow_on_store_error {
+                    admission.refused = Some(Reason::StateUnavailable);
+                    return admission;
+                }
+            }
+        }
+    }
+    if !is_one_time(route, authorized) {
+        return admission;
+    }
+    let (Some(token), Some(consent)) = (&authorized.token, &authorized.consent) else {
+        // Validation keeps `one_time` to `auth: consent`; fail closed anyway.
+        admission.refused = Some(Reason::ConsentMissing);
+        return admission;
+    };
+    let issuer = config.issuers.iter().find(|i| i.name == token.issuer);
+    let iss = issuer.map_or(token.issuer.as_str(), |i| i.issuer.as_str());
+    let leeway = issuer.map_or(0.0, |i| i.leeway.as_secs_f64());
+    let key = once_key(prefix, iss, &consent.id);
+    let ttl = once_ttl(crate::time::parse_rfc3339(&consent.valid_to), leeway, now);
+    let claim_token = uuid::Uuid::new_v4().to_string();
+    match store.use_once(metrics, &key, &claim_token, ttl).await {
+        Ok(true) => {
+            admission.claim = Some(Claim {
+                key,
+                token: claim_token,
+            })
+        }
+        Ok(false) => admission.refused = Some(Reason::ConsentAlreadyUsed),
+        Err(e) => {
+            log::warn!("one-time store call failed on route {}: {e:?}", route.name);
+            admission.refused = Some(Reason::StateUnavailable);
+        }
+    }
+    admission
+}
+
+/// How long a used consent stays used: until `validTo` + leeway, at least
+/// one second; a year when `validTo` cannot be read (never shorter).
+pub fn once_ttl(valid_to: Option<f64>, leeway: f64, now: UnixTime) -> Duration {
+    const FALLBACK: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+    match valid_to {
+        Some(at) => {
+            let left = at + leeway - now;
+            if left.is_finite() && left > 1.0 {
+                Duration::from_secs_f64(left.min(FALLBACK.as_secs_f64()))
+            } else {
+                Duration::from_secs(1)
+            }
+        }
+        None => FALLBACK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_bounded_and_distinct() {
+        let a = once_key("cgw:", "https://iss/", "id-1");
+        let b = once_key("cgw:", "https://other/", "id-1");
+        assert_ne!(a, b);
+        assert!(a.starts_with("cgw:once:") && a.len() == "cgw:once:".len() + 32);
+        let limit = RateLimit {
+            per: RatePer::Consumer,
+            requests: 5,
+            period: Duration::from_secs(1),
+            burst: 0,
+            allow_on_store_error: true,
+        };
+        let raised = RateLimit {
+            requests: 6,
+            ..limit
+        };
+        let key = rate_key("", "r", &limit, "0192:1", None);
+        assert_ne!(key, rate_key("", "r", &limit, "0192:1", Some("x")));
+        assert_ne!(key, rate_key("", "r", &raised, "0192:1", None));
+    }
+
+    #[test]
+    fn ttl_runs_to_valid_to_plus_leeway() {
+        assert_eq!(
+            once_ttl(Some(1000.0), 30.0, 900.0),
+            Duration::from_secs(130)
+        );
+        assert_eq!(once_ttl(Some(10.0), 0.0, 900.0), Duration::from_secs(1));
+        assert!(once_ttl(None, 0.0, 0.0) > Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn headers_follow_the_ratelimit_draft() {
+        let info = RateInfo {
+            per: RatePer::Consumer,
+            requests: 100,
+            period: Duration::from_secs(1),
+            decision: RateDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after: Duration::from_millis(1500),
+                reset: Duration::from_millis(200),
+            },
+        };
+        let headers = info.headers();
+        assert_eq!(
+            headers[0],
+            ("ratelimit-policy", "\"consumer\";q=100;w=1".into())
+        );
+        assert_eq!(headers[1], ("ratelimit", "\"consumer\";r=0;t=1".into()));
+        assert_eq!(headers[2], ("retry-after", "2".into()));
+    }
+}

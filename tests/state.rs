@@ -1,0 +1,495 @@
+//! Shared state (SPEC section 13, issue 16): one-time consents and rate
+//! limits, on a real `redis-server` shared by two gateway processes, and on
+//! the memory backend of one process.
+
+mod common;
+
+use common::{eventually, free_addr, Gateway, RedisServer, World};
+
+/// Two routes on one upstream: a one-time consent route and a rate-limited
+/// token route; `{backend}` is replaced by the `state:` block.
+const CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 2
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+    connect_timeout: 1s
+    read_timeout: 2s
+  - name: dead
+    targets: ["{dead}"]
+    connect_timeout: 1s
+{state}
+routes:
+  - name: once
+    path: /once/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+  - name: once-dead
+    path: /dead/{fnr}
+    upstream: dead
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+  - name: limited
+    path: /limited
+    upstream: echo
+    auth: token
+    issuers: [test]
+    rate_limit: { per: consumer, requests: {requests}, period: 1h }
+  - name: strict
+    path: /strict
+    upstream: echo
+    auth: token
+    issuers: [test]
+    rate_limit: { requests: 1000, period: 1s, on_store_error: deny }
+"#;
+
+fn config(state: &str, requests: u32) -> String {
+    CONFIG
+        .replace("{state}", state)
+        .replace("{requests}", &requests.to_string())
+        .replace("{dead}", &free_addr().to_string())
+}
+
+fn redis_state(redis: &RedisServer) -> String {
+    format!(
+        "state:\n  backend: redis\n  redis: {{ url: \"{}\", key_prefix: \"t:\", timeout: 200ms }}",
+        redis.url()
+    )
+}
+
+const ONCE_PATH: &str = "/once/17839116535";
+
+fn reasons(responses: &[common::Response]) -> Vec<(u16, String)> {
+    let mut all: Vec<(u16, String)> = responses.iter().map(|r| (r.status, r.reason())).collect();
+    all.sort();
+    all
+}
+
+/// Sends `n` GETs of `path` with `token`, spread over `gateways`, all at once.
+fn burst(gateways: &[&Gateway], n: usize, path: &str, token: &str) -> Vec<common::Response> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let gw = gateways[i % gateways.len()];
+                s.spawn(move || gw.get(path, Some(token), &[]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn a_one_time_consent_is_used_once_across_two_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&redis_state(&redis), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    let token = world.valid_token();
+    let responses = burst(&[&a, &b], 50, ONCE_PATH, &token);
+    let got = reasons(&responses);
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let used = got
+        .iter()
+        .filter(|(s, r)| *s == 403 && r == "consent_already_used")
+        .count();
+    assert_eq!((ok, used), (1, 49), "{got:?}");
+    assert_eq!(world.echo.seen().len(), 1, "the upstream saw exactly one");
+    // Another consent (a new token, a new `id`) is its own.
+    assert_eq!(
+        a.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+    let metrics = a.admin_get("/metrics").body;
+    assert!(
+        metrics.contains("consent_gateway_state_requests_total{op=\"use_once\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    let status = a.status();
+    assert_eq!(status["state"]["backend"], "redis");
+    assert_eq!(status["state"]["reachable"], true);
+    // Two consents used: two keys under the prefix, each kept until
+    // `validTo` (30 days on) + the 30 s leeway, never longer.
+    let keys = redis.command(&["KEYS", "t:once:*"]);
+    assert!(keys.starts_with("*2\r\n"), "{keys}");
+    let key = keys.lines().find(|l| l.starts_with("t:once:")).unwrap();
+    let pttl: i64 = redis
+        .command(&["PTTL", key])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let month_ms = 30 * 24 * 3600 * 1000;
+    assert!(
+        pttl > month_ms - 600_000 && pttl <= month_ms + 30_000,
+        "{pttl}"
+    );
+}
+
+#[test]
+fn a_rate_limit_holds_across_two_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&redis_state(&redis), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    let token = world.valid_token();
+    let responses = burst(&[&a, &b], 20, "/limited", &token);
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 5, "{:?}", reasons(&responses));
+    let refused: Vec<_> = responses.iter().filter(|r| r.status != 200).collect();
+    assert_eq!(refused.len(), 15);
+    for r in refused {
+        assert_eq!((r.status, r.reason()), (429, "rate_limited".to_string()));
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(retry >= 1, "{retry}");
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"consumer\";q=5;w=3600")
+        );
+        assert!(r
+            .header("ratelimit")
+            .unwrap()
+            .starts_with("\"consumer\";r=0;t="));
+    }
+    // Another consumer has its own allowance.
+    let mut spec = world.spec();
+    spec.consumer = "0192:302685991".into();
+    let other = world.token(&spec.claims(World::now()));
+    let r = b.get("/limited", Some(&other), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit"), Some("\"consumer\";r=4;t=720"));
+}
+
+#[test]
+fn a_dead_store_fails_one_time_routes_closed_and_recovers_without_a_restart() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config(&redis_state(&redis), 1000));
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+    world.echo.clear();
+
+    redis.stop();
+    for _ in 0..5 {
+        let r = gw.get(ONCE_PATH, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert!(r.header("retry-after").is_some());
+        // `on_store_error: deny`.
+        let r = gw.get("/strict", Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+    }
+    assert!(world.echo.seen().is_empty(), "nothing went upstream");
+    // `on_store_error: allow` (the default).
+    let r = gw.get("/limited", Some(&world.valid_token()), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(world.echo.seen().len(), 1);
+    eventually(10, "/readyz says the store is unreachable", || {
+        let r = gw.admin_get("/readyz");
+        r.status == 503 && r.json()["state"]["reachable"] == false
+    });
+    assert_eq!(gw.status()["state"]["reachable"], false);
+    let metrics = gw.admin_get("/metrics").body;
+    assert!(metrics.contains("consent_gateway_state_up 0"), "{metrics}");
+
+    redis.restart();
+    eventually(15, "the one-time route works again", || {
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
+    });
+    eventually(10, "/readyz is 200 again", || {
+        gw.admin_get("/readyz").status == 200
+    });
+    // A consent used while the store was back is used.
+    let token = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = gw.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+}
+
+#[test]
+fn an_upstream_failure_before_any_byte_gives_the_consent_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config(&redis_state(&redis), 5));
+    let token = world.valid_token();
+    for _ in 0..3 {
+        let r = gw.get("/dead/17839116535", Some(&token), &[]);
+        assert_eq!((r.status, r.reason()), (502, "upstream_unavailable".into()));
+    }
+    // Still unused: it goes through once on the live route, then not again.
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = gw.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!(r.reason(), "consent_already_used");
+}
+
+#[test]
+fn the_memory_backend_keeps_one_time_consents_and_limits_in_one_process() {
+    let world = World::new();
+    let gw = world.start(&config("", 3));
+    assert_eq!(gw.status()["state"]["backend"], "memory");
+    let token = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = gw.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert!(r.header("www-authenticate").is_some());
+    // Given back on an upstream failure, in memory too.
+    let fresh = world.valid_token();
+    assert_eq!(gw.get("/dead/17839116535", Some(&fresh), &[]).status, 502);
+    assert_eq!(gw.get(ONCE_PATH, Some(&fresh), &[]).status, 200);
+
+    let limited: Vec<u16> = (0..5)
+        .map(|_| gw.get("/limited", Some(&token), &[]).status)
+        .collect();
+    assert_eq!(limited, [200, 200, 200, 429, 429]);
+    let r = gw.get("/limited", Some(&token), &[]);
+    assert_eq!(r.reason(), "rate_limited");
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"consumer\";q=3;w=3600")
+    );
+
+    // A reload raises the limit: the consumer may go on, the store is kept.
+    gw.rewrite(&world, &config("", 10));
+    eventually(10, "the reload applies", || gw.generation() == 2);
+    assert_eq!(gw.get("/limited", Some(&token), &[]).status, 200);
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&token), &[]).reason(),
+        "consent_already_used"
+    );
+}
+
+/// The test config with every placeholder filled, for `config::load_str`.
+fn offline(state: &str) -> String {
+    config(state, 5)
+        .replace("{jwks}", "http://127.0.0.1:1/jwks")
+        .replace("{listen}", "127.0.0.1:0")
+        .replace("{admin}", "127.0.0.1:0")
+        .replace("{upstream}", "127.0.0.1:1")
+}
+
+fn load_error(text: &str) -> String {
+    match consent_gateway::config::load_str(text, std::path::Path::new("/tmp/g.yaml")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn state_config_errors_are_reported() {
+    let path = std::path::Path::new("/tmp/g.yaml");
+    let good = consent_gateway::config::load_str(&offline(""), path).expect("the baseline loads");
+    assert_eq!(good.state, consent_gateway::config::StateBackend::Memory);
+    assert!(good.routes[0].one_time && !good.routes[2].one_time);
+    let redis = "state:\n  backend: redis\n  redis: { url: \"redis://x:6379/0\" }";
+    let loaded = consent_gateway::config::load_str(&offline(redis), path).expect("redis loads");
+    match loaded.state {
+        consent_gateway::config::StateBackend::Redis(r) => {
+            assert_eq!(r.key_prefix, "cgw:");
+            assert_eq!(r.timeout, std::time::Duration::from_millis(50));
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases: &[(&str, &str)] = &[
+        ("state:\n  backend: redis", "state.redis"),
+        (
+            "state:\n  backend: redis\n  redis: { url: \"http://x:6379\" }",
+            "state.redis.url",
+        ),
+        (
+            "state:\n  backend: redis\n  redis: { url: \"redis://x:6379\", timeout: 0s }",
+            "state.redis.timeout",
+        ),
+        (
+            "state:\n  backend: memory\n  redis: { url: \"redis://x:6379\" }",
+            "state.redis",
+        ),
+        ("state:\n  backend: etcd", "backend"),
+    ];
+    for (state, path) in cases {
+        let err = load_error(&offline(state));
+        assert!(err.contains(path), "{state}: {err}");
+    }
+    let route_cases: &[(&str, &str)] = &[
+        ("requests: 0, period: 1s", "routes[2].rate_limit.requests"),
+        ("requests: 5, period: 0s", "routes[2].rate_limit.period"),
+        (
+            "requests: 5, period: 1s, per: consumer_and_subject",
+            "routes[2].rate_limit.per",
+        ),
+        (
+            "requests: 5, period: 1s, on_store_error: maybe",
+            "on_store_error",
+        ),
+    ];
+    for (limit, path) in route_cases {
+        let text = offline("").replace(
+            "{ per: consumer, requests: 5, period: 1h }",
+            &format!("{{ {limit} }}"),
+        );
+        let err = load_error(&text);
+        assert!(err.contains(path), "{limit}: {err}");
+    }
+    // `rate_limit` on `auth: none` cannot count per consumer.
+    let text = offline("").replace(
+        "    auth: token\n    issuers: [test]\n    rate_limit: { per",
+        "    auth: none\n    rate_limit: { per",
+    );
+    let err = load_error(&text);
+    assert!(err.contains("routes[2].rate_limit"), "{err}");
+}
+
+/// `report_only` and `per: consumer_and_subject`, memory backend.
+const SHADOW_CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: shadow
+    path: /shadow/{fnr}
+    upstream: echo
+    issuers: [test]
+    mode: report_only
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+  - name: per-subject
+    path: /subject/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        path_param: fnr
+    rate_limit: { per: consumer_and_subject, requests: 1, period: 1h }
+"#;
+
+#[test]
+fn report_only_routes_shadow_deny_and_limits_can_count_per_subject() {
+    let world = World::new();
+    let gw = world.start(SHADOW_CONFIG);
+    let token = world.valid_token();
+    assert_eq!(gw.get("/shadow/17839116535", Some(&token), &[]).status, 200);
+    // Used, but `report_only`: forwarded, counted as a shadow denial.
+    assert_eq!(gw.get("/shadow/17839116535", Some(&token), &[]).status, 200);
+    assert_eq!(world.echo.seen().len(), 2);
+    eventually(5, "the shadow denial is counted", || {
+        gw.series(
+            "consent_gateway_requests_total",
+            &[
+                ("route", "shadow"),
+                ("decision", "shadow_deny"),
+                ("reason", "consent_already_used"),
+            ],
+        ) == Some(1.0)
+    });
+
+    // One request per consumer and subject: another subject is its own.
+    let mut spec = world.spec();
+    spec.from = Some(common::OTHER_PERSON.into());
+    let other = world.token(&spec.claims(World::now()));
+    assert_eq!(
+        gw.get("/subject/17839116535", Some(&token), &[]).status,
+        200
+    );
+    let r = gw.get("/subject/17839116535", Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (429, "rate_limited".into()));
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"consumer_and_subject\";q=1;w=3600")
+    );
+    let path = format!("/subject/{}", common::OTHER_PERSON);
+    assert_eq!(gw.get(&path, Some(&other), &[]).status, 200);
+}
+
+#[test]
+fn a_reload_moves_the_state_from_memory_to_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config("", 5));
+    let token = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    gw.rewrite(&world, &config(&redis_state(&redis), 5));
+    eventually(10, "the reload applies", || gw.generation() == 2);
+    assert_eq!(gw.status()["state"]["backend"], "redis");
+    // A new store: what memory held is not in Redis, and now Redis counts.
+    assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    assert!(redis.command(&["KEYS", "t:once:*"]).starts_with("*1\r\n"));
+    let r = gw.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!(r.reason(), "consent_already_used");
+}
+
+#[test]
+fn a_hung_store_is_cut_off_by_the_timeout() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config(&redis_state(&redis), 1000));
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+    world.echo.clear();
+    // Connected, but no answer: every call ends at `timeout` (200ms here).
+    redis.signal("STOP");
+    for _ in 0..4 {
+        let r = gw.get(ONCE_PATH, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert_eq!(
+            gw.get("/limited", Some(&world.valid_token()), &[]).status,
+            200
+        );
+    }
+    assert_eq!(
+        world.echo.seen().len(),
+        4,
+        "only the rate-limited route went upstream"
+    );
+    let metrics = gw.admin_get("/metrics").body;
+    let timeouts = common::series_value(
+        &metrics,
+        "consent_gateway_state_requests_total",
+        &[("op", "use_once"), ("outcome", "timeout")],
+    );
+    assert!(timeouts.is_some_and(|n| n >= 1.0), "{metrics}");
+    redis.signal("CONT");
+    eventually(15, "the one-time route works again", || {
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
+    });
+}
