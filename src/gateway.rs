@@ -19,7 +19,7 @@ use crate::keys::KeySet;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
-use crate::policy::KeySource;
+use crate::policy::{decide, Checking, KeySource, RequestFacts, Verdict};
 use crate::upstream::UpstreamPool;
 
 /// How many verified tokens the cache remembers at most. Clients reuse a
@@ -205,6 +205,46 @@ impl Gateway {
     /// The generation in force. A request keeps the one it got.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Checks 0-21 for one request on `snapshot` (SPEC section 13, "One
+    /// decision"): `policy::decide`, answering its call for keys with one
+    /// single-flight, rate-limited refetch and a second call when the key
+    /// set changed. Every network door (proxy, authorization endpoints)
+    /// decides through here; the result is never `Verdict::NeedKeys`.
+    pub async fn decide(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Verdict {
+        let generation = snapshot.generation_view();
+        let mut checking = Checking {
+            now: self.clock.now(),
+            cache: Some(&self.token_cache),
+            verify_signature: true,
+            may_refetch: true,
+        };
+        loop {
+            let started = std::time::Instant::now();
+            let verdict = decide(facts, &generation, &checking, None);
+            self.metrics
+                .decision_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let Verdict::NeedKeys {
+                issuer,
+                kid,
+                otherwise,
+            } = verdict
+            else {
+                return verdict;
+            };
+            // Decide again only when the refetch changed the key set.
+            let refetched = match snapshot.issuer_keys.get(issuer) {
+                Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
+                None => false,
+            };
+            if !refetched {
+                return *otherwise;
+            }
+            checking.may_refetch = false;
+            checking.now = self.clock.now();
+        }
     }
 
     /// Re-reads the configuration and, if valid and changed, swaps it in.

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;

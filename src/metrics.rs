@@ -75,6 +75,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub token_cache_requests_total: IntCounterVec,
     pub http_errors_total: IntCounterVec,
+    /// `authz_checks_total{protocol, decision}` (SPEC section 13).
+    pub authz_checks_total: IntCounterVec,
     /// Audit lines dropped (queue full) and write errors: mirrored from the
     /// audit writer's counters at each scrape, under `audit_sync`.
     pub audit_dropped_total: IntCounter,
@@ -195,6 +197,11 @@ impl Metrics {
                 "consent_gateway_http_errors_total",
                 "Malformed requests answered before routing, by kind.",
                 &["kind"],
+            ),
+            authz_checks_total: counter(
+                "consent_gateway_authz_checks_total",
+                "Checks answered by the authorization endpoints, by protocol and decision.",
+                &["protocol", "decision"],
             ),
             audit_dropped_total: plain_counter(
                 &registry,

@@ -27,7 +27,7 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
-use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
+use crate::policy::{Authorized, DeniedFacts, RequestFacts, Routed, Verdict};
 use crate::trace_context::TraceContext;
 use request_id::RequestId;
 
@@ -199,40 +199,7 @@ impl ProxyHttp for ConsentProxy {
             authority: req.uri.authority().map(http::uri::Authority::as_str),
             headers: &req.headers,
         };
-        let generation = snapshot.generation_view();
-        let mut checking = Checking {
-            now: self.gateway.clock.now(),
-            cache: Some(&self.gateway.token_cache),
-            verify_signature: true,
-            may_refetch: true,
-        };
-        let verdict = loop {
-            let started = Instant::now();
-            let verdict = decide(&facts, &generation, &checking, None);
-            self.gateway
-                .metrics
-                .decision_duration_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let Verdict::NeedKeys {
-                issuer,
-                kid,
-                otherwise,
-            } = verdict
-            else {
-                break verdict;
-            };
-            // One single-flight, rate-limited refetch; decide again only
-            // when it changed the key set.
-            let refetched = match snapshot.issuer_keys.get(issuer) {
-                Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
-                None => false,
-            };
-            if !refetched {
-                break *otherwise;
-            }
-            checking.may_refetch = false;
-            checking.now = self.gateway.clock.now();
-        };
+        let verdict = self.gateway.decide(&snapshot, &facts).await;
         match verdict {
             Verdict::Allow { routed, authorized } => {
                 ctx.decision = Some(Decision::Allow);
