@@ -385,7 +385,7 @@ fn nginx_auth_request_in_front_of_the_backend() {
     let spoof = ("X-Consent-Subject", PERSON.to_string());
     let cases = [
         (
-            through_nginx(&nginx, INCOME, &[spoof.clone()]),
+            through_nginx(&nginx, INCOME, std::slice::from_ref(&spoof)),
             401,
             "missing_token",
         ),
