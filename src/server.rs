@@ -135,12 +135,18 @@ pub fn build_server(
         server.add_service(admin);
     }
     if let Some(authz_addr) = server_settings.authz.as_ref().and_then(|a| a.listen) {
-        let mut authz = Service::new(
-            "authz".to_string(),
-            AuthzHttpApp {
-                gateway: Arc::clone(&gateway),
-            },
+        // The proxy's guard: the same refusals (problem+json) of requests
+        // the HTTP/1 parser would drop, the same limits.
+        let app = AuthzHttpApp {
+            gateway: Arc::clone(&gateway),
+        };
+        let guarded = GuardedApp::new(
+            app,
+            Arc::clone(&gateway),
+            limits.header_read_timeout,
+            limits.max_connections,
         );
+        let mut authz = Service::new("authz".to_string(), guarded);
         authz.add_tcp(&authz_addr.to_string());
         server.add_service(authz);
     }
