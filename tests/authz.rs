@@ -44,6 +44,8 @@ routes:
       metadata:
         match:
           inntektsaar: { path_param: year }
+    forward:
+      strip_authorization: true
 audit:
   personal_data: masked
 "#;
@@ -154,6 +156,8 @@ fn traefik_and_envoy_conventions_allow_and_deny_like_the_proxy() {
     assert_eq!(r.status, 200);
     let remove = r.header("x-envoy-auth-headers-to-remove").unwrap_or("");
     assert!(remove.split(',').any(|n| n == "x-consent-subject"), "{r:?}");
+    // The route strips the token before the backend, as the proxy does.
+    assert!(remove.split(',').any(|n| n == "authorization"), "{r:?}");
 
     let denials = [
         (

@@ -131,7 +131,13 @@ pub async fn check(
                 };
                 let verdict = gateway.decide(snapshot, &facts).await;
                 strip = headers_to_strip(&original.headers, false);
-                answer_of(verdict, &mut record)
+                let answer = answer_of(verdict, &mut record);
+                let route = record.route.and_then(|r| snapshot.config.routes.get(r));
+                if route.is_some_and(|r| r.forward.strip_authorization) {
+                    // As the proxy does for such a route.
+                    strip.push(::http::header::AUTHORIZATION);
+                }
+                answer
             }
         }
     };
