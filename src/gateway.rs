@@ -403,6 +403,11 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.admin_listen != new.admin_listen {
         changes.push("a change of server.admin_listen");
     }
+    // The authz listener is bound once; its mode, prefix and secret reload.
+    let authz_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.listen);
+    if authz_listen(running) != authz_listen(new) {
+        changes.push("a change of server.authz.listen");
+    }
     changes
 }
 
@@ -412,6 +417,9 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.tls.clone_from(&running.tls);
     new.threads = running.threads;
     new.admin_listen = running.admin_listen;
+    if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
+        new.listen = running.listen;
+    }
 }
 
 /// Compiles a configuration into a servable snapshot: route table, upstream
