@@ -438,3 +438,28 @@ fn nginx_auth_request_in_front_of_the_backend() {
         Some(r#"Bearer realm="consent-gateway""#)
     );
 }
+
+#[test]
+fn a_new_shared_secret_is_taken_on_reload() {
+    let world = World::new();
+    let (gw, authz) = start(&world);
+    let token = world.valid_token();
+    let new_secret = "n3w-s3cret-n3w-s3cret";
+    let with = |value: &str| {
+        let headers = [
+            ("X-Consent-Gateway-Authz", value.to_string()),
+            bearer(&token),
+        ];
+        traefik(authz, "GET", INCOME, &headers).status
+    };
+    assert_eq!(with(SECRET), 200);
+    assert_eq!(with(new_secret), 403);
+    let before = gw.generation();
+    let file = gw.dir.path().join("authz-secret");
+    std::fs::write(&file, format!("{new_secret}\n")).expect("write secret");
+    eventually(20, "the new secret's generation", || {
+        gw.generation() > before
+    });
+    assert_eq!(with(new_secret), 200);
+    assert_eq!(with(SECRET), 403, "the old secret no longer opens");
+}
