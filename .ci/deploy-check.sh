@@ -16,6 +16,8 @@
 #   deploy_checks.py      dashboard and alerts use SPEC section 9 metrics exactly;
 #                         promtool parses every dashboard query
 #   systemd-analyze       verify (and security exposure) of the systemd unit
+#   nginx -t              deploy/nginx/ (the auth_request snippets in the example
+#                         nginx.conf), with /usr/sbin/nginx (SKIP when absent)
 #   consent-gateway check the ConfigMap's gateway.yaml, with the built binary
 #                         ${CONSENT_GATEWAY_BIN:-target/release/consent-gateway}
 #                         (SKIP when it does not exist)
@@ -133,6 +135,20 @@ kustomize_build() {
 check_yaml_lint() {
     "$VENV/bin/yamllint" --version
     "$VENV/bin/yamllint" -s -c deploy/.yamllint.yaml deploy/
+}
+
+check_nginx() {
+    local nginx=/usr/sbin/nginx dir
+    if [ ! -x "$nginx" ]; then
+        log "SKIP: $nginx is absent (Debian package nginx-light)"
+        return "$SKIP"
+    fi
+    dir="$(mktemp -d)"
+    cp deploy/nginx/*.conf "$dir/"
+    mkdir -p "$dir/logs"
+    "$nginx" -t -q -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g "pid $dir/nginx.pid;" \
+        || { cat "$dir/error.log"; rm -rf "$dir"; return 1; }
+    rm -rf "$dir"
 }
 
 check_dockerfile() {
@@ -285,6 +301,7 @@ main() {
     trap 'rm -rf "$WORK"' EXIT
 
     run_step "yamllint deploy/" check_yaml_lint
+    run_step "nginx auth_request snippets (nginx -t)" check_nginx
     run_step "Dockerfile (hadolint + contract)" check_dockerfile
     run_step "kustomize render (base, example overlay, redis)" check_render
     run_step "Kubernetes schemas (kubernetes-validate, offline)" check_schemas

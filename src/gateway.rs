@@ -21,7 +21,7 @@ use crate::keys::KeySet;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::routes::RouteTable;
 use crate::policy::token_cache::TokenCache;
-use crate::policy::KeySource;
+use crate::policy::{decide, Checking, KeySource, RequestFacts, Verdict};
 use crate::state::Store;
 use crate::upstream::UpstreamPool;
 
@@ -248,6 +248,46 @@ impl Gateway {
     /// The generation in force. A request keeps the one it got.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Checks 0-21 for one request on `snapshot` (SPEC section 13, "One
+    /// decision"): `policy::decide`, answering its call for keys with one
+    /// single-flight, rate-limited refetch and a second call when the key
+    /// set changed. Every network door (proxy, authorization endpoints)
+    /// decides through here; the result is never `Verdict::NeedKeys`.
+    pub async fn decide(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Verdict {
+        let generation = snapshot.generation_view();
+        let mut checking = Checking {
+            now: self.clock.now(),
+            cache: Some(&self.token_cache),
+            verify_signature: true,
+            may_refetch: true,
+        };
+        loop {
+            let started = std::time::Instant::now();
+            let verdict = decide(facts, &generation, &checking, None);
+            self.metrics
+                .decision_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let Verdict::NeedKeys {
+                issuer,
+                kid,
+                otherwise,
+            } = verdict
+            else {
+                return verdict;
+            };
+            // Decide again only when the refetch changed the key set.
+            let refetched = match snapshot.issuer_keys.get(issuer) {
+                Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
+                None => false,
+            };
+            if !refetched {
+                return *otherwise;
+            }
+            checking.may_refetch = false;
+            checking.now = self.clock.now();
+        }
     }
 
     /// Re-reads the configuration and, if valid and changed, swaps it in.
@@ -483,6 +523,11 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.admin_listen != new.admin_listen {
         changes.push("a change of server.admin_listen");
     }
+    // The authz listener is bound once; its mode, prefix and secret reload.
+    let authz_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.listen);
+    if authz_listen(running) != authz_listen(new) {
+        changes.push("a change of server.authz.listen");
+    }
     changes
 }
 
@@ -492,6 +537,9 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.tls.clone_from(&running.tls);
     new.threads = running.threads;
     new.admin_listen = running.admin_listen;
+    if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
+        new.listen = running.listen;
+    }
 }
 
 /// Compiles a configuration into a servable snapshot: route table, upstream

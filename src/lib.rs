@@ -5,6 +5,7 @@
 
 pub mod altinn;
 pub mod audit;
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;

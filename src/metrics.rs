@@ -82,6 +82,8 @@ pub struct Metrics {
     pub access_list_members: IntGaugeVec,
     /// Unix time of the last successful Altinn sync per `kind`.
     pub altinn_last_success_timestamp_seconds: IntGaugeVec,
+    /// `authz_checks_total{protocol, decision}` (SPEC section 13).
+    pub authz_checks_total: IntCounterVec,
     /// Audit lines dropped (queue full) and write errors: mirrored from the
     /// audit writer's counters at each scrape, under `audit_sync`.
     pub audit_dropped_total: IntCounter,
@@ -252,6 +254,11 @@ impl Metrics {
                 "consent_gateway_altinn_last_success_timestamp_seconds",
                 "Unix time of the last successful Altinn sync per kind.",
                 &["kind"],
+            ),
+            authz_checks_total: counter(
+                "consent_gateway_authz_checks_total",
+                "Checks answered by the authorization endpoints, by protocol and decision.",
+                &["protocol", "decision"],
             ),
             audit_dropped_total: plain_counter(
                 &registry,

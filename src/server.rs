@@ -11,6 +11,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
+use crate::authz::http::AuthzHttpApp;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::gateway::{start_control_plane, Gateway};
@@ -134,6 +135,22 @@ pub fn build_server(
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
+    if let Some(authz_addr) = server_settings.authz.as_ref().and_then(|a| a.listen) {
+        // The proxy's guard: the same refusals (problem+json) of requests
+        // the HTTP/1 parser would drop, the same limits.
+        let app = AuthzHttpApp {
+            gateway: Arc::clone(&gateway),
+        };
+        let guarded = GuardedApp::new(
+            app,
+            Arc::clone(&gateway),
+            limits.header_read_timeout,
+            limits.max_connections,
+        );
+        let mut authz = Service::new("authz".to_string(), guarded);
+        authz.add_tcp(&authz_addr.to_string());
+        server.add_service(authz);
+    }
     Ok(Built {
         server,
         gateway,
@@ -153,7 +170,12 @@ pub fn probe_listeners(server: &crate::config::Server) -> Result<(), String> {
     let plain = server.listen.iter().map(|a| ("listener", *a));
     let tls = server.tls.iter().map(|t| ("TLS listener", t.listen));
     let admin = server.admin_listen.map(|a| ("admin listener", a));
-    for (what, addr) in plain.chain(tls).chain(admin) {
+    let authz = server.authz.as_ref();
+    let authz_http = authz.and_then(|a| a.listen).map(|a| ("authz listener", a));
+    let authz_grpc = authz.and_then(|a| a.grpc_listen);
+    let authz_grpc = authz_grpc.map(|a| ("authz gRPC listener", a));
+    let authz = authz_http.into_iter().chain(authz_grpc);
+    for (what, addr) in plain.chain(tls).chain(admin).chain(authz) {
         std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
     }

@@ -3,8 +3,8 @@
 //! `explain` on the same configuration file) give the same decision and
 //! reason. The proxy's side is read from its own audit line (matched by
 //! `X-Request-Id`) and from what the echo upstream saw; `explain`'s from its
-//! printed decision. When the authorization endpoints land, they join the
-//! table as further doors.
+//! printed decision; the HTTP authorization listener's (asked as nginx
+//! `auth_request` asks) from its answer and its own audit line.
 
 mod common;
 
@@ -16,6 +16,9 @@ server:
   listen: ["{listen}"]
   admin_listen: "{admin}"
   threads: 1
+  authz:
+    listen: "{authz}"
+    original_request: nginx
 issuers:
   - name: test
     issuer: "https://test.maskinporten.no/"
@@ -348,6 +351,45 @@ fn through_proxy(world: &World, gw: &Gateway, case: &Case, id: &str) -> Decided 
     decided
 }
 
+/// The HTTP authorization listener's decision, the check shaped as nginx
+/// `auth_request` sends it (deploy/nginx/consent-authz-locations.conf).
+fn through_authz(gw: &Gateway, authz: std::net::SocketAddr, case: &Case, id: &str) -> Decided {
+    let mut request = format!(
+        "GET /_consent_gateway_authz HTTP/1.0\r\nHost: api.example.no\r\nConnection: close\r\n\
+         X-Original-URI: {}\r\nX-Original-Method: {}\r\nX-Request-Id: {id}\r\n",
+        case.target, case.method
+    );
+    if let Some(token) = &case.token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in &case.headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let response = raw(authz, &request).expect("authz check");
+    let mut line = None;
+    eventually(
+        10,
+        &format!("the authz audit line of {}", case.name),
+        || {
+            line = gw.audit_lines().into_iter().find(|l| l["request_id"] == id);
+            line.is_some()
+        },
+    );
+    let line = line.unwrap_or_default();
+    let decided = Decided {
+        decision: line["decision"].as_str().unwrap_or("").to_string(),
+        reason: line["reason"].as_str().unwrap_or("").to_string(),
+    };
+    if decided.decision == "deny" {
+        assert!(response.status >= 400, "{}: {response:?}", case.name);
+        assert_eq!(response.reason(), decided.reason, "{}", case.name);
+    } else {
+        assert_eq!(response.status, 200, "{}: {response:?}", case.name);
+    }
+    decided
+}
+
 /// `explain`'s decision on the same configuration file.
 fn through_explain(gw: &Gateway, case: &Case) -> Decided {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"));
@@ -394,17 +436,27 @@ fn through_explain(gw: &Gateway, case: &Case) -> Decided {
 #[test]
 fn every_door_decides_alike() {
     let world = World::new();
-    let gw = world.start(CONFIG);
+    let authz = free_addr();
+    let gw = world.start(&CONFIG.replace("{authz}", &authz.to_string()));
+    eventually(20, "the authz listener", || {
+        raw(
+            authz,
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok()
+    });
     for (n, case) in cases(&world).iter().enumerate() {
         let id = format!("equivalence-{n}");
         let proxy = through_proxy(&world, &gw, case, &id);
         let explain = through_explain(&gw, case);
+        let checked = through_authz(&gw, authz, case, &format!("{id}-authz"));
         let expected = Decided {
             decision: case.expect.0.to_string(),
             reason: case.expect.1.to_string(),
         };
         assert_eq!(proxy, expected, "{}: the proxy", case.name);
         assert_eq!(explain, expected, "{}: explain", case.name);
+        assert_eq!(checked, expected, "{}: the authz listener", case.name);
     }
     // A method group's 405 names the union of its methods.
     let refused = gw.raw(

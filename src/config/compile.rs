@@ -9,16 +9,16 @@ use std::path::Path;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 
 use super::model::{
-    AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Binding, BodyField, Config,
-    ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, PersonalData,
-    RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service, StateBackend,
-    SubjectTypes, SyncedConsumers, TlsListener, Upstream, MAX_BODY_BYTES,
+    AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Authz, Binding, BodyField, Config,
+    ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, OriginalRequest,
+    PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service,
+    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAltinn, RawAltinnEnvironment, RawAuth, RawBackend, RawBinding, RawConfig, RawConsent,
-    RawMode, RawOnStoreError, RawPersonalData, RawRateLimit, RawRatePer, RawRoute, RawState,
-    RawSubjectType,
+    RawAltinn, RawAltinnEnvironment, RawAuth, RawAuthz, RawBackend, RawBinding, RawConfig,
+    RawConsent, RawMode, RawOnStoreError, RawOriginalRequest, RawPersonalData, RawRateLimit,
+    RawRatePer, RawRoute, RawState, RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -68,6 +68,11 @@ pub fn compile(
     if let Some(file) = &raw.audit.pseudonym_key_file {
         source_files.push(ctx.resolve(file));
     }
+    let secret_file = raw.server.authz.as_ref();
+    let secret_file = secret_file.and_then(|a| a.shared_secret_file.as_ref());
+    if let Some(file) = secret_file {
+        source_files.push(ctx.resolve(file));
+    }
     let config_sha256 = hex_sha256(&[text]);
     let mut content = Digest::new(&SHA256);
     hash_file(&mut content, ctx.config_file, text);
@@ -77,6 +82,10 @@ pub fn compile(
     if let (Some(file), Some(key)) = (&raw.audit.pseudonym_key_file, &pseudonym_key) {
         // A new key is a new generation (its bytes never leave the hash).
         hash_file(&mut content, &ctx.resolve(file), key);
+    }
+    if let (Some(file), Some(secret)) = (secret_file, &checked.authz_secret) {
+        // A new secret is a new generation (its bytes never leave the hash).
+        hash_file(&mut content, &ctx.resolve(file), secret);
     }
     let content_sha256 = hex(content.finish().as_ref());
 
@@ -278,6 +287,7 @@ impl Compiler<'_, '_> {
             listen,
             tls,
             admin_listen,
+            authz: s.authz.as_ref().map(|a| self.authz(a)),
             threads: s.threads.unwrap_or_else(default_threads),
             max_token_bytes: s.max_token_bytes,
             limits: Limits {
@@ -285,6 +295,25 @@ impl Compiler<'_, '_> {
                 header_read_timeout: s.limits.header_read_timeout.0,
                 max_connections: s.limits.max_connections,
             },
+        }
+    }
+
+    fn authz(&mut self, raw: &RawAuthz) -> Authz {
+        let mut addr = |path: &str, text: &Option<String>| {
+            text.as_ref()
+                .and_then(|a| self.ok(|| path.to_string(), parse_listen_addr(a)))
+        };
+        Authz {
+            listen: addr("server.authz.listen", &raw.listen),
+            grpc_listen: addr("server.authz.grpc_listen", &raw.grpc_listen),
+            original_request: match raw.original_request {
+                RawOriginalRequest::Auto => OriginalRequest::Auto,
+                RawOriginalRequest::Envoy => OriginalRequest::Envoy,
+                RawOriginalRequest::Nginx => OriginalRequest::Nginx,
+                RawOriginalRequest::Traefik => OriginalRequest::Traefik,
+            },
+            path_prefix: raw.path_prefix.clone(),
+            shared_secret: self.checked.authz_secret.clone(),
         }
     }
 

@@ -302,6 +302,8 @@ mod tests {
             ("/etc/cg/tls.crt", "cert"),
             ("/etc/cg/tls.key", "key"),
             ("/etc/cg/ca.pem", "ca"),
+            ("/etc/cg/authz-secret", "0123456789abcdef0123\n"),
+            ("/etc/cg/short-secret", "short\n"),
         ])
     }
 
@@ -345,6 +347,65 @@ upstreams:
     }
 
     const TOKEN: &str = "    auth: token\n    issuers: [mp]\n";
+
+    #[test]
+    fn server_authz_is_validated_and_compiled() {
+        let authz = |body: &str| format!("server:\n  authz:\n{body}{}", route(TOKEN));
+        let config = load_text(&authz(
+            "    listen: \"127.0.0.1:9191\"\n    original_request: nginx\n    \
+             path_prefix: /authz\n    shared_secret_file: authz-secret\n",
+        ))
+        .unwrap();
+        let a = config.server.authz.expect("authz");
+        assert_eq!(a.listen, Some("127.0.0.1:9191".parse().unwrap()));
+        assert_eq!(a.original_request, OriginalRequest::Nginx);
+        assert_eq!(a.path_prefix.as_deref(), Some("/authz"));
+        assert_eq!(
+            a.shared_secret.as_deref(),
+            Some(&b"0123456789abcdef0123"[..])
+        );
+        assert!(
+            !format!("{a:?}").contains("0123456789"),
+            "the secret is never printed"
+        );
+        assert!(config
+            .source_files
+            .iter()
+            .any(|f| f.ends_with("authz-secret")));
+
+        let listen = "    listen: \"127.0.0.1:9191\"\n";
+        one_error(
+            &authz("    original_request: nginx\n"),
+            "server.authz",
+            "no listener",
+        );
+        let grpc = format!("{listen}    grpc_listen: \"127.0.0.1:9192\"\n");
+        one_error(&authz(&grpc), "server.authz.grpc_listen", "not built");
+        let bad_mode = format!("{listen}    original_request: haproxy\n");
+        assert!(!errors(&authz(&bad_mode)).is_empty());
+        for prefix in ["authz", "/authz/", "/", "/a?b"] {
+            let text = format!("{listen}    path_prefix: \"{prefix}\"\n");
+            one_error(&authz(&text), "server.authz.path_prefix", "");
+        }
+        let short = format!("{listen}    shared_secret_file: short-secret\n");
+        one_error(
+            &authz(&short),
+            "server.authz.shared_secret_file",
+            "16 bytes",
+        );
+        let absent = format!("{listen}    shared_secret_file: nowhere\n");
+        one_error(
+            &authz(&absent),
+            "server.authz.shared_secret_file",
+            "cannot read",
+        );
+        let taken = "    listen: \"127.0.0.1:9090\"\n";
+        let admin = format!(
+            "server:\n  admin_listen: \"127.0.0.1:9090\"\n  authz:\n{taken}{}",
+            route(TOKEN)
+        );
+        one_error(&admin, "server.authz.listen", "already used");
+    }
 
     #[test]
     fn a_leeway_beyond_five_minutes_is_an_error() {

@@ -479,6 +479,45 @@ pub struct Server {
     pub threads: usize,
     pub max_token_bytes: usize,
     pub limits: Limits,
+    /// `server.authz`: the external authorization endpoints.
+    pub authz: Option<Authz>,
+}
+
+/// Where an authorization endpoint reads the original request's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginalRequest {
+    /// nginx when `X-Original-URI` came, Traefik when `X-Forwarded-Uri`
+    /// came, else Envoy.
+    Auto,
+    Envoy,
+    Nginx,
+    Traefik,
+}
+
+/// `server.authz` (SPEC section 13). The listeners need a restart; the
+/// secret is re-read with every generation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Authz {
+    pub listen: Option<SocketAddr>,
+    pub grpc_listen: Option<SocketAddr>,
+    pub original_request: OriginalRequest,
+    /// Envoy HTTP `path_prefix`, `/`-led, without a trailing `/`.
+    pub path_prefix: Option<String>,
+    /// What callers must send in `X-Consent-Gateway-Authz` (trimmed file
+    /// content); `None`: no secret asked.
+    pub shared_secret: Option<std::sync::Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Authz {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authz")
+            .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("original_request", &self.original_request)
+            .field("path_prefix", &self.path_prefix)
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Active health check of an upstream.

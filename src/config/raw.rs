@@ -15,6 +15,12 @@
 //! | `server.limits.max_request_header_bytes` | `32768` |
 //! | `server.limits.header_read_timeout` | `10s` |
 //! | `server.limits.max_connections` | `10000` |
+//! | `server.authz` | none: no authorization endpoint |
+//! | `server.authz.listen` | none (required with `server.authz`) |
+//! | `server.authz.grpc_listen` | none (refused: the gRPC listener is not built yet) |
+//! | `server.authz.original_request` | `auto` |
+//! | `server.authz.path_prefix` | none (Envoy HTTP `path_prefix`, removed from the check path) |
+//! | `server.authz.shared_secret_file` | none: no caller secret |
 //! | `issuers` | `[]` |
 //! | `issuers[].algorithms` | `[RS256]` |
 //! | `issuers[].audiences` | `[]` (no `aud` check) |
@@ -339,6 +345,33 @@ pub struct RawServer {
     pub threads: Option<usize>,
     pub max_token_bytes: usize,
     pub limits: RawLimits,
+    /// `None`: no authorization endpoint (SPEC section 13).
+    pub authz: Option<RawAuthz>,
+}
+
+/// `server.authz:` (SPEC section 13, external authorization).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthz {
+    pub listen: Option<String>,
+    pub grpc_listen: Option<String>,
+    #[serde(default)]
+    pub original_request: RawOriginalRequest,
+    /// Envoy HTTP ext_authz `http_service.path_prefix`: removed from the
+    /// front of the check request's path.
+    pub path_prefix: Option<String>,
+    pub shared_secret_file: Option<PathBuf>,
+}
+
+/// `server.authz.original_request`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOriginalRequest {
+    #[default]
+    Auto,
+    Envoy,
+    Nginx,
+    Traefik,
 }
 
 impl Default for RawServer {
@@ -350,6 +383,7 @@ impl Default for RawServer {
             threads: None,
             max_token_bytes: 16384,
             limits: RawLimits::default(),
+            authz: None,
         }
     }
 }

@@ -50,6 +50,21 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
             .admin_listen
             .map_or_else(|| "(disabled)".to_string(), |a| a.to_string())
     )?;
+    if let Some(authz) = &server.authz {
+        let listen = authz
+            .listen
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let secret = if authz.shared_secret.is_some() {
+            "shared secret"
+        } else {
+            "no secret"
+        };
+        writeln!(
+            out,
+            "authz       {listen} (original request: {:?}; {secret})",
+            authz.original_request
+        )?;
+    }
     writeln!(
         out,
         "threads     {}; max token {} bytes; max header block {} bytes, {:?} to arrive; max {} connections per listener",

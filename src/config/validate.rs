@@ -14,8 +14,9 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAltinn, RawAuth, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent, RawConsumers,
-    RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService, RawUpstream,
+    RawAltinn, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent,
+    RawConsumers, RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService,
+    RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -75,6 +76,8 @@ pub struct Checked {
     pub access_lists: Vec<AccessListFile>,
     /// Resolved path -> index in `access_lists`.
     pub access_list_index: HashMap<PathBuf, usize>,
+    /// `server.authz.shared_secret_file`, trimmed.
+    pub authz_secret: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Checks the whole raw config; every problem found is returned at once.
@@ -174,6 +177,15 @@ impl Validator<'_, '_> {
         if let Some(admin) = &server.admin_listen {
             listener(self, "server.admin_listen".to_string(), admin);
         }
+        if let Some(authz) = &server.authz {
+            if let Some(addr) = &authz.listen {
+                listener(self, "server.authz.listen".to_string(), addr);
+            }
+            if let Some(addr) = &authz.grpc_listen {
+                listener(self, "server.authz.grpc_listen".to_string(), addr);
+            }
+            self.authz(authz);
+        }
         if server.listen.is_empty() && server.tls.is_empty() {
             self.error(
                 "server.listen",
@@ -222,6 +234,38 @@ impl Validator<'_, '_> {
                 || "service.documentation_url".to_string(),
                 check_documentation_url(url),
             );
+        }
+    }
+
+    /// `server.authz` beyond its addresses: a listener at all, the
+    /// `path_prefix` shape, and a secret that can travel in a header.
+    fn authz(&mut self, authz: &RawAuthz) {
+        if authz.grpc_listen.is_some() {
+            // Refused rather than accepted and never bound: a caller would
+            // find nothing there.
+            self.error(
+                "server.authz.grpc_listen",
+                "the gRPC authorization listener is not built yet: use `listen` (HTTP)",
+            );
+        } else if authz.listen.is_none() {
+            self.error("server.authz", "no listener: give `listen` (HTTP)");
+        }
+        if let Some(prefix) = &authz.path_prefix {
+            if let Err(message) = parse_path_prefix(prefix) {
+                self.error("server.authz.path_prefix", message);
+            }
+        }
+        let Some(file) = &authz.shared_secret_file else {
+            return;
+        };
+        let resolved = self.ctx.resolve(file);
+        let path = "server.authz.shared_secret_file";
+        match self.ctx.files.read(&resolved) {
+            Err(e) => self.error(path, format!("cannot read `{}`: {e}", resolved.display())),
+            Ok(bytes) => match parse_shared_secret(&bytes) {
+                Ok(secret) => self.checked.authz_secret = Some(secret),
+                Err(message) => self.error(path, format!("`{}`: {message}", resolved.display())),
+            },
         }
     }
 
@@ -937,6 +981,32 @@ fn known_names<'r>(names: impl Iterator<Item = &'r str>) -> String {
     } else {
         String::new()
     }
+}
+
+/// `server.authz.path_prefix`: `/`-led, no query, no trailing `/` (as
+/// Envoy's `path_prefix`); returned as given.
+pub fn parse_path_prefix(text: &str) -> Result<&str, String> {
+    let visible = text.bytes().all(|b| b.is_ascii_graphic());
+    if !text.starts_with('/') || text.len() < 2 || text.ends_with('/') || !visible {
+        return Err("must start with `/`, not end with `/`, and be visible ASCII".into());
+    }
+    if text.contains(['?', '#']) {
+        return Err("must be a path, without `?` or `#`".into());
+    }
+    Ok(text)
+}
+
+/// The content of `server.authz.shared_secret_file`: surrounding whitespace
+/// trimmed, at least 16 bytes, visible ASCII (it travels in a header).
+pub fn parse_shared_secret(bytes: &[u8]) -> Result<std::sync::Arc<[u8]>, String> {
+    let secret = bytes.trim_ascii();
+    if secret.len() < 16 {
+        return Err("the secret must have at least 16 bytes".into());
+    }
+    if !secret.iter().all(u8::is_ascii_graphic) {
+        return Err("the secret must be visible ASCII (it is sent as a header value)".into());
+    }
+    Ok(std::sync::Arc::from(secret))
 }
 
 /// A listener address: `ip:port` (IPv6 as `[::1]:8080`); port 0 picks a free port.

@@ -29,7 +29,7 @@ use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
 use crate::policy::body::RequestBody;
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
-use crate::policy::{decide, Authorized, Checking, DeniedFacts, RequestFacts, Routed, Verdict};
+use crate::policy::{Authorized, DeniedFacts, RequestFacts, Routed, Verdict};
 use crate::state;
 use crate::trace_context::TraceContext;
 use request_id::RequestId;
@@ -326,17 +326,9 @@ impl ProxyHttp for ConsentProxy {
         let snapshot = self.gateway.snapshot();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         ctx.request_id = RequestId::for_request(&session.req_header().headers);
-        let generation = snapshot.generation_view();
-        let mut checking = Checking {
-            now: self.gateway.clock.now(),
-            cache: Some(&self.gateway.token_cache),
-            verify_signature: true,
-            may_refetch: true,
-        };
         // Read only when the route binds it (`Verdict::NeedBody`).
         let mut body: Option<Vec<u8>> = None;
         let verdict = loop {
-            let started = Instant::now();
             let verdict = {
                 let req = session.req_header();
                 let facts = RequestFacts {
@@ -347,30 +339,9 @@ impl ProxyHttp for ConsentProxy {
                     headers: &req.headers,
                     body: body.as_deref().map(RequestBody::Complete),
                 };
-                decide(&facts, &generation, &checking, None)
+                self.gateway.decide(&snapshot, &facts).await
             };
-            self.gateway
-                .metrics
-                .decision_duration_seconds
-                .observe(started.elapsed().as_secs_f64());
             match verdict {
-                Verdict::NeedKeys {
-                    issuer,
-                    kid,
-                    otherwise,
-                } => {
-                    // One single-flight, rate-limited refetch; decide again
-                    // only when it changed the key set.
-                    let refetched = match snapshot.issuer_keys.get(issuer) {
-                        Some(keys) => keys.refetch_for_unknown_kid(&kid).await,
-                        None => false,
-                    };
-                    if !refetched {
-                        break *otherwise;
-                    }
-                    checking.may_refetch = false;
-                    checking.now = self.gateway.clock.now();
-                }
                 Verdict::NeedBody { limit } if body.is_none() => {
                     match read_bound_body(session, limit).await {
                         Ok(read) => {

@@ -1,0 +1,326 @@
+//! External authorization (SPEC section 13): the gateway beside an existing
+//! ingress. A check names an original request by its caller's convention
+//! (`facts`); it is decided by the one `Gateway::decide` the proxy uses, and
+//! answered by the door's protocol (`http`). Fail closed: a check without a
+//! valid shared secret (when one is configured) or without the original
+//! request's facts is denied, never allowed.
+//!
+//! - `facts`: Envoy / nginx / Traefik conventions -> the original request.
+//! - `http`: the HTTP listener (`server.authz.listen`), a pingora `ServeHttp`.
+
+pub mod facts;
+pub mod http;
+
+use std::time::Instant;
+
+use ::http::HeaderValue;
+use ::http::{HeaderMap, HeaderName};
+use subtle::ConstantTimeEq;
+
+use crate::audit;
+use crate::config::Authz;
+use crate::error::Reason;
+use crate::gateway::{Gateway, Snapshot};
+use crate::metrics::NO_ROUTE_LABEL;
+use crate::policy::headers::headers_to_strip;
+use crate::policy::{Authorized, DeniedFacts, RequestFacts, Verdict};
+use crate::proxy::request_id::RequestId;
+use crate::trace_context::TraceContext;
+use facts::{read_original, CheckRequest, SECRET_HEADER};
+
+/// The reason a check without the right shared secret is refused: 403
+/// `consumer_not_allowed` (the caller is not one the gateway answers), so
+/// ingresses that pass 401/403 through (nginx `auth_request`) still deny.
+pub const BAD_SECRET: Reason = Reason::ConsumerNotAllowed;
+
+/// Which door answered (the `protocol` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// The answer to one check, before a protocol renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Let the original request through with these verified facts.
+    Allow(Box<Authorized>),
+    /// `report_only`: let it through without verified facts.
+    ShadowAllow(Reason),
+    /// Refuse it; `allow` is a 405's `Allow` header.
+    Deny {
+        reason: Reason,
+        allow: Option<String>,
+    },
+}
+
+/// One decided check, for the protocol to render.
+#[derive(Debug)]
+pub struct Checked {
+    pub answer: Answer,
+    pub request_id: RequestId,
+    /// The original request's headers the proxy would strip (the consent
+    /// namespace, hop-by-hop, method overrides, `Connection`-named): for
+    /// the caller to remove before forwarding (`policy::headers`).
+    pub strip: Vec<HeaderName>,
+}
+
+/// Whether `headers` carry the configured secret (always, when none is
+/// configured). Compared in constant time.
+pub fn secret_ok(expected: Option<&[u8]>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let mut values = headers.get_all(SECRET_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(given), None) => bool::from(given.as_bytes().ct_eq(expected)),
+        _ => false,
+    }
+}
+
+/// Decides one check: secret, original-request facts, then checks 0-21.
+/// Records the metrics and the audit line of the decision.
+pub async fn check(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    settings: &Authz,
+    protocol: Protocol,
+    request: &CheckRequest<'_>,
+) -> Checked {
+    let started = Instant::now();
+    let request_id = RequestId::for_request(request.headers);
+    let mut record = Record {
+        protocol,
+        method: request.method.as_str().to_string(),
+        route: None,
+        denied: DeniedFacts::default(),
+        trace: trace_of(request.headers),
+        started,
+    };
+    let deny = |reason| Answer::Deny {
+        reason,
+        allow: None,
+    };
+    let mut strip = Vec::new();
+    let answer = if !secret_ok(settings.shared_secret.as_deref(), request.headers) {
+        deny(BAD_SECRET)
+    } else {
+        let path_prefix = settings.path_prefix.as_deref();
+        match read_original(settings.original_request, path_prefix, request) {
+            Err(missing) => {
+                log::debug!("authz check without the original request: {}", missing.0);
+                deny(Reason::InvalidRequest)
+            }
+            Ok(original) => {
+                record.method = original.method.as_str().to_string();
+                let facts = RequestFacts {
+                    method: &original.method,
+                    version: ::http::Version::HTTP_11,
+                    target: &original.target,
+                    authority: None,
+                    headers: &original.headers,
+                    // A check carries no body: a route that binds the body
+                    // is refused below (`NeedBody`), never allowed unread.
+                    body: None,
+                };
+                let verdict = gateway.decide(snapshot, &facts).await;
+                let verdict = admit_shared_state(gateway, snapshot, verdict).await;
+                strip = headers_to_strip(&original.headers, false);
+                let answer = answer_of(verdict, &mut record);
+                let route = record.route.and_then(|r| snapshot.config.routes.get(r));
+                if route.is_some_and(|r| r.forward.strip_authorization) {
+                    // As the proxy does for such a route.
+                    strip.push(::http::header::AUTHORIZATION);
+                }
+                answer
+            }
+        }
+    };
+    record.emit(gateway, snapshot, &answer, &request_id);
+    if matches!(answer, Answer::Deny { .. }) {
+        strip.clear();
+    }
+    Checked {
+        answer,
+        request_id,
+        strip,
+    }
+}
+
+/// A verdict as a check's answer; notes the route and denied facts.
+fn answer_of(verdict: Verdict, record: &mut Record) -> Answer {
+    match verdict {
+        Verdict::Allow { routed, authorized } => {
+            record.route = Some(routed.route);
+            Answer::Allow(Box::new(authorized))
+        }
+        Verdict::ShadowDeny { routed, denied } => {
+            record.route = Some(routed.route);
+            record.denied = denied.facts;
+            Answer::ShadowAllow(denied.reason)
+        }
+        Verdict::Deny(refusal) => {
+            record.route = refusal.route;
+            record.denied = refusal.facts;
+            Answer::Deny {
+                reason: refusal.reason,
+                allow: refusal.allow,
+            }
+        }
+        // `Gateway::decide` never returns it; refuse rather than trust.
+        Verdict::NeedKeys { .. } => Answer::Deny {
+            reason: Reason::UnknownKey,
+            allow: None,
+        },
+        // The route binds the body, which a check does not carry: such a
+        // route is enforced in proxy mode only (README).
+        Verdict::NeedBody { .. } => Answer::Deny {
+            reason: Reason::InvalidRequest,
+            allow: None,
+        },
+    }
+}
+
+/// The shared-state rules of an allowed check, as the proxy applies them:
+/// the rate limit, then the one-time use (here at check time: the ingress,
+/// not the gateway, forwards the request, so a consent is never given
+/// back). A store fault follows the route's rules (fail closed for
+/// one-time consents).
+async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Verdict) -> Verdict {
+    let Verdict::Allow { routed, authorized } = verdict else {
+        return verdict;
+    };
+    let route = &snapshot.config.routes[routed.route];
+    if !crate::state::is_one_time(route, &authorized) && route.rate_limit.is_none() {
+        return Verdict::Allow { routed, authorized };
+    }
+    let admission = crate::state::admit(
+        &snapshot.store,
+        &gateway.metrics,
+        &snapshot.config,
+        route,
+        &authorized,
+        gateway.clock.now(),
+    )
+    .await;
+    let Some(reason) = admission.refused else {
+        return Verdict::Allow { routed, authorized };
+    };
+    let refusal = crate::policy::Refusal {
+        reason,
+        route: Some(routed.route),
+        allow: None,
+        facts: DeniedFacts::default(),
+        close_connection: false,
+    };
+    if route.mode == crate::config::Mode::ReportOnly {
+        Verdict::ShadowDeny {
+            routed,
+            denied: refusal,
+        }
+    } else {
+        Verdict::Deny(refusal)
+    }
+}
+
+/// The original request's trace context (honoured, or started here).
+fn trace_of(headers: &HeaderMap) -> TraceContext {
+    TraceContext::from_headers(
+        headers.get("traceparent").map(HeaderValue::as_bytes),
+        headers.get("tracestate").map(HeaderValue::as_bytes),
+        TraceContext::random(),
+    )
+}
+
+/// What metrics and the audit line need of one check.
+struct Record {
+    protocol: Protocol,
+    method: String,
+    route: Option<usize>,
+    denied: DeniedFacts,
+    trace: TraceContext,
+    started: Instant,
+}
+
+impl Record {
+    /// `requests_total`, `request_duration_seconds`, `http_errors_total`
+    /// (refused before routing) as in the proxy, `authz_checks_total`, and
+    /// the audit line.
+    fn emit(&self, gateway: &Gateway, snapshot: &Snapshot, answer: &Answer, id: &RequestId) {
+        let metrics = &gateway.metrics;
+        let route = self
+            .route
+            .and_then(|r| snapshot.config.routes.get(r))
+            .map_or(NO_ROUTE_LABEL, |r| r.name.as_str());
+        let (decision, reason, status, authorized) = match answer {
+            Answer::Allow(a) => ("allow", "ok", 200, Some(&**a)),
+            Answer::ShadowAllow(r) => ("shadow_deny", r.code(), 200, None),
+            Answer::Deny { reason, .. } => ("deny", reason.code(), reason.status(), None),
+        };
+        let elapsed = self.started.elapsed();
+        metrics
+            .requests_total
+            .with_label_values(&[route, decision, reason])
+            .inc();
+        metrics
+            .request_duration_seconds
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if self.route.is_none() {
+            metrics.http_errors_total.with_label_values(&[reason]).inc();
+        }
+        metrics
+            .authz_checks_total
+            .with_label_values(&[self.protocol.label(), decision])
+            .inc();
+        if !snapshot.config.audit.enabled {
+            return;
+        }
+        let template = self.route.and_then(|r| snapshot.config.routes.get(r));
+        let line = audit::AuditLine {
+            ts: std::time::SystemTime::now(),
+            request_id: id.as_str(),
+            route,
+            method: &self.method,
+            path: template.map_or("-", |r| r.path.as_str()),
+            decision,
+            reason,
+            status,
+            authorized,
+            denied: &self.denied,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            trace_id: Some(self.trace.trace_id.as_str()),
+        };
+        audit::emit(&line, &snapshot.config.audit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_must_come_once_and_match() {
+        let secret: &[u8] = b"0123456789abcdef";
+        let mut h = HeaderMap::new();
+        assert!(secret_ok(None, &h));
+        assert!(!secret_ok(Some(secret), &h));
+        h.insert(SECRET_HEADER, HeaderValue::from_static("0123456789abcdeX"));
+        assert!(!secret_ok(Some(secret), &h));
+        h.insert(SECRET_HEADER, HeaderValue::from_static("0123456789abcde"));
+        assert!(!secret_ok(Some(secret), &h));
+        h.insert(SECRET_HEADER, HeaderValue::from_static("0123456789abcdef"));
+        assert!(secret_ok(Some(secret), &h));
+        h.append(SECRET_HEADER, HeaderValue::from_static("0123456789abcdef"));
+        assert!(!secret_ok(Some(secret), &h), "given twice");
+    }
+}

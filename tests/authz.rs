@@ -1,0 +1,465 @@
+//! SPEC section 13, external authorization: the HTTP authorization listener
+//! (`server.authz.listen`) behind a real nginx (`auth_request`, with the
+//! shipped snippets in deploy/nginx/), and by raw requests shaped as Envoy
+//! and Traefik send them. Fail closed: without the shared secret or without
+//! the original request's facts a check is never allowed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+const SECRET: &str = "s3cret-s3cret-s3cret";
+
+const CONFIG: &str = r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+  authz:
+    listen: "{authz}"
+    original_request: auto
+    path_prefix: /envoy-authz
+    shared_secret_file: authz-secret
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "{jwks}"
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: income
+    path: /income/{fnr}/{year}
+    methods: [GET]
+    upstream: echo
+    issuers: [test]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { path_param: fnr }
+      metadata:
+        match:
+          inntektsaar: { path_param: year }
+    forward:
+      strip_authorization: true
+audit:
+  personal_data: masked
+"#;
+
+const INCOME: &str = "/income/17839116535/2025";
+
+/// A gateway with its authorization listener, ready on both.
+fn start(world: &World) -> (Gateway, SocketAddr) {
+    let authz = free_addr();
+    let template = CONFIG.replace("{authz}", &authz.to_string());
+    let gw = world.start_with(&template, &[("authz-secret", &format!("{SECRET}\n"))]);
+    eventually(20, "the authz listener", || {
+        raw(
+            authz,
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok()
+    });
+    (gw, authz)
+}
+
+/// Sends a check with these header lines to the authorization listener.
+fn check(authz: SocketAddr, method: &str, target: &str, headers: &[(&str, String)]) -> Response {
+    let mut request = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    raw(authz, &request).expect("check")
+}
+
+fn secret() -> (&'static str, String) {
+    ("X-Consent-Gateway-Authz", SECRET.to_string())
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+/// Traefik ForwardAuth (doc.traefik.io/traefik/middlewares/http/forwardauth/):
+/// a GET to the `address`, the original request's headers copied, and
+/// `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` (plus `-For`) set.
+fn traefik(authz: SocketAddr, method: &str, uri: &str, extra: &[(&str, String)]) -> Response {
+    let mut headers = vec![
+        ("Host", authz.to_string()),
+        ("X-Forwarded-Method", method.to_string()),
+        ("X-Forwarded-Proto", "https".to_string()),
+        ("X-Forwarded-Host", "api.example.no".to_string()),
+        ("X-Forwarded-Uri", uri.to_string()),
+        ("X-Forwarded-For", "192.0.2.10".to_string()),
+    ];
+    headers.extend_from_slice(extra);
+    check(authz, "GET", "/", &headers)
+}
+
+/// Envoy HTTP ext_authz (envoyproxy.io, `extensions.filters.http.ext_authz.v3
+/// .HttpService`): the original method, `path_prefix` + the original path,
+/// `Host` = the original `:authority`, the allowed headers (Authorization
+/// among the defaults) and `x-envoy-*` / `x-forwarded-*` additions.
+fn envoy(authz: SocketAddr, method: &str, path: &str, extra: &[(&str, String)]) -> Response {
+    let mut headers = vec![
+        ("Host", "api.example.no".to_string()),
+        ("Content-Length", "0".to_string()),
+        ("x-forwarded-proto", "https".to_string()),
+        ("x-envoy-internal", "true".to_string()),
+        ("x-request-id", "envoy-id-1".to_string()),
+    ];
+    headers.extend_from_slice(extra);
+    check(authz, method, &format!("/envoy-authz{path}"), &headers)
+}
+
+fn consent_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-consent-"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn traefik_and_envoy_conventions_allow_and_deny_like_the_proxy() {
+    let world = World::new();
+    let (gw, authz) = start(&world);
+    let token = world.valid_token();
+
+    let allowed = traefik(authz, "GET", INCOME, &[secret(), bearer(&token)]);
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert!(allowed.body.is_empty());
+    // What the proxy forwards for the same request.
+    world.echo.clear();
+    let proxied = gw.get(INCOME, Some(&token), &[]);
+    assert_eq!(proxied.status, 200);
+    let seen = world.echo.seen();
+    let expected = consent_headers(&seen[0].headers);
+    assert!(expected.len() >= 10, "{expected:?}");
+    assert_eq!(consent_headers(&allowed.headers), expected);
+
+    let envoy_allowed = envoy(authz, "GET", INCOME, &[secret(), bearer(&token)]);
+    assert_eq!(envoy_allowed.status, 200, "{envoy_allowed:?}");
+    assert_eq!(consent_headers(&envoy_allowed.headers), expected);
+    assert_eq!(envoy_allowed.header("x-request-id"), Some("envoy-id-1"));
+
+    // A client copy is named for Envoy to remove.
+    let spoofed = [secret(), bearer(&token), ("X-Consent-Subject", "1".into())];
+    let r = envoy(authz, "GET", INCOME, &spoofed);
+    assert_eq!(r.status, 200);
+    let remove = r.header("x-envoy-auth-headers-to-remove").unwrap_or("");
+    assert!(remove.split(',').any(|n| n == "x-consent-subject"), "{r:?}");
+    // The route strips the token before the backend, as the proxy does.
+    assert!(remove.split(',').any(|n| n == "authorization"), "{r:?}");
+
+    let denials = [
+        (
+            traefik(authz, "GET", INCOME, &[secret()]),
+            401,
+            "missing_token",
+        ),
+        (
+            traefik(
+                authz,
+                "GET",
+                "/income/05917596738/2025",
+                &[secret(), bearer(&token)],
+            ),
+            403,
+            "consent_subject_mismatch",
+        ),
+        (
+            envoy(authz, "GET", "/nowhere", &[secret(), bearer(&token)]),
+            404,
+            "no_route",
+        ),
+        (
+            envoy(authz, "POST", INCOME, &[secret(), bearer(&token)]),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            envoy(authz, "GET", INCOME, &[secret(), bearer("abc.def")]),
+            401,
+            "malformed_token",
+        ),
+    ];
+    for (response, status, reason) in denials {
+        assert_eq!(response.status, status, "{reason}: {response:?}");
+        assert_eq!(response.reason(), reason);
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(consent_headers(&response.headers).is_empty());
+    }
+    assert_eq!(
+        traefik(authz, "GET", INCOME, &[secret()]).header("www-authenticate"),
+        Some(r#"Bearer realm="consent-gateway""#)
+    );
+    let checks = |decision| {
+        gw.series(
+            "consent_gateway_authz_checks_total",
+            &[("protocol", "http"), ("decision", decision)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(checks("allow") >= 3.0);
+    assert!(checks("deny") >= 5.0);
+    let audited = gw.audit_lines();
+    assert!(audited.iter().any(|l| l["request_id"] == "envoy-id-1"));
+}
+
+#[test]
+fn without_the_secret_or_the_facts_nothing_is_allowed() {
+    let world = World::new();
+    let (_gw, authz) = start(&world);
+    let token = world.valid_token();
+    let wrong = (
+        "X-Consent-Gateway-Authz",
+        "s3cret-s3cret-s3creX".to_string(),
+    );
+    let short = ("X-Consent-Gateway-Authz", "s3cret".to_string());
+    for headers in [
+        vec![bearer(&token)],
+        vec![wrong, bearer(&token)],
+        vec![short, bearer(&token)],
+    ] {
+        let r = traefik(authz, "GET", INCOME, &headers);
+        assert_eq!(r.status, 403, "{r:?}");
+        assert_eq!(r.reason(), "consumer_not_allowed");
+        assert!(consent_headers(&r.headers).is_empty());
+        let r = envoy(authz, "GET", INCOME, &headers);
+        assert_eq!(r.status, 403, "{r:?}");
+    }
+    let twice = [secret(), secret(), bearer(&token)];
+    assert_eq!(envoy(authz, "GET", INCOME, &twice).status, 403);
+
+    // Missing facts: 400 invalid_request, never an allow.
+    let nginx_without_method = [
+        secret(),
+        bearer(&token),
+        ("Host", "api.example.no".into()),
+        ("X-Original-URI", INCOME.into()),
+    ];
+    let traefik_without_host = [
+        secret(),
+        bearer(&token),
+        ("X-Forwarded-Method", "GET".into()),
+        ("X-Forwarded-Proto", "https".into()),
+        ("X-Forwarded-Uri", INCOME.into()),
+    ];
+    let envoy_without_prefix = [secret(), bearer(&token), ("Host", "api.example.no".into())];
+    for r in [
+        check(authz, "GET", "/auth", &nginx_without_method),
+        check(authz, "GET", "/", &traefik_without_host),
+        check(authz, "GET", INCOME, &envoy_without_prefix),
+    ] {
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(r.reason(), "invalid_request");
+    }
+}
+
+/// A real nginx (Debian's nginx-light) running the shipped snippets.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+fn start_nginx(authz: SocketAddr, upstream: SocketAddr) -> Nginx {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx");
+    for file in ["consent-authz-locations.conf", "consent-authz-protect.conf"] {
+        std::fs::copy(format!("{deploy}/{file}"), dir.path().join(file)).expect("copy snippet");
+    }
+    let d = dir.path().display();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream consent_gateway_authz {{ server {authz}; }}
+    upstream backend {{ server {upstream}; }}
+    map "" $consent_gateway_authz_secret {{ default "{SECRET}"; }}
+    server {{
+        listen {addr};
+        include consent-authz-locations.conf;
+        location / {{
+            include consent-authz-protect.conf;
+            proxy_pass http://backend;
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let child = Command::new(NGINX)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx");
+    let nginx = Nginx { child, addr, dir };
+    eventually(20, "nginx listening", || {
+        raw(
+            addr,
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok()
+    });
+    nginx
+}
+
+fn through_nginx(nginx: &Nginx, path: &str, headers: &[(&str, String)]) -> Response {
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: api.example.no\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    raw(nginx.addr, &request).unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx: {e}\n{log}")
+    })
+}
+
+#[test]
+fn nginx_auth_request_in_front_of_the_backend() {
+    if !std::path::Path::new(NGINX).exists() {
+        eprintln!("SKIPPED: {NGINX} is absent (Debian package nginx-light)");
+        return;
+    }
+    let world = World::new();
+    let (gw, authz) = start(&world);
+    let nginx = start_nginx(authz, world.echo.addr());
+    let token = world.valid_token();
+
+    // The proxy's forwarded facts, for comparison.
+    world.echo.clear();
+    assert_eq!(gw.get(INCOME, Some(&token), &[]).status, 200);
+    let expected = consent_headers(&world.echo.seen()[0].headers);
+
+    world.echo.clear();
+    let spoof = ("X-Consent-Subject", "05917596738".to_string());
+    let spoof_meta = ("X-Consent-Metadata-Inntektsaar", "1999".to_string());
+    let r = through_nginx(&nginx, INCOME, &[bearer(&token), spoof, spoof_meta]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = world.echo.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(consent_headers(&seen[0].headers), expected);
+    assert_eq!(seen[0].header_all("x-consent-subject"), vec![PERSON]);
+    assert!(seen[0].header("x-consent-gateway-authz").is_none());
+    assert_eq!(seen[0].uri, INCOME);
+
+    // Denials: the client gets the gateway's status and problem+json.
+    world.echo.clear();
+    let spoof = ("X-Consent-Subject", PERSON.to_string());
+    let cases = [
+        (
+            through_nginx(&nginx, INCOME, std::slice::from_ref(&spoof)),
+            401,
+            "missing_token",
+        ),
+        (
+            through_nginx(&nginx, "/income/05917596738/2025", &[bearer(&token)]),
+            403,
+            "consent_subject_mismatch",
+        ),
+        (
+            through_nginx(&nginx, "/nowhere", &[bearer(&token)]),
+            404,
+            "no_route",
+        ),
+        (
+            through_nginx(&nginx, INCOME, &[bearer("abc.def")]),
+            401,
+            "malformed_token",
+        ),
+        (
+            through_nginx(
+                &nginx,
+                "/income/17839116535%2F..%2F/2025",
+                &[bearer(&token)],
+            ),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (response, status, reason) in cases {
+        assert_eq!(response.status, status, "{reason}: {response:?}");
+        assert_eq!(response.reason(), reason, "{response:?}");
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/problem+json")),
+            "{response:?}"
+        );
+    }
+    assert!(
+        world.echo.seen().is_empty(),
+        "a denied request reached the backend"
+    );
+    let missing = through_nginx(&nginx, INCOME, &[]);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some(r#"Bearer realm="consent-gateway""#)
+    );
+}
+
+#[test]
+fn a_new_shared_secret_is_taken_on_reload() {
+    let world = World::new();
+    let (gw, authz) = start(&world);
+    let token = world.valid_token();
+    let new_secret = "n3w-s3cret-n3w-s3cret";
+    let with = |value: &str| {
+        let headers = [
+            ("X-Consent-Gateway-Authz", value.to_string()),
+            bearer(&token),
+        ];
+        traefik(authz, "GET", INCOME, &headers).status
+    };
+    assert_eq!(with(SECRET), 200);
+    assert_eq!(with(new_secret), 403);
+    let before = gw.generation();
+    let file = gw.dir.path().join("authz-secret");
+    std::fs::write(&file, format!("{new_secret}\n")).expect("write secret");
+    eventually(20, "the new secret's generation", || {
+        gw.generation() > before
+    });
+    assert_eq!(with(new_secret), 200);
+    assert_eq!(with(SECRET), 403, "the old secret no longer opens");
+}
