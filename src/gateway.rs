@@ -2,6 +2,17 @@
 //! `Arc<Snapshot>` behind one `ArcSwap`), the key registry, the verified-token
 //! cache and the metrics. A snapshot is built whole off to the side, then
 //! published with one store; each request pins the one it started with.
+//!
+//! Background work (key refreshes, health checks, the Altinn sync, the
+//! reload triggers, the state store's prober) runs on one control-plane
+//! runtime started here, not as pingora `BackgroundService`s: the first
+//! key fetch must start before the listeners (a `--upgrade` process fetches
+//! its keys, then takes the sockets over; pingora starts background services
+//! only inside `run`), and the work outlives configuration generations
+//! (keys and lists carry across reloads). Each generation's own tasks
+//! (health checks) stop through a watch when it is replaced; at shutdown
+//! nothing of it needs draining (no answer waits on it), so it ends with the
+//! process.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
