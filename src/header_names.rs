@@ -45,3 +45,17 @@ pub fn is_consent_namespace(name: &str) -> bool {
             folded == *p
         })
 }
+
+/// The items of a comma-separated header (every value of `name`), each
+/// trimmed, empty ones dropped: `Connection`, `Content-Encoding`.
+pub fn list_items<'h>(
+    headers: &'h http::HeaderMap,
+    name: http::header::HeaderName,
+) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}

@@ -2,6 +2,7 @@
 //! validated), no redirects, a connect and a whole-request time-out, and a
 //! body cap counted while streaming. Answers are handed on as bytes.
 
+use crate::keys::fetch::error_chain;
 use std::time::Duration;
 
 use reqwest::{Client, Url};
@@ -119,19 +120,4 @@ fn request_error(error: reqwest::Error) -> AltinnError {
     } else {
         AltinnError::Request(error_chain(&error))
     }
-}
-
-/// The error and its causes on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -236,7 +236,7 @@ fn request_error(error: reqwest::Error) -> FetchError {
 
 /// The error and its causes on one line (reqwest hides the useful part,
 /// e.g. "connection refused" or a certificate problem, in its sources).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

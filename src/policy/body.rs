@@ -10,6 +10,7 @@ use http::HeaderMap;
 
 use crate::config::{Binding, BodyField, ConsentRule};
 use crate::error::Reason;
+use crate::header_names::list_items;
 use crate::policy::jws::{strict_value, Json};
 
 /// The request body as the glue read it.
@@ -62,15 +63,7 @@ pub fn parse<'a>(
             return Err((Reason::BodyTooLarge, "larger than max_body_bytes".into()))
         }
     };
-    let encodings: Vec<&[u8]> = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|e| !e.is_empty())
-        .collect();
-    if encodings
-        .iter()
+    if list_items(headers, http::header::CONTENT_ENCODING)
         .any(|e| !e.eq_ignore_ascii_case(b"identity"))
     {
         let why = "a Content-Encoding other than identity";

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 use crate::clock::UnixTime;
 use crate::config::{Binding, Config, Mode, Route};
 use crate::error::Reason;
+use crate::header_names::list_items;
 use crate::policy::auth::check_token;
 use crate::policy::body::{self, ParsedBody, RequestBody};
 use crate::policy::headers::connection_is_acceptable;
@@ -430,13 +431,7 @@ fn connection_names_bound_header<'b>(
     headers: &HeaderMap,
     bindings: impl Iterator<Item = &'b Binding>,
 ) -> Option<String> {
-    let named: Vec<&[u8]> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|option| !option.is_empty())
-        .collect();
+    let named: Vec<&[u8]> = list_items(headers, http::header::CONNECTION).collect();
     if named.is_empty() {
         return None;
     }

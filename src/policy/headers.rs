@@ -50,12 +50,7 @@ const UNNOMINABLE: &[&[u8]] = &[
 /// it first (400).
 pub fn connection_is_acceptable(headers: &HeaderMap) -> bool {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    let mut options = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|option| !option.is_empty());
+    let mut options = crate::header_names::list_items(headers, http::header::CONNECTION);
     options.by_ref().take(9).all(|option| {
         option.iter().all(|b| is_tchar(*b))
             && !UNNOMINABLE.iter().any(|n| option.eq_ignore_ascii_case(n))
