@@ -782,3 +782,50 @@ fn an_issuer_without_keys_is_retried_with_backoff_not_at_the_next_refresh() {
     );
     assert_eq!(gw.admin_get("/readyz").status, 200);
 }
+
+/// SPEC section 13 ("Logs and traces": `jwks_file` issuers): the keys come
+/// from a JWKS document on disk, read at start and again on an unknown
+/// `kid` (rate limited by `jwks_min_refresh`), so a rotated file is in force
+/// without a restart; a missing file is a config error at its field path.
+#[test]
+fn a_jwks_file_issuer_reads_its_keys_from_disk_and_follows_rotation() {
+    let world = World::new();
+    let rotated = DevIssuer::generate("rotated-on-disk").expect("rsa key");
+    let template = ONE_ISSUER
+        .replace("jwks_uri: \"{jwks}\"", "jwks_file: keys/jwks.json")
+        .replace("{refresh}", "1h")
+        .replace("{min_refresh}", "1s")
+        .replace("{max_stale}", "2h");
+    let gw = world.start_with(&template, &[("keys/jwks.json", &jwks_of(&[&world.issuer]))]);
+    assert_eq!(get_t(&gw, &token_from(&world, &world.issuer)).status, 200);
+    let new_token = token_from(&world, &rotated);
+    assert_eq!(get_t(&gw, &new_token).reason(), "unknown_key");
+
+    let file = gw.dir.path().join("keys/jwks.json");
+    let tmp = gw.dir.path().join("keys/.jwks.json.tmp");
+    std::fs::write(&tmp, jwks_of(&[&rotated])).expect("write");
+    std::fs::rename(&tmp, &file).expect("rotate");
+    eventually(15, "the rotated key is read from disk", || {
+        get_t(&gw, &new_token).status == 200
+    });
+    assert_eq!(
+        get_t(&gw, &token_from(&world, &world.issuer)).reason(),
+        "unknown_key",
+        "the old key left with the file"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, world.render(&template, free_addr(), free_addr())).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("issuers[0].jwks_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -336,7 +336,8 @@ impl Compiler<'_, '_> {
                 Issuer {
                     name: x.name.clone(),
                     issuer: x.issuer.clone(),
-                    jwks_uri: x.jwks_uri.clone(),
+                    jwks_uri: x.jwks_uri.clone().unwrap_or_default(),
+                    jwks_file: x.jwks_file.as_deref().map(|p| self.ctx.resolve(p)),
                     ca_file: x.ca_file.as_deref().map(|p| self.ctx.resolve(p)),
                     algorithms,
                     audiences: x.audiences.clone(),

@@ -870,6 +870,25 @@ upstreams:
     }
 
     #[test]
+    fn an_issuer_takes_exactly_one_key_source() {
+        let issuer = |keys: &str| {
+            format!("issuers:\n  - name: f\n    issuer: \"https://f/\"\n{keys}routes: []\n")
+        };
+        let both = load_with(
+            &issuer("    jwks_uri: \"https://f/jwk\"\n    jwks_file: keys.json\n"),
+            Path::new(FILE),
+            &files(),
+        )
+        .unwrap_err();
+        assert_eq!(both.0[0].path, "issuers[0]", "{both:?}");
+        let neither = load_with(&issuer(""), Path::new(FILE), &files()).unwrap_err();
+        assert!(neither.0[0].message.contains("exactly one"), "{neither:?}");
+        let missing = load_with(&issuer("    jwks_file: nope.json\n"), Path::new(FILE), &files())
+            .unwrap_err();
+        assert_eq!(missing.0[0].path, "issuers[0].jwks_file", "{missing:?}");
+    }
+
+    #[test]
     fn routes_sharing_a_path_need_disjoint_methods() {
         let ok = load_text(
             "routes:\n  - {name: a, path: '/a/{x}', methods: [GET, HEAD], upstream: up, auth: none}\n  - {name: b, path: '/a/{y}', methods: [post], upstream: up, auth: none}\n",

@@ -16,7 +16,10 @@ pub struct Issuer {
     pub name: String,
     /// Exact match on the token's `iss`, trailing slash included.
     pub issuer: String,
+    /// Empty when the keys come from `jwks_file`.
     pub jwks_uri: String,
+    /// The JWKS document on disk (resolved), instead of `jwks_uri`.
+    pub jwks_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     /// Allowed `alg` values; never `none` nor HS*.
     pub algorithms: Vec<Alg>,
@@ -45,6 +48,7 @@ impl Issuer {
             name: name.into(),
             issuer: issuer.into(),
             jwks_uri: jwks_uri.into(),
+            jwks_file: None,
             ca_file: None,
             algorithms: vec![Alg::RS256],
             audiences: vec![],

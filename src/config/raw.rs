@@ -438,7 +438,13 @@ fn default_jwks_max_stale() -> HumanDuration {
 pub struct RawIssuer {
     pub name: String,
     pub issuer: String,
-    pub jwks_uri: String,
+    /// Exactly one of `jwks_uri` and `jwks_file`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// A JWKS document on disk (relative to gateway.yaml), read like a
+    /// fetch: at start, every `jwks_refresh`, and on an unknown `kid`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Kept as text so `none` and HS* get a precise error at validation.

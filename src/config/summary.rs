@@ -126,7 +126,10 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
             "  {}: {} keys {} [{}]",
             issuer.name,
             issuer.issuer,
-            issuer.jwks_uri,
+            issuer
+                .jwks_file
+                .as_ref()
+                .map_or(issuer.jwks_uri.clone(), |f| format!("file {}", f.display())),
             algs.join(" ")
         )?;
     }

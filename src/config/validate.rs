@@ -302,7 +302,21 @@ impl Validator<'_, '_> {
             if issuer.issuer.trim().is_empty() {
                 self.error(at("issuer"), "must not be empty");
             }
-            self.check(|| at("jwks_uri"), check_jwks_uri(&issuer.jwks_uri));
+            match (&issuer.jwks_uri, &issuer.jwks_file) {
+                (Some(uri), None) => {
+                    self.check(|| at("jwks_uri"), check_jwks_uri(uri));
+                }
+                (None, Some(file)) => {
+                    self.readable(&at("jwks_file"), file);
+                    if issuer.ca_file.is_some() {
+                        self.error(at("ca_file"), "has no effect with `jwks_file`");
+                    }
+                }
+                _ => self.error(
+                    format!("issuers[{i}]"),
+                    "give exactly one of `jwks_uri` (fetched over https) and `jwks_file` (read from disk)",
+                ),
+            }
             if let Some(ca) = &issuer.ca_file {
                 self.readable(&at("ca_file"), ca);
             }

@@ -38,6 +38,8 @@ pub enum FetchError {
     Status(u16),
     #[error("JWKS body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("jwks_file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
 }
 
 /// Fetches the raw bytes of one issuer's JWKS document.
@@ -168,9 +170,47 @@ impl JwksFetcher for FailingFetcher {
     }
 }
 
-/// The production fetcher for `issuer`: an [`HttpJwksFetcher`], or a
-/// [`FailingFetcher`] carrying the reason it could not be built.
+/// An issuer's `jwks_file`, read whole (at most the fetch size limit) each
+/// time the keys are refreshed.
+#[derive(Debug, Clone)]
+pub struct FileJwksFetcher {
+    path: PathBuf,
+    max_bytes: usize,
+}
+
+impl FileJwksFetcher {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            max_bytes: FetchLimits::default().max_body_bytes,
+        }
+    }
+}
+
+#[async_trait]
+impl JwksFetcher for FileJwksFetcher {
+    async fn fetch(&self) -> Result<Vec<u8>, FetchError> {
+        let error = |reason: String| FetchError::File {
+            path: self.path.clone(),
+            reason,
+        };
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        if bytes.len() > self.max_bytes {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        Ok(bytes)
+    }
+}
+
+/// The production fetcher for `issuer`: a [`FileJwksFetcher`] for a
+/// `jwks_file`, else an [`HttpJwksFetcher`], or a [`FailingFetcher`]
+/// carrying the reason it could not be built.
 pub fn http_fetcher_for(issuer: &Issuer) -> Arc<dyn JwksFetcher> {
+    if let Some(path) = &issuer.jwks_file {
+        return Arc::new(FileJwksFetcher::new(path));
+    }
     match HttpJwksFetcher::from_issuer(issuer) {
         Ok(fetcher) => Arc::new(fetcher),
         Err(error) => {

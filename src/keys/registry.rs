@@ -47,6 +47,7 @@ impl std::fmt::Debug for KeyRegistry {
 pub fn same_key_settings(a: &Issuer, b: &Issuer) -> bool {
     a.issuer == b.issuer
         && a.jwks_uri == b.jwks_uri
+        && a.jwks_file == b.jwks_file
         && a.ca_file == b.ca_file
         && a.algorithms == b.algorithms
         && a.jwks_refresh == b.jwks_refresh
