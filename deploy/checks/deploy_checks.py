@@ -46,6 +46,11 @@ SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consent_gateway_state_requests_total": ("counter", ("op", "outcome")),
     "consent_gateway_state_request_duration_seconds": ("histogram", ("op",)),
     "consent_gateway_state_up": ("gauge", ()),
+    # SPEC section 13: Altinn sync and the authorization endpoints.
+    "consent_gateway_altinn_sync_total": ("counter", ("kind", "outcome")),
+    "consent_gateway_access_list_members": ("gauge", ("list",)),
+    "consent_gateway_altinn_last_success_timestamp_seconds": ("gauge", ("kind",)),
+    "consent_gateway_authz_checks_total": ("counter", ("protocol", "decision")),
 }
 
 # SPEC section 4 reason codes, plus `ok` on allow.
@@ -60,6 +65,7 @@ REASONS = {
     "upstream_unavailable", "upstream_timeout",
     # SPEC section 13.
     "consent_already_used", "rate_limited", "state_unavailable",
+    "body_too_large", "unsupported_media_type", "access_list_unavailable",
 }
 
 LABEL_VALUES: dict[str, set[str]] = {
