@@ -164,6 +164,9 @@ pub struct Gateway {
     /// The consent resources as last looked up in the Resource Registry, by
     /// identifier (the `/status` view).
     pub altinn_resources: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Consent resources the Resource Registry marks `isOneTimeConsent`
+    /// (kept by the Altinn sync): their consents are one-time on every route.
+    pub one_time_resources: ArcSwap<std::collections::HashSet<String>>,
     /// The Maskinporten client in use by the Altinn sync (for `/status`).
     pub altinn_client: Mutex<Option<Arc<MaskinportenClient>>>,
     /// Held while a new generation is built and swapped in (a reload or an
@@ -231,6 +234,7 @@ impl Gateway {
             altinn_lists,
             altinn_client: Mutex::new(None),
             altinn_resources: Mutex::default(),
+            one_time_resources: ArcSwap::default(),
             publish: tokio::sync::Mutex::new(()),
         }))
     }

@@ -169,6 +169,11 @@ impl Fake {
                     "consentMetadata": {"inntektsaar": {"optional": false}},
                     "isOneTimeConsent": false,
                 }),
+                "demo-samtykke-engang" => serde_json::json!({
+                    "identifier": id, "resourceType": "Consent",
+                    "consentMetadata": {},
+                    "isOneTimeConsent": true,
+                }),
                 "generic-x" => {
                     serde_json::json!({"identifier": id, "resourceType": "GenericAccessResource"})
                 }
@@ -784,4 +789,40 @@ fn the_running_gateway_looks_consent_resources_up_for_status() {
             &[("kind", "resource")]
         )
         .is_some());
+}
+
+/// Issue 15 with issue 16: a resource the Resource Registry marks
+/// `isOneTimeConsent` makes its consents one-time on a route that does not
+/// say `one_time` itself: the second use is `consent_already_used`, and the
+/// upstream saw one request.
+#[test]
+fn a_one_time_resource_in_the_registry_makes_its_consents_one_time() {
+    let setup = Setup::new();
+    let route = "  - name: once\n    path: /once/{fnr}\n    upstream: echo\n    issuers: [test]\n    consent:\n      resources: [demo-samtykke-engang]\n      subject: { path_param: fnr }\n";
+    let template = CONFIG
+        .replace("routes:\n", &format!("routes:\n{route}"))
+        .replace("{altinn}", &setup.fake.addr.to_string())
+        .replace("{max_stale}", "1h")
+        .replace("{cache}", &setup.cache.path().display().to_string());
+    let gw = setup.world.spawn(
+        &template,
+        &[("maskinporten.pem", setup.gw_key.private_pem())],
+    );
+    wait_ready(&gw);
+    eventually(20, "the resource's one-time flag in /status", || {
+        gw.status()["altinn"]["resources"]["demo-samtykke-engang"]["one_time"] == true
+    });
+    let spec = consent_gateway::dev_issuer::TokenSpec {
+        resource: Some("demo-samtykke-engang".into()),
+        metadata: vec![],
+        ..setup.world.spec()
+    };
+    let token = setup.world.token(&spec.claims(World::now()));
+    let path = format!("/once/{PERSON}");
+    setup.world.echo.clear();
+    assert_eq!(gw.get(&path, Some(&token), &[]).status, 200);
+    let again = gw.get(&path, Some(&token), &[]);
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert_eq!(again.reason(), "consent_already_used");
+    assert_eq!(setup.world.echo.seen().len(), 1, "the upstream saw one use");
 }

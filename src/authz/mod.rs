@@ -200,7 +200,9 @@ async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Ver
         return verdict;
     };
     let route = &snapshot.config.routes[routed.route];
-    if !crate::state::is_one_time(route, &authorized) && route.rate_limit.is_none() {
+    let one_time =
+        crate::state::is_one_time(route, &authorized, &gateway.one_time_resources.load());
+    if !one_time && route.rate_limit.is_none() {
         return Verdict::Allow { routed, authorized };
     }
     let admission = crate::state::admit(
@@ -209,6 +211,7 @@ async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Ver
         &snapshot.config,
         route,
         &authorized,
+        one_time,
         gateway.clock.now(),
     )
     .await;

@@ -883,8 +883,12 @@ upstreams:
         assert_eq!(both.0[0].path, "issuers[0]", "{both:?}");
         let neither = load_with(&issuer(""), Path::new(FILE), &files()).unwrap_err();
         assert!(neither.0[0].message.contains("exactly one"), "{neither:?}");
-        let missing = load_with(&issuer("    jwks_file: nope.json\n"), Path::new(FILE), &files())
-            .unwrap_err();
+        let missing = load_with(
+            &issuer("    jwks_file: nope.json\n"),
+            Path::new(FILE),
+            &files(),
+        )
+        .unwrap_err();
         assert_eq!(missing.0[0].path, "issuers[0].jwks_file", "{missing:?}");
     }
 

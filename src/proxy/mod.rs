@@ -175,7 +175,9 @@ impl ConsentProxy {
     ) -> Option<Reason> {
         let route = &snapshot.config.routes[route];
         let authorized = ctx.authorized.as_ref()?;
-        if !state::is_one_time(route, authorized) && route.rate_limit.is_none() {
+        let one_time =
+            state::is_one_time(route, authorized, &self.gateway.one_time_resources.load());
+        if !one_time && route.rate_limit.is_none() {
             return None;
         }
         let now = self.gateway.clock.now();
@@ -186,6 +188,7 @@ impl ConsentProxy {
             &snapshot.config,
             route,
             authorized,
+            one_time,
             now,
         )
         .await;

@@ -117,6 +117,24 @@ async fn one_round(
     }
 }
 
+/// Keeps the set of resources the Resource Registry marks one-time.
+fn mark_one_time(gateway: &Gateway, id: &str, one_time: bool) {
+    let held = gateway.one_time_resources.load();
+    if held.contains(id) == one_time {
+        return;
+    }
+    let mut next = (**held).clone();
+    if one_time {
+        log::info!(
+            "consent resource `{id}` is one-time (isOneTimeConsent): each consent is used once"
+        );
+        next.insert(id.to_string());
+    } else {
+        next.remove(id);
+    }
+    gateway.one_time_resources.store(std::sync::Arc::new(next));
+}
+
 /// Looks each consent route's resources up (kind `resource`): the outcome,
 /// type, one-time flag and any mismatch with `metadata.required` go to
 /// `/status`; a problem is logged when it first appears.
@@ -144,13 +162,16 @@ async fn sync_resources(gateway: &Gateway, client: &MaskinportenClient, altinn: 
             Ok(None) => {
                 serde_json::json!({"last_outcome": "success", "problems": ["unknown to the Resource Registry"]})
             }
-            Ok(Some(resource)) => serde_json::json!({
+            Ok(Some(resource)) => {
+                mark_one_time(gateway, &id, resource.one_time);
+                serde_json::json!({
                 "last_outcome": "success",
                 "resource_type": resource.resource_type,
                 "one_time": resource.one_time,
                 "consent_metadata": resource.metadata_keys,
                 "problems": review(&resource, &required),
-            }),
+                })
+            }
         };
         let mut held = gateway
             .altinn_resources

@@ -241,10 +241,20 @@ pub struct Admission {
     pub rate: Option<RateInfo>,
 }
 
-/// Whether a route's consents are one-time. The hook for the Resource
-/// Registry's `isOneTimeConsent` (the Altinn sync): OR it in here.
-pub fn is_one_time(route: &Route, _authorized: &Authorized) -> bool {
+/// Whether an allowed request's consent is one-time: the route says so
+/// (`consent.one_time`), or the Resource Registry marks the consent's
+/// resource `isOneTimeConsent` (`registry`: the resources the Altinn sync
+/// saw so marked).
+pub fn is_one_time(
+    route: &Route,
+    authorized: &Authorized,
+    registry: &std::collections::HashSet<String>,
+) -> bool {
     route.one_time
+        || authorized
+            .consent
+            .as_ref()
+            .is_some_and(|c| registry.contains(&c.resource))
 }
 
 /// The key of a one-time consent: the issuer (`iss`) and the consent `id`,
@@ -292,6 +302,7 @@ pub async fn admit(
     config: &Config,
     route: &Route,
     authorized: &Authorized,
+    one_time: bool,
     now: UnixTime,
 ) -> Admission {
     let prefix = match &config.state {
@@ -331,7 +342,7 @@ pub async fn admit(
             }
         }
     }
-    if !is_one_time(route, authorized) {
+    if !one_time {
         return admission;
     }
     let (Some(token), Some(consent)) = (&authorized.token, &authorized.consent) else {
