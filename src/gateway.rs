@@ -305,6 +305,33 @@ impl Gateway {
         }
     }
 
+    /// The shared-state rules of an allowed request on `route` (SPEC
+    /// section 13): its rate limit, then the one-time use of its consent
+    /// (the route's `one_time`, or a resource the Registry marks one-time).
+    /// Every door calls this after an allow; nothing to do is no store call.
+    pub async fn admit(
+        &self,
+        snapshot: &Snapshot,
+        route: &crate::config::Route,
+        authorized: &crate::policy::Authorized,
+    ) -> crate::state::Admission {
+        let one_time =
+            crate::state::is_one_time(route, authorized, &self.one_time_resources.load());
+        if !one_time && route.rate_limit.is_none() {
+            return crate::state::Admission::default();
+        }
+        crate::state::admit(
+            &snapshot.store,
+            &self.metrics,
+            &snapshot.config,
+            route,
+            authorized,
+            one_time,
+            self.clock.now(),
+        )
+        .await
+    }
+
     /// Re-reads the configuration and, if valid and changed, swaps it in.
     /// Returns the generation in force afterwards. An invalid configuration is
     /// logged, counted and ignored: the old one keeps serving.

@@ -370,6 +370,19 @@ impl Setup {
         )
     }
 
+    /// As `spawn` (max_stale 1h), with `route` (YAML) first in `routes`.
+    fn spawn_with_route(&self, route: &str) -> Gateway {
+        let template = CONFIG
+            .replace("routes:\n", &format!("routes:\n{route}"))
+            .replace("{altinn}", &self.fake.addr.to_string())
+            .replace("{max_stale}", "1h")
+            .replace("{cache}", &self.cache.path().display().to_string());
+        self.world.spawn(
+            &template,
+            &[("maskinporten.pem", self.gw_key.private_pem())],
+        )
+    }
+
     fn request(&self, gw: &Gateway) -> Response {
         gw.get(
             &format!("/income/{PERSON}"),
@@ -749,15 +762,7 @@ fn a_config_reload_keeps_the_synced_members() {
 fn the_running_gateway_looks_consent_resources_up_for_status() {
     let setup = Setup::new();
     let route = "  - name: income\n    path: /i/{fnr}\n    upstream: echo\n    issuers: [test]\n    consent:\n      resources: [demo-samtykke-inntekt, generic-x]\n      metadata:\n        required: [inntektsaar]\n";
-    let template = CONFIG
-        .replace("routes:\n", &format!("routes:\n{route}"))
-        .replace("{altinn}", &setup.fake.addr.to_string())
-        .replace("{max_stale}", "1h")
-        .replace("{cache}", &setup.cache.path().display().to_string());
-    let gw = setup.world.spawn(
-        &template,
-        &[("maskinporten.pem", setup.gw_key.private_pem())],
-    );
+    let gw = setup.spawn_with_route(route);
     wait_ready(&gw);
     eventually(20, "both resources in /status", || {
         gw.status()["altinn"]["resources"]
@@ -799,15 +804,7 @@ fn the_running_gateway_looks_consent_resources_up_for_status() {
 fn a_one_time_resource_in_the_registry_makes_its_consents_one_time() {
     let setup = Setup::new();
     let route = "  - name: once\n    path: /once/{fnr}\n    upstream: echo\n    issuers: [test]\n    consent:\n      resources: [demo-samtykke-engang]\n      subject: { path_param: fnr }\n";
-    let template = CONFIG
-        .replace("routes:\n", &format!("routes:\n{route}"))
-        .replace("{altinn}", &setup.fake.addr.to_string())
-        .replace("{max_stale}", "1h")
-        .replace("{cache}", &setup.cache.path().display().to_string());
-    let gw = setup.world.spawn(
-        &template,
-        &[("maskinporten.pem", setup.gw_key.private_pem())],
-    );
+    let gw = setup.spawn_with_route(route);
     wait_ready(&gw);
     eventually(20, "the resource's one-time flag in /status", || {
         gw.status()["altinn"]["resources"]["demo-samtykke-engang"]["one_time"] == true

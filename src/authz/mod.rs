@@ -200,21 +200,7 @@ async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Ver
         return verdict;
     };
     let route = &snapshot.config.routes[routed.route];
-    let one_time =
-        crate::state::is_one_time(route, &authorized, &gateway.one_time_resources.load());
-    if !one_time && route.rate_limit.is_none() {
-        return Verdict::Allow { routed, authorized };
-    }
-    let admission = crate::state::admit(
-        &snapshot.store,
-        &gateway.metrics,
-        &snapshot.config,
-        route,
-        &authorized,
-        one_time,
-        gateway.clock.now(),
-    )
-    .await;
+    let admission = gateway.admit(snapshot, route, &authorized).await;
     let Some(reason) = admission.refused else {
         return Verdict::Allow { routed, authorized };
     };

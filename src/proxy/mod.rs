@@ -175,23 +175,7 @@ impl ConsentProxy {
     ) -> Option<Reason> {
         let route = &snapshot.config.routes[route];
         let authorized = ctx.authorized.as_ref()?;
-        let one_time =
-            state::is_one_time(route, authorized, &self.gateway.one_time_resources.load());
-        if !one_time && route.rate_limit.is_none() {
-            return None;
-        }
-        let now = self.gateway.clock.now();
-        let metrics = &self.gateway.metrics;
-        let admission = state::admit(
-            &snapshot.store,
-            metrics,
-            &snapshot.config,
-            route,
-            authorized,
-            one_time,
-            now,
-        )
-        .await;
+        let admission = self.gateway.admit(snapshot, route, authorized).await;
         ctx.claim = admission.claim;
         ctx.rate = admission.rate;
         let reason = admission.refused?;
