@@ -11,10 +11,11 @@
 //! deterministic), and it is separate so that forged tokens cannot push
 //! verified ones out.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use pingora_memory_cache::MemoryCache;
 use prometheus::IntCounter;
 
@@ -26,13 +27,16 @@ use crate::policy::token::ParsedToken;
 /// The longest an entry is kept, whatever the token's `exp` says.
 const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// Once the cache has been filled, a token is admitted on its second
-/// verification only (TinyLFU's "doorkeeper"): tokens seen once, such as a
-/// flood of unique tokens, then cost no insert, no eviction and no memory,
-/// while a client that reuses its token pays one extra verification. The
-/// doorkeeper remembers this many token hashes, direct-mapped (a collision
-/// only admits or delays an entry; hits still compare the exact bytes).
-const DOORKEEPER_SLOTS: usize = 4096;
+/// Once the cache has been filled, a newly verified token does not enter it
+/// at once: it waits in one of these probation slots (direct-mapped by the
+/// token's hash, one atomic pointer swap, no insert into the shared map and
+/// no eviction), and moves up into the cache on its first reuse. Consent
+/// tokens are per data subject and used a few times in a row, so k uses cost
+/// one verification; a stream of tokens each seen once (a flood of unique
+/// tokens) only overwrites slots and never pushes reused tokens out. A slot
+/// holds the token bytes, so at most `max_token_bytes` each: 16 MiB in all
+/// at the default, ~3 MiB for typical Maskinporten tokens.
+const PROBATION_SLOTS: usize = 1024;
 
 /// How many refused signatures are remembered, and for how long (each entry
 /// holds the token bytes, so at most `max_token_bytes`: 16 MiB in all at the
@@ -53,11 +57,31 @@ pub(crate) struct CachedToken {
 }
 
 impl CachedToken {
+    /// Whether this entry is for exactly these bytes and `now` is before its
+    /// `exp`.
+    fn matches(&self, token: &str, now: UnixTime) -> bool {
+        &*self.token == token && now < self.exp
+    }
+
     /// Whether `current` (the key the issuer's set now holds for this kid) is
     /// the very key object this token was verified with.
     pub fn verified_by(&self, current: &Arc<VerifyingKey>) -> bool {
         Arc::ptr_eq(&self.key, current)
     }
+}
+
+/// How long an entry for a token expiring at `exp` may live from `now`
+/// (capped), or `None` once it has expired.
+fn time_to_live(exp: UnixTime, now: UnixTime) -> Option<Duration> {
+    let remaining = exp - now;
+    if remaining <= 0.0 {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(remaining)
+            .unwrap_or(MAX_ENTRY_LIFETIME)
+            .min(MAX_ENTRY_LIFETIME),
+    )
 }
 
 /// A token whose signature did not verify: its bytes and the key object it
@@ -83,9 +107,9 @@ pub struct TokenCache {
     entries: MemoryCache<String, Arc<CachedToken>>,
     rejected: MemoryCache<String, Arc<RejectedToken>>,
     capacity: usize,
-    /// Entries put so far; at `capacity` the doorkeeper starts admitting.
+    /// Entries put so far; at `capacity` new tokens go to probation first.
     inserted: AtomicUsize,
-    seen_once: Box<[AtomicU64]>,
+    probation: Box<[ArcSwapOption<CachedToken>]>,
     hasher: ahash::RandomState,
     hits: IntCounter,
     misses: IntCounter,
@@ -106,7 +130,9 @@ impl TokenCache {
             rejected: MemoryCache::new(REJECTED_CAPACITY.min(capacity.max(1))),
             capacity: capacity.max(1),
             inserted: AtomicUsize::new(0),
-            seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            probation: (0..PROBATION_SLOTS)
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
             hasher: ahash::RandomState::new(),
             hits: metrics
                 .token_cache_requests_total
@@ -118,12 +144,24 @@ impl TokenCache {
     }
 
     /// The entry for exactly these token bytes, while `now` is before its `exp`.
+    /// A token found in probation moves up into the cache (it is being
+    /// reused).
     pub(crate) fn lookup(&self, token: &str, now: UnixTime) -> Option<Arc<CachedToken>> {
         let (entry, _) = self.entries.get(token);
-        entry.filter(|e| &*e.token == token && now < e.exp)
+        if let Some(entry) = entry.filter(|e| e.matches(token, now)) {
+            return Some(entry);
+        }
+        let slot = self.probation_slot(token);
+        let waiting = slot.load_full().filter(|e| e.matches(token, now))?;
+        if let Some(ttl) = time_to_live(waiting.exp, now) {
+            self.entries.put(token, Arc::clone(&waiting), Some(ttl));
+            self.inserted.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(waiting)
     }
 
-    /// Remembers that `key` verified `token`, until `exp` (capped).
+    /// Remembers that `key` verified `token`, until `exp` (capped): in the
+    /// cache while it has room, in probation once it has been filled.
     pub(crate) fn insert(
         &self,
         token: &str,
@@ -132,46 +170,35 @@ impl TokenCache {
         exp: UnixTime,
         now: UnixTime,
     ) {
-        let remaining = exp - now;
-        if remaining <= 0.0 {
+        let Some(ttl) = time_to_live(exp, now) else {
             return;
-        }
-        let ttl = Duration::try_from_secs_f64(remaining)
-            .unwrap_or(MAX_ENTRY_LIFETIME)
-            .min(MAX_ENTRY_LIFETIME);
-        if !self.admit(token) {
-            return;
-        }
-        let entry = CachedToken {
+        };
+        let entry = Arc::new(CachedToken {
             token: token.into(),
             parsed,
             key,
             exp,
-        };
-        self.entries.put(token, Arc::new(entry), Some(ttl));
-        self.inserted.fetch_add(1, Ordering::Relaxed);
+        });
+        if self.inserted.load(Ordering::Relaxed) < self.capacity {
+            self.entries.put(token, entry, Some(ttl));
+            self.inserted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.probation_slot(token).store(Some(entry));
+        }
     }
 
-    /// Whether a verified `token` may enter: always until the cache has been
-    /// filled once, then only when the doorkeeper saw it verified before.
-    fn admit(&self, token: &str) -> bool {
-        if self.inserted.load(Ordering::Relaxed) < self.capacity {
-            return true;
-        }
-        // Never 0, the value of an empty slot.
-        let hash = self.hasher.hash_one(token) | 1;
-        let slot = &self.seen_once[(hash % DOORKEEPER_SLOTS as u64) as usize];
-        if slot.load(Ordering::Relaxed) == hash {
-            true
-        } else {
-            slot.store(hash, Ordering::Relaxed);
-            false
-        }
+    fn probation_slot(&self, token: &str) -> &ArcSwapOption<CachedToken> {
+        let index = self.hasher.hash_one(token) % PROBATION_SLOTS as u64;
+        &self.probation[index as usize]
     }
 
     /// Drops the entry for `token` (its key left the set or changed).
     pub(crate) fn forget(&self, token: &str) {
         self.entries.remove(token);
+        let slot = self.probation_slot(token);
+        if slot.load().as_ref().is_some_and(|e| &*e.token == token) {
+            slot.store(None);
+        }
     }
 
     /// The refused-signature entry for exactly these token bytes.
@@ -246,8 +273,13 @@ mod tests {
         }
     }
 
+    /// Whether `token` sits in the shared cache itself (not in probation).
+    fn in_cache(cache: &TokenCache, token: &str) -> bool {
+        cache.entries.get(token).0.is_some()
+    }
+
     #[test]
-    fn once_full_a_token_enters_on_its_second_verification() {
+    fn once_full_a_token_waits_in_probation_and_moves_up_on_reuse() {
         let f = Fixture::new();
         let cache = TokenCache::new(2, &Metrics::new());
         for n in 0..2 {
@@ -255,15 +287,43 @@ mod tests {
         }
         let late = f.token(7);
         f.insert(&cache, &late);
-        assert!(
-            cache.lookup(&late, NOW).is_none(),
-            "seen once: not admitted"
-        );
+        assert!(!in_cache(&cache, &late), "seen once: in probation only");
+        let entry = cache.lookup(&late, NOW).expect("found in probation");
+        assert_eq!(&*entry.token, late.as_str());
+        assert!(in_cache(&cache, &late), "reused: moved up");
+        assert!(cache.lookup(&late, NOW + 601.0).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_flood_of_tokens_seen_once_leaves_the_cache_alone() {
+        let f = Fixture::new();
+        let cache = TokenCache::new(2, &Metrics::new());
+        let kept: Vec<String> = (0..2).map(|n| f.token(n)).collect();
+        for token in &kept {
+            f.insert(&cache, token);
+        }
+        for n in 100..164 {
+            f.insert(&cache, &f.token(n));
+        }
+        for token in &kept {
+            assert!(in_cache(&cache, token), "a reused token stays");
+        }
+        // A probation slot holds one token: the last one to land there.
+        let last = f.token(163);
+        assert!(cache.lookup(&last, NOW).is_some());
+    }
+
+    #[test]
+    fn forgetting_a_token_clears_its_probation_slot_too() {
+        let f = Fixture::new();
+        let cache = TokenCache::new(1, &Metrics::new());
+        f.insert(&cache, &f.token(0));
+        let late = f.token(1);
         f.insert(&cache, &late);
-        assert!(cache.lookup(&late, NOW).is_some(), "seen twice: admitted");
-        // Another token seen once in between does not admit it either.
-        let other = f.token(8);
-        f.insert(&cache, &other);
+        cache.forget(&late);
+        assert!(cache.lookup(&late, NOW).is_none());
+        let other = f.token(0);
+        cache.forget(&other);
         assert!(cache.lookup(&other, NOW).is_none());
     }
 
