@@ -12,7 +12,7 @@ use super::model::{
     AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Authz, Binding, BodyField, Config,
     ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, OriginalRequest,
     PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service,
-    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Upstream, MAX_BODY_BYTES,
+    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Tracing, Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
@@ -115,10 +115,31 @@ pub fn compile(
                 documentation_url: service.documentation_url.clone(),
             }),
         altinn: raw.altinn.as_ref().map(|a| altinn(a, ctx)),
+        tracing: raw.tracing.as_ref().and_then(|t| {
+            Some(Tracing {
+                otlp_endpoint: otlp_traces_url(t.otlp_endpoint.as_deref()?),
+                queue_spans: t.queue_spans.max(1),
+            })
+        }),
         source_files,
         config_sha256,
         content_sha256,
     })
+}
+
+/// The traces URL of `tracing.otlp_endpoint`: a base URL (no path, or `/`)
+/// gets `/v1/traces`, as OTLP/HTTP's `OTEL_EXPORTER_OTLP_ENDPOINT` does; a
+/// URL with a path is taken as the full traces URL.
+pub fn otlp_traces_url(endpoint: &str) -> String {
+    let has_path = endpoint
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .is_some_and(|path| path != "/");
+    if has_path {
+        endpoint.to_string()
+    } else {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    }
 }
 
 /// The `altinn` section: the environment's hosts unless overridden.
@@ -643,6 +664,28 @@ fn consent_rule(raw: &RawConsent) -> ConsentRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_base_urls_get_the_traces_path() {
+        for (given, url) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            (
+                "https://otel.example.no",
+                "https://otel.example.no/v1/traces",
+            ),
+            (
+                "https://otel.example.no/custom/traces",
+                "https://otel.example.no/custom/traces",
+            ),
+            (
+                "http://127.0.0.1:4318/v1/traces",
+                "http://127.0.0.1:4318/v1/traces",
+            ),
+        ] {
+            assert_eq!(otlp_traces_url(given), url, "{given}");
+        }
+    }
 
     #[test]
     fn sha256_hex_of_known_input() {
