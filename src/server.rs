@@ -204,7 +204,6 @@ pub fn flush_before_exit() {
 /// exits with status 0 when the proxy's last client connection (lingering
 /// closes included) is gone. Idle keep-alive connections are closed by
 /// pingora at shutdown; a busy one keeps the wait going, up to the period.
-
 pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: Duration) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()

@@ -382,6 +382,11 @@ fn shape_errors_in_several_sections_are_all_reported_with_hints() {
         says(0)
     );
     assert!(says(1).contains("needs a unit"), "{}", says(1));
+    assert!(
+        says(2).contains("write a list, [\"127.0.0.1:8081\"]"),
+        "{}",
+        says(2)
+    );
     assert!(says(3).contains("did you mean `none`?"), "{}", says(3));
     assert!(
         says(4).contains("did you mean `strip_authorization`?"),

@@ -67,10 +67,13 @@ enum Mode {
     Hang,
 }
 
-/// A loopback OTLP/HTTP receiver: every POST body it got, with its path.
+/// Every POST a receiver got: its path and body.
+type Exports = Mutex<Vec<(String, Vec<u8>)>>;
+
+/// A loopback OTLP/HTTP receiver.
 struct Receiver {
     addr: SocketAddr,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Arc<Exports>,
 }
 
 impl Receiver {
@@ -126,7 +129,7 @@ impl Receiver {
 }
 
 /// Reads HTTP/1.1 requests off one connection; answers or hangs.
-fn serve(stream: TcpStream, mode: Mode, got: &Mutex<Vec<(String, Vec<u8>)>>) {
+fn serve(stream: TcpStream, mode: Mode, got: &Exports) {
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
     loop {

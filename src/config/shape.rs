@@ -106,8 +106,15 @@ pub fn item_of(path: &str) -> &str {
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown
-/// variant"), with the closest expected name as a hint when one is close.
+/// variant"), with the closest expected name as a hint when one is close;
+/// one value where a list belongs, with the list to write.
 pub fn with_hint(message: String) -> String {
+    if let Some(value) = message
+        .strip_prefix("invalid type: string ")
+        .and_then(|rest| rest.strip_suffix(", expected a sequence"))
+    {
+        return format!("{message}: write a list, [{value}]");
+    }
     let Some(rest) = message
         .strip_prefix("unknown field `")
         .or_else(|| message.strip_prefix("unknown variant `"))
@@ -179,6 +186,12 @@ mod tests {
             "unknown variant `tokn`, expected one of `consent`, `token`, `none`".to_string(),
         );
         assert!(variant.ends_with("did you mean `token`?"), "{variant}");
+        let list =
+            with_hint("invalid type: string \"127.0.0.1:8081\", expected a sequence".to_string());
+        assert!(
+            list.ends_with("write a list, [\"127.0.0.1:8081\"]"),
+            "{list}"
+        );
         assert_eq!(item_of("routes[2].consent.subject"), "routes[2]");
         assert_eq!(item_of("server.listen[0]"), "server");
         assert_eq!(item_of("routes"), "routes");
