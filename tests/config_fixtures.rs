@@ -401,6 +401,42 @@ fn shape_errors_in_several_sections_are_all_reported_with_hints() {
 }
 
 #[test]
+fn pseudonym_key_errors_come_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let text = "routes: []\nserver:\n  threads: 0\naudit:\n  personal_data: pseudonymized\n";
+    let errors = config::load_str(text, &file).unwrap_err().0;
+    let got: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(3), "server.threads"),
+            (Some(5), "audit.personal_data")
+        ],
+        "{errors:#?}"
+    );
+    std::fs::write(dir.path().join("short.key"), "too short\n").unwrap();
+    let text = "routes: []\nserver:\n  threads: 0\naudit:\n  personal_data: pseudonymized\n  pseudonym_key_file: short.key\n";
+    let errors = config::load_str(text, &file).unwrap_err().0;
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors[1].path, "audit.pseudonym_key_file");
+    assert!(
+        errors[1].message.contains("at least 16 bytes"),
+        "{}",
+        errors[1]
+    );
+    std::fs::write(dir.path().join("good.key"), "0123456789abcdef0123\n").unwrap();
+    let text =
+        "routes: []\naudit:\n  personal_data: pseudonymized\n  pseudonym_key_file: good.key\n";
+    let config = config::load_str(text, &file).unwrap();
+    assert_eq!(
+        config.audit.pseudonym_key.as_deref(),
+        Some(&b"0123456789abcdef0123"[..])
+    );
+}
+
+#[test]
 fn tracing_is_validated_all_at_once_and_compiled() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");

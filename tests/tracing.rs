@@ -348,6 +348,33 @@ fn spans_join_the_callers_trace_and_carry_the_decision_and_nothing_personal() {
     );
     assert!(of_trace(unsampled_trace).is_empty());
 
+    // Only the documented attributes: no concrete path or query, no client
+    // address, no user agent, no header value.
+    const DOCUMENTED: [&str; 14] = [
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "url.scheme",
+        "network.protocol.name",
+        "network.protocol.version",
+        "consent_gateway.route",
+        "consent_gateway.decision",
+        "consent_gateway.reason",
+        "error.type",
+        "server.address",
+        "server.port",
+        "service.name",
+        "service.version",
+    ];
+    for span in &spans {
+        for kv in &span.attributes {
+            assert!(
+                DOCUMENTED.contains(&kv.key.as_str()),
+                "{}: {span:#?}",
+                kv.key
+            );
+        }
+    }
     // Nothing personal in any byte that left for the collector.
     let signature = token.rsplit('.').next().unwrap();
     for body in receiver.bodies() {

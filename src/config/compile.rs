@@ -58,7 +58,7 @@ pub fn compile(
         .enumerate()
         .filter_map(|(i, route)| c.route(i, route, &issuer_index, &upstream_index))
         .collect();
-    let pseudonym_key = c.pseudonym_key(raw);
+    let pseudonym_key = checked.pseudonym_key.clone();
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -210,52 +210,6 @@ struct Compiler<'a, 'c> {
 }
 
 impl Compiler<'_, '_> {
-    /// `audit.pseudonym_key_file`: required by `pseudonymized`, at least 16
-    /// bytes (surrounding whitespace trimmed).
-    fn pseudonym_key(&mut self, raw: &RawConfig) -> Option<std::sync::Arc<[u8]>> {
-        let wanted = raw.audit.personal_data == RawPersonalData::Pseudonymized;
-        let mut error = |path: &str, message: String| {
-            self.errors.push(ConfigError {
-                file: self.ctx.config_file.to_path_buf(),
-                line: None,
-                column: None,
-                path: path.to_string(),
-                message,
-            })
-        };
-        let Some(file) = &raw.audit.pseudonym_key_file else {
-            if wanted {
-                error(
-                    "audit.personal_data",
-                    "`pseudonymized` needs `audit.pseudonym_key_file`".to_string(),
-                );
-            }
-            return None;
-        };
-        let path = self.ctx.resolve(file);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let key = text.trim().as_bytes();
-                if key.len() < 16 {
-                    error(
-                        "audit.pseudonym_key_file",
-                        format!("{}: the key must have at least 16 bytes", path.display()),
-                    );
-                    return None;
-                }
-                Some(std::sync::Arc::from(key))
-            }
-            Err(e) => {
-                error(
-                    "audit.pseudonym_key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    }
-
     fn internal(&mut self, path: String, message: String) {
         self.errors.push(ConfigError {
             file: self.ctx.config_file.to_path_buf(),

@@ -127,7 +127,7 @@ pub fn with_hint(message: String) -> String {
     let candidates = expected.split('`').skip(1).step_by(2);
     let best = candidates
         .map(|c| (strsim::damerau_levenshtein(given, c), c))
-        .filter(|(distance, c)| *distance <= (c.len() / 3).max(1))
+        .filter(|(distance, c)| *distance > 0 && *distance <= c.len() / 3)
         .min_by_key(|(distance, _)| *distance);
     match best {
         Some((_, name)) => format!("{message}; did you mean `{name}`?"),

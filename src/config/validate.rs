@@ -14,9 +14,9 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAltinn, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent,
-    RawConsumers, RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService,
-    RawTracing, RawUpstream,
+    RawAltinn, RawAudit, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig,
+    RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawRatePer, RawRoute,
+    RawServer, RawService, RawTracing, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -78,6 +78,8 @@ pub struct Checked {
     pub access_list_index: HashMap<PathBuf, usize>,
     /// `server.authz.shared_secret_file`, trimmed.
     pub authz_secret: Option<std::sync::Arc<[u8]>>,
+    /// `audit.pseudonym_key_file`'s key, trimmed.
+    pub pseudonym_key: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Checks the whole raw config; every problem found is returned at once.
@@ -100,6 +102,7 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
     if let Some(service) = &raw.service {
         v.service(service);
     }
+    v.audit(&raw.audit);
     if let Some(tracing) = &raw.tracing {
         v.tracing(tracing);
     }
@@ -237,6 +240,40 @@ impl Validator<'_, '_> {
                 || "service.documentation_url".to_string(),
                 check_documentation_url(url),
             );
+        }
+    }
+
+    /// `audit.pseudonym_key_file`: required by `pseudonymized`, at least 16
+    /// bytes (surrounding whitespace trimmed); read here so that its errors
+    /// come with every other one.
+    fn audit(&mut self, audit: &RawAudit) {
+        let Some(file) = &audit.pseudonym_key_file else {
+            if audit.personal_data == RawPersonalData::Pseudonymized {
+                self.error(
+                    "audit.personal_data",
+                    "`pseudonymized` needs `audit.pseudonym_key_file`",
+                );
+            }
+            return;
+        };
+        let path = self.ctx.resolve(file);
+        match self.ctx.files.read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let key = text.trim().as_bytes();
+                if key.len() < 16 {
+                    self.error(
+                        "audit.pseudonym_key_file",
+                        format!("{}: the key must have at least 16 bytes", path.display()),
+                    );
+                } else {
+                    self.checked.pseudonym_key = Some(std::sync::Arc::from(key));
+                }
+            }
+            Err(e) => self.error(
+                "audit.pseudonym_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
         }
     }
 
