@@ -466,3 +466,53 @@ fn a_refusing_collector_holds_no_request_back_and_failures_are_counted_and_logge
         Some(endpoint.as_str())
     );
 }
+
+#[test]
+fn an_authorization_check_exports_its_decision_span() {
+    let receiver = Receiver::start(Mode::Answer);
+    let world = World::new();
+    let authz = free_addr();
+    let config = CONFIG
+        .replace(
+            "  threads: 1\n",
+            &format!("  threads: 1\n  authz:\n    listen: \"{authz}\"\n"),
+        )
+        .replace("{otlp}", &receiver.url())
+        .replace("{extra}", "");
+    let mut gw = world.start(&config);
+    eventually(20, "the authz listener", || {
+        raw(
+            authz,
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok()
+    });
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    // Traefik ForwardAuth, without a token: denied.
+    let check = format!(
+        "GET / HTTP/1.1\r\nHost: {authz}\r\nConnection: close\r\nX-Forwarded-Method: GET\r\n\
+         X-Forwarded-Proto: https\r\nX-Forwarded-Host: api.example.no\r\n\
+         X-Forwarded-Uri: /income/{PERSON}\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n"
+    );
+    let r = raw(authz, &check).expect("check");
+    assert_eq!(r.status, 401, "{r:?}");
+    terminate(&mut gw);
+    let spans = receiver.spans();
+    let checked: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == trace).collect();
+    assert_eq!(checked.len(), 1, "{checked:#?}");
+    let span = checked[0];
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(span.name, "GET /income/{fnr}");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        attr(span, "consent_gateway.reason").as_deref(),
+        Some("missing_token")
+    );
+    assert_eq!(
+        attr(span, "consent_gateway.route").as_deref(),
+        Some("income")
+    );
+    for body in receiver.bodies() {
+        assert!(!String::from_utf8_lossy(&body).contains(PERSON));
+    }
+}
