@@ -379,7 +379,12 @@ impl Gateway {
             return Ok(current.generation);
         }
         let generation = current.generation + 1;
-        let restart_only = restart_only_changes(&current.config.server, &config.server);
+        let mut restart_only = restart_only_changes(&current.config.server, &config.server);
+        if current.config.tracing != config.tracing {
+            // The export pipeline is built once, at start.
+            restart_only.push("a change of tracing");
+            config.tracing.clone_from(&current.config.tracing);
+        }
         // The snapshot says what actually runs: the listeners, threads and
         // admin listener of the process (a later reload warns again).
         keep_running_settings(&current.config.server, &mut config.server);
@@ -508,6 +513,16 @@ impl Gateway {
                 "write_errors": crate::audit::write_errors(),
             },
             "altinn": self.altinn_status(&snapshot.config),
+            "tracing": crate::otlp::exporter().map(|e| {
+                let c = e.counters();
+                serde_json::json!({
+                    "otlp_endpoint": snapshot.config.tracing.as_ref().map(|t| &t.otlp_endpoint),
+                    "dropped": {
+                        "queue_full": c.queue_full(),
+                        "export_failed": c.export_failed(),
+                    },
+                })
+            }),
         })
     }
 

@@ -17,6 +17,7 @@ pub mod header_names;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -88,6 +88,9 @@ pub struct Metrics {
     /// audit writer's counters at each scrape, under `audit_sync`.
     pub audit_dropped_total: IntCounter,
     pub audit_write_errors_total: IntCounter,
+    /// Spans lost by `cause` (`queue_full`, `export_failed`): mirrored from
+    /// the OTLP pipeline's counters at each scrape.
+    pub trace_spans_dropped_total: IntCounterVec,
     /// Shared-state store calls by `op` and `outcome`, their latency, and
     /// whether the store answers (SPEC section 13).
     pub state_requests_total: IntCounterVec,
@@ -189,7 +192,19 @@ impl Metrics {
             .register(Box::new(state_up.clone()))
             .expect("unique metric");
 
+        let trace_spans_dropped_total = counter(
+            "consent_gateway_trace_spans_dropped_total",
+            "Spans not exported, by cause: queue_full (the export queue was full) or \
+             export_failed (the collector refused or did not answer).",
+            &["cause"],
+        );
+        for cause in ["queue_full", "export_failed"] {
+            // Both series exist from the start (0 without `tracing`).
+            trace_spans_dropped_total.with_label_values(&[cause]);
+        }
+
         Self {
+            trace_spans_dropped_total,
             state_requests_total: counter(
                 "consent_gateway_state_requests_total",
                 "Shared-state store calls by op and outcome (ok, error, timeout, circuit_open).",
@@ -284,6 +299,16 @@ impl Metrics {
             ] {
                 counter.inc_by(total.saturating_sub(counter.get()));
             }
+            if let Some(exporter) = crate::otlp::exporter() {
+                let counters = exporter.counters();
+                for (cause, total) in [
+                    ("queue_full", counters.queue_full()),
+                    ("export_failed", counters.export_failed()),
+                ] {
+                    let counter = self.trace_spans_dropped_total.with_label_values(&[cause]);
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+            }
         }
         let mut out = Vec::with_capacity(8192);
         let families = self.registry.gather();
@@ -338,6 +363,7 @@ mod tests {
             "consent_gateway_config_generation",
             "consent_gateway_token_cache_requests_total",
             "consent_gateway_http_errors_total",
+            "consent_gateway_trace_spans_dropped_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -52,6 +52,9 @@ pub fn build_server(
     let control = start_control_plane().map_err(|e| format!("control plane: {e}"))?;
     let server_settings = config.server.clone();
     crate::audit::start(config.audit.queue_lines);
+    if let Some(tracing) = &config.tracing {
+        crate::otlp::start(tracing)?;
+    }
     let gateway = Gateway::new(config_path, config, control, Arc::new(SystemClock))?;
     crate::services::altinn::spawn(&gateway);
 
@@ -182,6 +185,16 @@ pub fn probe_listeners(server: &crate::config::Server) -> Result<(), String> {
     Ok(())
 }
 
+/// Nothing accepted is lost: every queued audit line is written, the queued
+/// spans are exported (each step bounded: 5 s), then the log is flushed.
+pub fn flush_before_exit() {
+    if !crate::audit::flush(Duration::from_secs(5)) {
+        log::error!("audit: stdout did not take the last lines within 5s");
+    }
+    crate::otlp::shutdown(Duration::from_secs(5));
+    log::logger().flush();
+}
+
 /// Ends the process as soon as a graceful shutdown has no connection left
 /// open, instead of always sleeping the whole grace period.
 ///
@@ -191,14 +204,6 @@ pub fn probe_listeners(server: &crate::config::Server) -> Result<(), String> {
 /// exits with status 0 when the proxy's last client connection (lingering
 /// closes included) is gone. Idle keep-alive connections are closed by
 /// pingora at shutdown; a busy one keeps the wait going, up to the period.
-/// Nothing accepted is lost: every queued audit line is written, then the log.
-pub fn flush_before_exit() {
-    if !crate::audit::flush(Duration::from_secs(5)) {
-        log::error!("audit: stdout did not take the last lines within 5s");
-    }
-    log::logger().flush();
-}
-
 pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: Duration) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()

@@ -60,6 +60,12 @@ impl TraceContext {
         format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
     }
 
+    /// The `traceparent` naming another of the gateway's spans (its
+    /// upstream call's, when spans are exported).
+    pub fn traceparent_for(&self, span_id: &str) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, span_id, self.flags)
+    }
+
     /// 24 random bytes from the system's generator (via two v4 UUIDs).
     pub fn random() -> [u8; 24] {
         let mut out = [0u8; 24];

@@ -359,6 +359,125 @@ fn several_errors_in_one_file_are_all_reported_in_line_order() {
 }
 
 #[test]
+fn shape_errors_in_several_sections_are_all_reported_with_hints() {
+    let errors = errors_of("many_shape_errors.yaml");
+    let got: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(5), "server.admin_listn"),
+            (Some(10), "issuers[0].leeway"),
+            (Some(13), "upstreams[0].targets"),
+            (Some(18), "routes[0].auth"),
+            (Some(23), "routes[1].forward.strip_authorisation"),
+            (Some(26), "tracing.queue_size"),
+        ],
+        "{errors:#?}"
+    );
+    let says = |i: usize| errors[i].message.as_str();
+    assert!(
+        says(0).contains("did you mean `admin_listen`?"),
+        "{}",
+        says(0)
+    );
+    assert!(says(1).contains("needs a unit"), "{}", says(1));
+    assert!(
+        says(2).contains("write a list, [\"127.0.0.1:8081\"]"),
+        "{}",
+        says(2)
+    );
+    assert!(says(3).contains("did you mean `none`?"), "{}", says(3));
+    assert!(
+        says(4).contains("did you mean `strip_authorization`?"),
+        "{}",
+        says(4)
+    );
+    assert!(
+        says(5).contains("did you mean `queue_spans`?") || says(5).contains("queue_spans"),
+        "{}",
+        says(5)
+    );
+}
+
+#[test]
+fn pseudonym_key_errors_come_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let text = "routes: []\nserver:\n  threads: 0\naudit:\n  personal_data: pseudonymized\n";
+    let errors = config::load_str(text, &file).unwrap_err().0;
+    let got: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(3), "server.threads"),
+            (Some(5), "audit.personal_data")
+        ],
+        "{errors:#?}"
+    );
+    std::fs::write(dir.path().join("short.key"), "too short\n").unwrap();
+    let text = "routes: []\nserver:\n  threads: 0\naudit:\n  personal_data: pseudonymized\n  pseudonym_key_file: short.key\n";
+    let errors = config::load_str(text, &file).unwrap_err().0;
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors[1].path, "audit.pseudonym_key_file");
+    assert!(
+        errors[1].message.contains("at least 16 bytes"),
+        "{}",
+        errors[1]
+    );
+    std::fs::write(dir.path().join("good.key"), "0123456789abcdef0123\n").unwrap();
+    let text =
+        "routes: []\naudit:\n  personal_data: pseudonymized\n  pseudonym_key_file: good.key\n";
+    let config = config::load_str(text, &file).unwrap();
+    assert_eq!(
+        config.audit.pseudonym_key.as_deref(),
+        Some(&b"0123456789abcdef0123"[..])
+    );
+}
+
+#[test]
+fn tracing_is_validated_all_at_once_and_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let text = "routes: []\nserver:\n  threads: 0\ntracing:\n  otlp_endpoint: \"grpc://collector:4317\"\n  queue_spans: 0\n";
+    let errors = config::load_str(text, &file).unwrap_err().0;
+    let got: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(3), "server.threads"),
+            (Some(5), "tracing.otlp_endpoint"),
+            (Some(6), "tracing.queue_spans"),
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[1].message.contains("OTLP/HTTP"), "{}", errors[1]);
+    let missing = config::load_str("routes: []\ntracing: {}\n", &file)
+        .unwrap_err()
+        .0;
+    assert_eq!(missing[0].path, "tracing.otlp_endpoint");
+    assert!(
+        missing[0].message.contains("http://collector:4318"),
+        "{}",
+        missing[0]
+    );
+    let config = config::load_str(
+        "routes: []\ntracing:\n  otlp_endpoint: \"http://collector:4318\"\n",
+        &file,
+    )
+    .unwrap();
+    let tracing = config.tracing.unwrap();
+    assert_eq!(tracing.otlp_endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(tracing.queue_spans, config::DEFAULT_TRACE_QUEUE_SPANS);
+    assert!(config::load_str("routes: []\n", &file)
+        .unwrap()
+        .tracing
+        .is_none());
+}
+
+#[test]
 fn a_missing_config_file_is_an_error_not_a_panic() {
     let errors = config::load(&fixture("no-such-file.yaml")).unwrap_err();
     assert_eq!(errors.0.len(), 1);

@@ -51,6 +51,8 @@ SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consent_gateway_access_list_members": ("gauge", ("list",)),
     "consent_gateway_altinn_last_success_timestamp_seconds": ("gauge", ("kind",)),
     "consent_gateway_authz_checks_total": ("counter", ("protocol", "decision")),
+    # SPEC section 13: OTLP trace export (`tracing.otlp_endpoint`).
+    "consent_gateway_trace_spans_dropped_total": ("counter", ("cause",)),
 }
 
 # SPEC section 4 reason codes, plus `ok` on allow.

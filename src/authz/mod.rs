@@ -271,10 +271,28 @@ impl Record {
             .authz_checks_total
             .with_label_values(&[self.protocol.label(), decision])
             .inc();
+        let template = self.route.and_then(|r| snapshot.config.routes.get(r));
+        if let Some(exporter) = crate::otlp::exporter() {
+            // The check's server span: the original request's route and the
+            // decision; no upstream call (the caller makes it).
+            let end = std::time::SystemTime::now();
+            exporter.record(&crate::otlp::RequestSpans {
+                trace: &self.trace,
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                method: &self.method,
+                scheme: "http",
+                protocol: "1.1",
+                route: template.map(|r| (r.name.as_str(), r.path.as_str())),
+                decision,
+                reason,
+                status,
+                upstream: None,
+            });
+        }
         if !snapshot.config.audit.enabled {
             return;
         }
-        let template = self.route.and_then(|r| snapshot.config.routes.get(r));
         let line = audit::AuditLine {
             ts: std::time::SystemTime::now(),
             request_id: id.as_str(),

@@ -12,7 +12,7 @@ use super::model::{
     AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Authz, Binding, BodyField, Config,
     ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, OriginalRequest,
     PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service,
-    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Upstream, MAX_BODY_BYTES,
+    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Tracing, Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
@@ -58,7 +58,7 @@ pub fn compile(
         .enumerate()
         .filter_map(|(i, route)| c.route(i, route, &issuer_index, &upstream_index))
         .collect();
-    let pseudonym_key = c.pseudonym_key(raw);
+    let pseudonym_key = checked.pseudonym_key.clone();
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -115,10 +115,31 @@ pub fn compile(
                 documentation_url: service.documentation_url.clone(),
             }),
         altinn: raw.altinn.as_ref().map(|a| altinn(a, ctx)),
+        tracing: raw.tracing.as_ref().and_then(|t| {
+            Some(Tracing {
+                otlp_endpoint: otlp_traces_url(t.otlp_endpoint.as_deref()?),
+                queue_spans: t.queue_spans.max(1),
+            })
+        }),
         source_files,
         config_sha256,
         content_sha256,
     })
+}
+
+/// The traces URL of `tracing.otlp_endpoint`: a base URL (no path, or `/`)
+/// gets `/v1/traces`, as OTLP/HTTP's `OTEL_EXPORTER_OTLP_ENDPOINT` does; a
+/// URL with a path is taken as the full traces URL.
+pub fn otlp_traces_url(endpoint: &str) -> String {
+    let has_path = endpoint
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .is_some_and(|path| path != "/");
+    if has_path {
+        endpoint.to_string()
+    } else {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    }
 }
 
 /// The `altinn` section: the environment's hosts unless overridden.
@@ -189,52 +210,6 @@ struct Compiler<'a, 'c> {
 }
 
 impl Compiler<'_, '_> {
-    /// `audit.pseudonym_key_file`: required by `pseudonymized`, at least 16
-    /// bytes (surrounding whitespace trimmed).
-    fn pseudonym_key(&mut self, raw: &RawConfig) -> Option<std::sync::Arc<[u8]>> {
-        let wanted = raw.audit.personal_data == RawPersonalData::Pseudonymized;
-        let mut error = |path: &str, message: String| {
-            self.errors.push(ConfigError {
-                file: self.ctx.config_file.to_path_buf(),
-                line: None,
-                column: None,
-                path: path.to_string(),
-                message,
-            })
-        };
-        let Some(file) = &raw.audit.pseudonym_key_file else {
-            if wanted {
-                error(
-                    "audit.personal_data",
-                    "`pseudonymized` needs `audit.pseudonym_key_file`".to_string(),
-                );
-            }
-            return None;
-        };
-        let path = self.ctx.resolve(file);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let key = text.trim().as_bytes();
-                if key.len() < 16 {
-                    error(
-                        "audit.pseudonym_key_file",
-                        format!("{}: the key must have at least 16 bytes", path.display()),
-                    );
-                    return None;
-                }
-                Some(std::sync::Arc::from(key))
-            }
-            Err(e) => {
-                error(
-                    "audit.pseudonym_key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    }
-
     fn internal(&mut self, path: String, message: String) {
         self.errors.push(ConfigError {
             file: self.ctx.config_file.to_path_buf(),
@@ -643,6 +618,28 @@ fn consent_rule(raw: &RawConsent) -> ConsentRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_base_urls_get_the_traces_path() {
+        for (given, url) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            (
+                "https://otel.example.no",
+                "https://otel.example.no/v1/traces",
+            ),
+            (
+                "https://otel.example.no/custom/traces",
+                "https://otel.example.no/custom/traces",
+            ),
+            (
+                "http://127.0.0.1:4318/v1/traces",
+                "http://127.0.0.1:4318/v1/traces",
+            ),
+        ] {
+            assert_eq!(otlp_traces_url(given), url, "{given}");
+        }
+    }
 
     #[test]
     fn sha256_hex_of_known_input() {

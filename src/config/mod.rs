@@ -14,6 +14,7 @@ pub mod locate;
 pub mod model;
 pub mod orgno;
 pub mod raw;
+pub mod shape;
 pub mod summary;
 pub mod validate;
 
@@ -110,7 +111,13 @@ pub fn load_with(text: &str, file: &Path, files: &dyn FileSource) -> Result<Conf
         parse_with_env(text, file, &|name| std::env::var(name).ok())
             .map_err(|errors| with_lines(errors, text, file))?
     } else {
-        parse(text, file).map_err(|e| ConfigErrors(vec![e]))?
+        parse(text, file).map_err(|first| {
+            let errors = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+                Ok(value) => with_shape_errors(first, &value, file),
+                Err(_) => vec![first],
+            };
+            with_lines(errors, text, file)
+        })?
     };
     let base_dir = file.parent().unwrap_or(Path::new(""));
     let ctx = validate::Context {
@@ -169,18 +176,43 @@ pub fn parse_with_env(
             })
             .collect());
     }
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    serde_path_to_error::deserialize(value.clone()).map_err(|error| {
         let path = error.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = error.into_inner();
-        vec![ConfigError {
+        let first = ConfigError {
             file: file.to_path_buf(),
             line: None,
             column: None,
             message: yaml_message(&inner.to_string(), &path),
             path,
-        }]
+        };
+        with_shape_errors(first, &value, file)
     })
+}
+
+/// The first shape error serde found, and one for every other broken
+/// section or list item (`shape.rs`), so that all come in one run.
+fn with_shape_errors(
+    first: ConfigError,
+    value: &serde_yaml::Value,
+    file: &Path,
+) -> Vec<ConfigError> {
+    let first_item = shape::item_of(&first.path).to_string();
+    let mut errors = vec![first];
+    for (path, message) in shape::errors(value) {
+        if shape::item_of(&path) == first_item || errors.iter().any(|e| e.path == path) {
+            continue;
+        }
+        errors.push(ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            path,
+            message,
+        });
+    }
+    errors
 }
 
 /// serde_yaml's message without the location and path it appends and
@@ -211,7 +243,7 @@ fn yaml_message(display: &str, path: &str) -> String {
         }
         prefix = candidate.rfind(['.', '[']).map(|cut| &candidate[..cut]);
     }
-    message.to_string()
+    shape::with_hint(message.to_string())
 }
 
 /// Fills in the line (and column) of each config-file error from its field path.

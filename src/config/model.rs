@@ -570,6 +570,18 @@ pub struct Audit {
     pub queue_lines: usize,
 }
 
+/// The default length of the span export queue (`tracing.queue_spans`).
+pub const DEFAULT_TRACE_QUEUE_SPANS: usize = 2048;
+
+/// `tracing:` (SPEC section 13): where spans go. Restart-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// The full OTLP/HTTP traces URL (`.../v1/traces`).
+    pub otlp_endpoint: String,
+    /// Finished spans the export queue holds; more are dropped and counted.
+    pub queue_spans: usize,
+}
+
 /// The service as its consumers know it (`service:`; SPEC 13).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Service {
@@ -593,6 +605,8 @@ pub struct Config {
     pub service: Service,
     /// SPEC section 13: `None` without an `altinn` section.
     pub altinn: Option<Altinn>,
+    /// SPEC section 13: `None` without `tracing.otlp_endpoint` (no export).
+    pub tracing: Option<Tracing>,
     /// The files this configuration was read from (config and access lists),
     /// watched for reload.
     pub source_files: Vec<PathBuf>,

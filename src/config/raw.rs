@@ -58,6 +58,9 @@
 //! | `altinn.cache_dir` | none (no last good copy survives a restart) |
 //! | `audit.enabled` | `true` |
 //! | `audit.personal_data` | `masked` |
+//! | `tracing` | none: no spans exported |
+//! | `tracing.otlp_endpoint` | none (required with `tracing`); `/v1/traces` is appended to a URL without a path |
+//! | `tracing.queue_spans` | `2048` (spans waiting for export; more are dropped and counted) |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -188,6 +191,26 @@ pub struct RawConfig {
     /// SPEC section 13 "Altinn": where access lists and resources are synced from.
     #[serde(default)]
     pub altinn: Option<RawAltinn>,
+    /// SPEC section 13 "Logs and traces": OTLP span export.
+    #[serde(default)]
+    pub tracing: Option<RawTracing>,
+}
+
+/// `tracing:` (SPEC section 13). Read at start only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`) or its
+    /// full traces URL.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Finished spans waiting for export before new ones are dropped.
+    #[serde(default = "default_queue_spans")]
+    pub queue_spans: usize,
+}
+
+fn default_queue_spans() -> usize {
+    super::DEFAULT_TRACE_QUEUE_SPANS
 }
 
 /// `state.backend`.

@@ -88,6 +88,13 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
             "off"
         }
     )?;
+    if let Some(tracing) = &config.tracing {
+        writeln!(
+            out,
+            "tracing     OTLP/HTTP to {} (queue {} spans)",
+            tracing.otlp_endpoint, tracing.queue_spans
+        )?;
+    }
     write_service(out, config)?;
     if let Some(altinn) = &config.altinn {
         let lists: Vec<String> = super::model::Altinn::lists_in_use(config)

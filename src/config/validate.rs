@@ -14,9 +14,9 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAltinn, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig, RawConsent,
-    RawConsumers, RawDelegation, RawIssuer, RawRatePer, RawRoute, RawServer, RawService,
-    RawUpstream,
+    RawAltinn, RawAudit, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig,
+    RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawRatePer, RawRoute,
+    RawServer, RawService, RawTracing, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -78,6 +78,8 @@ pub struct Checked {
     pub access_list_index: HashMap<PathBuf, usize>,
     /// `server.authz.shared_secret_file`, trimmed.
     pub authz_secret: Option<std::sync::Arc<[u8]>>,
+    /// `audit.pseudonym_key_file`'s key, trimmed.
+    pub pseudonym_key: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Checks the whole raw config; every problem found is returned at once.
@@ -99,6 +101,10 @@ pub fn validate(raw: &RawConfig, ctx: &Context<'_>) -> Result<Checked, Vec<Confi
     v.state(raw);
     if let Some(service) = &raw.service {
         v.service(service);
+    }
+    v.audit(&raw.audit);
+    if let Some(tracing) = &raw.tracing {
+        v.tracing(tracing);
     }
     if v.errors.is_empty() {
         Ok(v.checked)
@@ -234,6 +240,60 @@ impl Validator<'_, '_> {
                 || "service.documentation_url".to_string(),
                 check_documentation_url(url),
             );
+        }
+    }
+
+    /// `audit.pseudonym_key_file`: required by `pseudonymized`, at least 16
+    /// bytes (surrounding whitespace trimmed); read here so that its errors
+    /// come with every other one.
+    fn audit(&mut self, audit: &RawAudit) {
+        let Some(file) = &audit.pseudonym_key_file else {
+            if audit.personal_data == RawPersonalData::Pseudonymized {
+                self.error(
+                    "audit.personal_data",
+                    "`pseudonymized` needs `audit.pseudonym_key_file`",
+                );
+            }
+            return;
+        };
+        let path = self.ctx.resolve(file);
+        match self.ctx.files.read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let key = text.trim().as_bytes();
+                if key.len() < 16 {
+                    self.error(
+                        "audit.pseudonym_key_file",
+                        format!("{}: the key must have at least 16 bytes", path.display()),
+                    );
+                } else {
+                    self.checked.pseudonym_key = Some(std::sync::Arc::from(key));
+                }
+            }
+            Err(e) => self.error(
+                "audit.pseudonym_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+
+    /// `tracing:`: an endpoint, an http(s) URL; a queue of at least one span.
+    fn tracing(&mut self, tracing: &RawTracing) {
+        match &tracing.otlp_endpoint {
+            None => self.error(
+                "tracing.otlp_endpoint",
+                "missing: give the collector's OTLP/HTTP URL (e.g. http://collector:4318), \
+                 or leave `tracing` out",
+            ),
+            Some(url) => {
+                self.check(
+                    || "tracing.otlp_endpoint".to_string(),
+                    check_otlp_endpoint(url),
+                );
+            }
+        }
+        if tracing.queue_spans == 0 {
+            self.error("tracing.queue_spans", "must be at least 1");
         }
     }
 
@@ -1372,6 +1432,40 @@ pub fn check_documentation_url(text: &str) -> Result<(), String> {
     }
 }
 
+/// `tracing.otlp_endpoint`: an absolute `http` or `https` URL with a host,
+/// without credentials (a collector's token goes in
+/// `OTEL_EXPORTER_OTLP_HEADERS`), query or fragment. Plain http to any host
+/// is allowed, as SPEC's own example (`http://collector:4318`) has it:
+/// spans carry no personal data.
+pub fn check_otlp_endpoint(text: &str) -> Result<(), String> {
+    let uri = http::Uri::from_str(text).map_err(|_| format!("`{text}` is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "`{text}` is not an absolute URL (write e.g. http://collector:4318)"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{text}`: credentials in the URL are not allowed (give a collector token in \
+             OTEL_EXPORTER_OTLP_HEADERS)"
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("`{text}`: the URL has no host"));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!("`{text}`: the URL takes no query or fragment"));
+    }
+    match scheme {
+        "https" | "http" => Ok(()),
+        "grpc" => Err(format!(
+            "`{text}`: spans are sent over OTLP/HTTP: give the collector's HTTP port \
+             (usually 4318) with http:// or https://"
+        )),
+        _ => Err(format!("`{text}`: the scheme must be http or https")),
+    }
+}
+
 /// An Altinn platform or Maskinporten base URL: https, or http to a loopback
 /// host only (as for `jwks_uri`); no credentials, query or fragment.
 pub fn check_altinn_url(text: &str) -> Result<(), String> {
@@ -1687,6 +1781,31 @@ mod tests {
             "",
         ] {
             assert!(check_documentation_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn otlp_endpoints() {
+        for ok in [
+            "http://collector:4318",
+            "https://otel.example.no/v1/traces",
+            "http://127.0.0.1:4318/",
+        ] {
+            assert_eq!(check_otlp_endpoint(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("ftp://collector:4318", "scheme must be http or https"),
+            ("/v1/traces", "not an absolute URL"),
+            ("grpc://collector:4317", "OTLP/HTTP"),
+            (
+                "http://user:pw@collector:4318",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
+            ("http://collector:4318/v1/traces?x=1", "no query"),
+            ("not a url at all", "not a URL"),
+        ] {
+            let err = check_otlp_endpoint(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

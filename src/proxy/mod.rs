@@ -26,6 +26,7 @@ use crate::config::Mode;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{NO_ROUTE_LABEL, UPSTREAM_CLASSES};
+use crate::otlp;
 use crate::policy::body::RequestBody;
 use crate::policy::forward::{verified_headers, VerifiedName};
 use crate::policy::headers::headers_to_strip;
@@ -72,6 +73,8 @@ pub struct RequestCtx {
     failed_targets: Vec<crate::upstream::PeerAddr>,
     /// The W3C trace context, taken from the request on first use.
     trace: Option<TraceContext>,
+    /// The upstream call's span, when spans are exported.
+    upstream_call: Option<otlp::UpstreamCall>,
     /// The one-time consent this request used (given back on an upstream
     /// failure before any response byte).
     claim: Option<state::Claim>,
@@ -279,6 +282,7 @@ impl ProxyHttp for ConsentProxy {
             upstream_status: None,
             failed_targets: Vec::new(),
             trace: None,
+            upstream_call: None,
             claim: None,
             rate: None,
             body_buffered: false,
@@ -366,7 +370,13 @@ impl ProxyHttp for ConsentProxy {
         };
         let pool = &snapshot.upstreams[snapshot.config.routes[route].upstream];
         match pool.select_peer_avoiding(&ctx.failed_targets) {
-            Some(peer) => Ok(Box::new(peer)),
+            Some(peer) => {
+                if ctx.upstream_call.is_none() && otlp::exporter().is_some() {
+                    let target = peer._address.to_string();
+                    ctx.upstream_call = Some(otlp::UpstreamCall::start(target));
+                }
+                Ok(Box::new(peer))
+            }
             None => {
                 let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy target");
                 e.esource = ErrorSource::Upstream;
@@ -455,8 +465,13 @@ impl ProxyHttp for ConsentProxy {
             }
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.header())?;
+        let call_span = ctx.upstream_call.as_ref().map(|c| c.span_id.clone());
         let trace = trace_of(session, ctx);
-        upstream_request.insert_header("traceparent", trace.traceparent())?;
+        let traceparent = match &call_span {
+            Some(span_id) => trace.traceparent_for(span_id),
+            None => trace.traceparent(),
+        };
+        upstream_request.insert_header("traceparent", traceparent)?;
         match &trace.tracestate {
             Some(state) => upstream_request.insert_header("tracestate", state.clone())?,
             None => {
@@ -543,12 +558,15 @@ impl ProxyHttp for ConsentProxy {
 
     /// Runs last, for every request: metrics and the audit line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.config.audit.enabled)
+        let exporter = otlp::exporter();
+        if exporter.is_some()
+            || ctx
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.config.audit.enabled)
         {
-            // The audit line's `trace_id` (a denial never reached upstream).
+            // The audit line's `trace_id` and the spans (a denial never
+            // reached upstream).
             trace_of(session, ctx);
         }
         let metrics = &self.gateway.metrics;
@@ -623,5 +641,56 @@ impl ProxyHttp for ConsentProxy {
                 audit::emit(&line, &snapshot.config.audit);
             }
         }
+        if let Some(exporter) = exporter {
+            export_spans(exporter, session, ctx, decision, reason);
+        }
     }
+}
+
+/// The request's server span and its upstream call's span, queued for
+/// export (never waits).
+fn export_spans(
+    exporter: &otlp::Exporter,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    decision: &str,
+    reason: &str,
+) {
+    let Some(trace) = &ctx.trace else {
+        return;
+    };
+    let end = std::time::SystemTime::now();
+    let start = end.checked_sub(ctx.start.elapsed()).unwrap_or(end);
+    let upstream = ctx.upstream_call.take().map(|mut call| {
+        call.status = ctx.upstream_status;
+        call.error = ctx.upstream_error.map(Reason::code);
+        call
+    });
+    let req = session.req_header();
+    let protocol = match req.version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        _ => "1.1",
+    };
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
+    let route = match (&ctx.snapshot, ctx.route) {
+        (Some(s), Some(r)) => Some((
+            s.config.routes[r].name.as_str(),
+            s.config.routes[r].path.as_str(),
+        )),
+        _ => None,
+    };
+    exporter.record(&otlp::RequestSpans {
+        trace,
+        start,
+        end,
+        method: req.method.as_str(),
+        scheme: if tls.is_some() { "https" } else { "http" },
+        protocol,
+        route,
+        decision,
+        reason,
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        upstream,
+    });
 }
