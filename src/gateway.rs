@@ -436,11 +436,10 @@ impl Gateway {
             .filter(|&i| !snapshot.issuer_keys[i].status().has_keys)
             .map(|i| snapshot.config.issuers[i].name.clone())
             .collect();
-        // Each Altinn access list waits for its first good copy.
-        let lists = config::Altinn::lists_in_use(&snapshot.config);
+        // Each Altinn access list waits for its first good copy, in the
+        // generation in force (the sync stores a copy, then publishes it).
         missing.extend(
-            self.altinn_lists
-                .missing(&lists)
+            config::Altinn::lists_without_copy(&snapshot.config)
                 .into_iter()
                 .map(|l| format!("access list {l}")),
         );

@@ -103,11 +103,19 @@ impl ListStore {
                 .flat_map(|a| a.lists.iter_mut())
             {
                 let state = lists.entry(synced.list.clone()).or_default();
-                if let Some(good) = state.last_good {
-                    state.fresh.set(until_ms(good, max_stale));
-                }
                 synced.members = Arc::clone(&state.members);
-                synced.fresh = state.fresh.clone();
+                // A generation without a copy keeps a cell of its own, never
+                // set: the first good copy must not make its empty member set
+                // usable (that would refuse everyone with 403 until the
+                // generation that holds the members is in force); the list
+                // stays unavailable (503) and not ready until then.
+                synced.fresh = match state.last_good {
+                    Some(good) => {
+                        state.fresh.set(until_ms(good, max_stale));
+                        state.fresh.clone()
+                    }
+                    None => Freshness::default(),
+                };
             }
         }
     }
@@ -464,5 +472,58 @@ mod tests {
             "a 304 keeps the members"
         );
         assert!(store.missing(&[list()]).is_empty());
+    }
+
+    #[test]
+    fn a_generation_without_a_copy_stays_without_one_until_the_next_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::dev_issuer::DevIssuer::generate("gw").unwrap();
+        std::fs::write(dir.path().join("mp.pem"), key.private_pem()).unwrap();
+        let yaml = r#"
+issuers:
+  - name: test
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "https://test.maskinporten.no/jwk"
+upstreams:
+  - name: echo
+    targets: ["127.0.0.1:9"]
+routes:
+  - name: banks
+    path: /income/{fnr}
+    upstream: echo
+    auth: token
+    issuers: [test]
+    consumers:
+      altinn_access_lists: [{owner: skd, identifier: inntekt-banker}]
+altinn:
+  environment: tt02
+  maskinporten:
+    client_id: "gw-client-1"
+    kid: "gw-key-2026"
+    key_file: mp.pem
+"#;
+        let file = dir.path().join("gateway.yaml");
+        let load = || crate::config::load_str(yaml, &file).expect("valid");
+        let store = ListStore::default();
+        let mut before = load();
+        store.fill(&mut before);
+        assert_eq!(Altinn::lists_without_copy(&before), vec![list()]);
+        let copy = GoodCopy {
+            members: Some(["0192:991825827".to_string()].into()),
+            ignored: 0,
+            etag: None,
+            at: SystemTime::now(),
+            source: Source::Altinn,
+        };
+        assert!(store.store_good(&list(), copy, Duration::from_secs(3600)));
+        // The generation built before the copy neither turns usable (with no
+        // members: everyone refused) nor ready.
+        assert_eq!(Altinn::lists_without_copy(&before), vec![list()]);
+        let mut after = load();
+        store.fill(&mut after);
+        assert!(Altinn::lists_without_copy(&after).is_empty());
+        let synced = &after.routes[0].auth.altinn.as_ref().unwrap().lists[0];
+        assert!(synced.members.contains("0192:991825827"));
+        assert!(synced.fresh.usable(unix_secs(SystemTime::now())));
     }
 }

@@ -351,6 +351,22 @@ impl Altinn {
         lists.dedup();
         lists
     }
+
+    /// The access lists of `config`'s routes that this generation holds no
+    /// copy of (neither from Altinn nor from the cache).
+    pub fn lists_without_copy(config: &Config) -> Vec<AccessListRef> {
+        let mut lists: Vec<AccessListRef> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.altinn.as_ref())
+            .flat_map(|a| a.lists.iter())
+            .filter(|l| l.fresh.until_ms().is_none())
+            .map(|l| l.list.clone())
+            .collect();
+        lists.sort();
+        lists.dedup();
+        lists
+    }
 }
 
 /// How the request is forwarded.
