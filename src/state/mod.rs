@@ -6,6 +6,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
