@@ -452,7 +452,8 @@ pub struct RedisState {
 }
 
 /// Where the Redis servers are: `state.redis.url`, `.sentinel` or `.cluster`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` never shows the master's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisServers {
     /// `redis://` or `rediss://`, checked at load.
     Standalone { url: String },
@@ -466,6 +467,33 @@ pub enum RedisServers {
     },
     /// Seed nodes of a Redis Cluster.
     Cluster { urls: Vec<String> },
+}
+
+impl std::fmt::Debug for RedisServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisServers::Standalone { url } => {
+                f.debug_struct("Standalone").field("url", url).finish()
+            }
+            RedisServers::Sentinel {
+                master_name,
+                urls,
+                db,
+                username,
+                password,
+            } => f
+                .debug_struct("Sentinel")
+                .field("master_name", master_name)
+                .field("urls", urls)
+                .field("db", db)
+                .field("username", username)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            RedisServers::Cluster { urls } => {
+                f.debug_struct("Cluster").field("urls", urls).finish()
+            }
+        }
+    }
 }
 
 impl RedisServers {
