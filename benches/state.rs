@@ -183,6 +183,7 @@ fn redis_store(
         servers,
         tls: None,
         key_prefix: "bench:".into(),
+        wait_for_replicas: 0,
         timeout: Duration::from_millis(500),
     }));
     Store::build(&state, rt.handle(), metrics).expect("store")

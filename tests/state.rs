@@ -781,6 +781,10 @@ fn sentinel_cluster_and_tls_config_is_checked() {
             "    url: \"rediss://x:6379\"\n    tls: { cert_file: /nonexistent/c.pem }\n",
             "`cert_file` and `key_file`",
         ),
+        (
+            "    cluster: { urls: [\"redis://n1:6379\"] }\n    wait_for_replicas: 1\n",
+            "state.redis.wait_for_replicas",
+        ),
     ];
     for (servers, want) in cases {
         let err = load(servers).expect_err(servers);
@@ -790,4 +794,50 @@ fn sentinel_cluster_and_tls_config_is_checked() {
             "no password echoed: {err}"
         );
     }
+}
+
+#[test]
+fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it() {
+    let Some(mut set) = SentinelSet::start() else {
+        return;
+    };
+    let world = World::new();
+    let state = redis_block(&format!(
+        "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    wait_for_replicas: 1\n",
+        set.sentinel_url()
+    ));
+    let gw = world.start(&config(&state, 5));
+    let used = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&used), &[]).status, 200);
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&used), &[]).reason(),
+        "consent_already_used"
+    );
+
+    // No replica: a use would live on the master alone.
+    set.replica.stop();
+    eventually(20, "the master has no replica", || {
+        cli(set.master.port, &["INFO", "replication"]).contains("connected_slaves:0")
+    });
+    world.echo.clear();
+    let fresh = world.valid_token();
+    for _ in 0..3 {
+        let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+    }
+    assert!(world.echo.seen().is_empty(), "nothing went upstream");
+    let keys = set.master.command(&["KEYS", "t:once:*"]);
+    assert!(
+        keys.starts_with("*1\r\n"),
+        "given back, only the first use is kept: {keys}"
+    );
+
+    // The replica is back: the same consent can be used, once.
+    set.replica.restart();
+    eventually(20, "the consent is used once a replica has it", || {
+        gw.get(ONCE_PATH, Some(&fresh), &[]).status == 200
+    });
+    let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert_eq!(world.echo.seen().len(), 1);
 }

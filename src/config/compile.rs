@@ -652,6 +652,7 @@ fn state_backend(raw: &RawState, ctx: &Context<'_>) -> StateBackend {
         servers,
         tls,
         key_prefix: redis.key_prefix.clone(),
+        wait_for_replicas: redis.wait_for_replicas,
         timeout: redis.timeout.0,
     }))
 }

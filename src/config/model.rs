@@ -447,6 +447,9 @@ pub struct RedisState {
     /// certificate).
     pub tls: Option<RedisTls>,
     pub key_prefix: String,
+    /// A one-time use counts only once this many replicas acknowledged it
+    /// (`WAIT`); else it is given back and the request fails closed.
+    pub wait_for_replicas: u32,
     /// Bound on every store call (connect included).
     pub timeout: Duration,
 }

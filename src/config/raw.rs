@@ -222,6 +222,9 @@ pub struct RawRedis {
     pub tls: Option<RawRedisTls>,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// A one-time use counts once this many replicas have it (`WAIT`).
+    #[serde(default)]
+    pub wait_for_replicas: u32,
     #[serde(default = "default_state_timeout")]
     pub timeout: HumanDuration,
 }

@@ -544,6 +544,15 @@ impl Validator<'_, '_> {
         if let Some(t) = &redis.tls {
             self.redis_tls(t, tls != 0);
         }
+        if redis.wait_for_replicas > 0 && redis.cluster.is_some() {
+            self.error(
+                "state.redis.wait_for_replicas",
+                "is for standalone and Sentinel; in a Cluster set `min-replicas-to-write` on the nodes",
+            );
+        }
+        if redis.wait_for_replicas > 16 {
+            self.error("state.redis.wait_for_replicas", "must be at most 16");
+        }
         self.nonzero("state.redis.timeout", redis.timeout.0);
         if redis.timeout.0 > Duration::from_secs(5) {
             self.error(

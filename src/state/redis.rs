@@ -60,6 +60,7 @@ pub struct RedisStore {
     /// `state_up` follows `reachable`; probes count as `op="ping"`.
     metrics: Arc<Metrics>,
     link: Link,
+    wait_for_replicas: u32,
     timeout: Duration,
     gcra: Script,
     give_back: Script,
@@ -87,6 +88,7 @@ impl RedisStore {
         Ok(Self {
             metrics,
             link,
+            wait_for_replicas: cfg.wait_for_replicas,
             timeout: cfg.timeout,
             gcra: Script::new(GCRA_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
@@ -186,9 +188,34 @@ impl RedisStore {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms);
-        let set: Option<String> = self
-            .call(async |conn: &mut Conn| cmd.query_async(conn).await)
+        if self.wait_for_replicas == 0 {
+            let set: Option<String> = self
+                .call(async |conn: &mut Conn| cmd.query_async(conn).await)
+                .await?;
+            return Ok(set.is_some());
+        }
+        // SET and WAIT in one round trip; WAIT gets half the time-out.
+        let wait_ms = u64::try_from(self.timeout.as_millis() / 2)
+            .unwrap_or(1)
+            .max(1);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(self.wait_for_replicas)
+            .arg(wait_ms);
+        let (set, acked): (Option<String>, u32) = self
+            .call(async |conn: &mut Conn| pipe.query_async(conn).await)
             .await?;
+        if set.is_some() && acked < self.wait_for_replicas {
+            // Only on the master: a failover now could forget it. Give it
+            // back and fail closed rather than risk a second use.
+            log::warn!(
+                "a one-time use reached {acked} of {} replicas: given back",
+                self.wait_for_replicas
+            );
+            self.give_back(key, token).await?;
+            return Err(StoreError::Failed("not replicated".into()));
+        }
         Ok(set.is_some())
     }
 
@@ -272,6 +299,7 @@ mod tests {
             },
             tls: None,
             key_prefix: "t:".into(),
+            wait_for_replicas: 0,
             timeout: Duration::from_millis(200),
         };
         let metrics = Arc::new(Metrics::new());
