@@ -548,6 +548,7 @@ fn sentinel_shares_the_state_and_fails_closed_through_a_failover() {
     let text = config(&sentinel_state(&set), 5);
     let (a, b) = (world.start(&text), world.start(&text));
     let used = assert_shared(&world, &a, &b);
+    assert_eq!(a.status()["state"]["mode"], "sentinel");
     let old = set.master.port;
     assert_eq!(set.master_port(), Some(old));
 
@@ -640,6 +641,7 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
         world.start(&config(&state, 5)),
     );
     let used = assert_shared(&world, &a, &b);
+    assert_eq!(b.status()["state"]["mode"], "cluster");
     let keys = cluster.keys("t:once:*");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(cluster.keys("t:rl:*").len(), 1);

@@ -49,6 +49,8 @@ impl StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub backend: &'static str,
+    /// Redis: `standalone`, `sentinel` or `cluster`.
+    pub mode: Option<&'static str>,
     pub reachable: bool,
     pub last_error: Option<String>,
 }
@@ -90,6 +92,7 @@ impl Store {
         match self {
             Store::Memory(_) => Health {
                 backend: "memory",
+                mode: None,
                 reachable: true,
                 last_error: None,
             },

@@ -60,6 +60,8 @@ pub struct RedisStore {
     /// `state_up` follows `reachable`; probes count as `op="ping"`.
     metrics: Arc<Metrics>,
     link: Link,
+    /// `RedisServers::mode`, for `/status`.
+    mode: &'static str,
     wait_for_replicas: u32,
     timeout: Duration,
     gcra: Script,
@@ -88,6 +90,7 @@ impl RedisStore {
         Ok(Self {
             metrics,
             link,
+            mode: cfg.servers.mode(),
             wait_for_replicas: cfg.wait_for_replicas,
             timeout: cfg.timeout,
             gcra: Script::new(GCRA_LUA),
@@ -107,6 +110,7 @@ impl RedisStore {
     pub fn health(&self) -> super::Health {
         super::Health {
             backend: "redis",
+            mode: Some(self.mode),
             reachable: self.reachable.load(Ordering::Relaxed),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
         }
