@@ -559,6 +559,7 @@ impl Gateway {
 pub fn state_json(health: &crate::state::Health) -> serde_json::Value {
     serde_json::json!({
         "backend": health.backend,
+        "mode": health.mode,
         "reachable": health.reachable,
         "last_error": health.last_error,
     })

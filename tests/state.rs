@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, MASTER_NAME};
 use common::{eventually, free_addr, Gateway, RedisServer, World};
 
 /// Two routes on one upstream: a one-time consent route and a rate-limited
@@ -492,4 +493,353 @@ fn a_hung_store_is_cut_off_by_the_timeout() {
     eventually(15, "the one-time route works again", || {
         gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
     });
+}
+
+/// The `state:` block of a Redis store given as `servers` (the lines under
+/// `redis:` that say where the servers are).
+fn redis_block(servers: &str) -> String {
+    format!(
+        "state:\n  backend: redis\n  redis:\n{servers}    key_prefix: \"t:\"\n    timeout: 200ms"
+    )
+}
+
+fn sentinel_state(set: &SentinelSet) -> String {
+    redis_block(&format!(
+        "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n",
+        set.sentinel_url()
+    ))
+}
+
+/// 50 concurrent uses of one consent over `a` and `b`: one 200, 49
+/// `consent_already_used`; a limit of 5 holds over both.
+fn assert_shared(world: &World, a: &Gateway, b: &Gateway) -> String {
+    world.echo.clear();
+    let token = world.valid_token();
+    let got = reasons(&burst(&[a, b], 50, ONCE_PATH, &token));
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let used = got
+        .iter()
+        .filter(|(s, r)| *s == 403 && r == "consent_already_used")
+        .count();
+    assert_eq!((ok, used), (1, 49), "{got:?}");
+    assert_eq!(world.echo.seen().len(), 1, "the upstream saw exactly one");
+    let limited = burst(&[a, b], 20, "/limited", &world.valid_token());
+    let statuses: Vec<u16> = limited.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+    assert_eq!(world.echo.seen().len(), 6, "refusals never went upstream");
+    token
+}
+
+#[test]
+fn sentinel_shares_the_state_and_fails_closed_through_a_failover() {
+    let Some(mut set) = SentinelSet::start() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&sentinel_state(&set), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    let used = assert_shared(&world, &a, &b);
+    assert_eq!(a.status()["state"]["mode"], "sentinel");
+    let old = set.master.port;
+    assert_eq!(set.master_port(), Some(old));
+
+    // The used consent reached the replica; then the master dies.
+    set.wait_replicated();
+    world.echo.clear();
+    set.master.stop();
+    // Until the sentinel names a new master, one-time routes fail closed
+    // (and `on_store_error: deny` limits); nothing goes upstream.
+    let mut closed = 0;
+    loop {
+        let r = a.get(ONCE_PATH, Some(&world.valid_token()), &[]);
+        let strict = b.get("/strict", Some(&world.valid_token()), &[]);
+        if set.master_port() != Some(old) {
+            break;
+        }
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert_eq!(strict.status, 503);
+        closed += 1;
+        assert!(world.echo.seen().is_empty(), "nothing went upstream");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(closed < 2000, "the sentinel never promoted the replica");
+    }
+    assert!(closed >= 1, "the gap was seen at least once");
+    assert_eq!(set.master_port(), Some(set.replica.port));
+
+    // The new master serves both replicas without a restart; what the old
+    // one held is still there.
+    for gw in [&a, &b] {
+        eventually(20, "the one-time route works on the new master", || {
+            gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
+        });
+        let r = gw.get(ONCE_PATH, Some(&used), &[]);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    }
+    let fresh = world.valid_token();
+    assert_eq!(a.get(ONCE_PATH, Some(&fresh), &[]).status, 200);
+    assert_eq!(
+        b.get(ONCE_PATH, Some(&fresh), &[]).reason(),
+        "consent_already_used"
+    );
+    let keys = set.replica.command(&["KEYS", "t:once:*"]);
+    assert!(keys.starts_with("*") && !keys.starts_with("*0"), "{keys}");
+}
+
+#[test]
+fn a_graceful_sentinel_failover_moves_writes_to_the_new_master() {
+    let Some(set) = SentinelSet::start() else {
+        return;
+    };
+    let world = World::new();
+    let gw = world.start(&config(&sentinel_state(&set), 5));
+    let used = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&used), &[]).status, 200);
+    set.wait_replicated();
+    // The old master stays up as a read-only replica: a kept connection
+    // to it must not be trusted for writes.
+    eventually(20, "SENTINEL FAILOVER is accepted", || {
+        cli(set.sentinel_port, &["SENTINEL", "FAILOVER", MASTER_NAME]).contains("OK")
+    });
+    eventually(30, "the replica is the master", || {
+        set.master_port() == Some(set.replica.port)
+            && cli(set.master.port, &["ROLE"]).starts_with("slave")
+    });
+    eventually(20, "one-time uses go to the new master", || {
+        gw.get(ONCE_PATH, Some(&world.valid_token()), &[]).status == 200
+    });
+    let r = gw.get(ONCE_PATH, Some(&used), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    // Written on the new master (the old one is a replica now).
+    let fresh = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&fresh), &[]).status, 200);
+    let keys = cli(set.replica.port, &["KEYS", "t:once:*"]);
+    assert!(keys.lines().count() >= 3, "{keys}");
+}
+
+#[test]
+fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let world = World::new();
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let state = redis_block(&format!(
+        "    cluster:\n      urls: [{}]\n",
+        urls.join(", ")
+    ));
+    let (a, b) = (
+        world.start(&config(&state, 5)),
+        world.start(&config(&state, 5)),
+    );
+    let used = assert_shared(&world, &a, &b);
+    assert_eq!(b.status()["state"]["mode"], "cluster");
+    let keys = cluster.keys("t:once:*");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(cluster.keys("t:rl:*").len(), 1);
+
+    // The slot of the used consent moves to another node: the gateways
+    // follow `MOVED` and the consent stays used.
+    let from = cluster.owner(&keys[0]);
+    let to = cluster.move_slot_of(&keys[0]);
+    assert_ne!(from, to);
+    assert_eq!(cluster.owner(&keys[0]), to);
+    for gw in [&a, &b] {
+        let r = gw.get(ONCE_PATH, Some(&used), &[]);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    }
+    // New consents land on whichever node owns their slot.
+    let tokens: Vec<String> = (0..6).map(|_| world.valid_token()).collect();
+    for token in &tokens {
+        assert_eq!(a.get(ONCE_PATH, Some(token), &[]).status, 200);
+        assert_eq!(
+            b.get(ONCE_PATH, Some(token), &[]).reason(),
+            "consent_already_used"
+        );
+    }
+    assert_eq!(cluster.keys("t:once:*").len(), 7);
+}
+
+#[test]
+fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_closed() {
+    let pki = Pki::new();
+    let Some(server) = TlsRedis::start(&pki) else {
+        return;
+    };
+    let world = World::new();
+    let state = redis_block(&format!(
+        "    url: \"rediss://127.0.0.1:{}/0\"\n    tls: {{ ca_file: redis-ca.pem }}\n",
+        server.port
+    ));
+    let text = config(&state, 5);
+    let good = world.start_with(&text, &[("redis-ca.pem", &pki.ca_pem)]);
+    let token = world.valid_token();
+    assert_eq!(good.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = good.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert!(server.cli(&["KEYS", "t:once:*"]).contains("t:once:"));
+    assert_eq!(world.echo.seen().len(), 1);
+
+    // Another CA: the server is not trusted, nothing is used or passed.
+    world.echo.clear();
+    let other = Pki::new();
+    let bad = world.spawn(&text, &[("redis-ca.pem", &other.ca_pem)]);
+    let probe = "GET /__probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    eventually(30, "the gateway listens", || {
+        common::raw(bad.addr, probe).is_ok()
+    });
+    for _ in 0..5 {
+        let r = bad.get(ONCE_PATH, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        let r = bad.get("/strict", Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+    }
+    assert!(world.echo.seen().is_empty(), "nothing went upstream");
+    let r = bad.admin_get("/readyz");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["state"]["reachable"], false);
+    // The right CA's gateway is unaffected.
+    assert_eq!(
+        good.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+}
+
+#[test]
+fn sentinel_cluster_and_tls_config_is_checked() {
+    use consent_gateway::config::{RedisServers, StateBackend};
+    let path = std::path::Path::new("/tmp/g.yaml");
+    let load = |servers: &str| {
+        consent_gateway::config::load_str(&offline(&redis_block(servers)), path)
+            .map(|c| c.state)
+            .map_err(|e| e.to_string())
+    };
+    let sentinel = "    sentinel:\n      master_name: m1\n      urls: [\"redis://:pw@s1:26379\", \"redis://:pw@s2:26379\"]\n      password: secret\n";
+    match load(sentinel) {
+        Ok(StateBackend::Redis(r)) => {
+            assert_eq!(r.servers.mode(), "sentinel");
+            assert!(
+                matches!(&r.servers, RedisServers::Sentinel { master_name, urls, .. }
+                if master_name == "m1" && urls.len() == 2)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let cluster = "    cluster: { urls: [\"rediss://n1:6379\", \"rediss://n2:6379\"] }\n";
+    match load(cluster) {
+        Ok(StateBackend::Redis(r)) => {
+            assert_eq!((r.servers.mode(), r.servers.tls()), ("cluster", true));
+            assert!(r.tls.is_none(), "the system's roots");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "    url: \"redis://x:6379\"\n    cluster: { urls: [\"redis://y:6379\"] }\n",
+            "state.redis: give exactly one",
+        ),
+        ("", "state.redis: give exactly one"),
+        (
+            "    sentinel: { master_name: m, urls: [] }\n",
+            "state.redis.sentinel.urls",
+        ),
+        (
+            "    sentinel: { master_name: \"\", urls: [\"redis://s:26379\"] }\n",
+            "state.redis.sentinel.master_name",
+        ),
+        (
+            "    sentinel: { master_name: m, urls: [\"redis://:a@s1:26379\", \"redis://:b@s2:26379\"] }\n",
+            "state.redis.sentinel.urls: the sentinels must share",
+        ),
+        (
+            "    sentinel: { master_name: m, urls: [\"http://s:26379\"] }\n",
+            "state.redis.sentinel.urls[0]",
+        ),
+        (
+            "    cluster: { urls: [\"redis://n1:6379/2\"] }\n",
+            "state.redis.cluster.urls[0]",
+        ),
+        (
+            "    cluster: { urls: [\"redis://n1:6379\", \"rediss://n2:6379\"] }\n",
+            "mixes `redis://` and `rediss://`",
+        ),
+        (
+            "    url: \"redis://x:6379\"\n    tls: { ca_file: ca.pem }\n",
+            "state.redis.tls",
+        ),
+        (
+            "    url: \"rediss://x:6379\"\n    tls: { ca_file: /nonexistent/ca.pem }\n",
+            "state.redis.tls.ca_file",
+        ),
+        (
+            "    url: \"rediss://x:6379\"\n    tls: { cert_file: /nonexistent/c.pem }\n",
+            "`cert_file` and `key_file`",
+        ),
+        (
+            "    cluster: { urls: [\"redis://n1:6379\"] }\n    wait_for_replicas: 1\n",
+            "state.redis.wait_for_replicas",
+        ),
+    ];
+    for (servers, want) in cases {
+        let err = load(servers).expect_err(servers);
+        assert!(err.contains(want), "{servers}: {err}");
+        assert!(
+            !err.contains("pw@") && !err.contains(":a@"),
+            "no password echoed: {err}"
+        );
+    }
+}
+
+#[test]
+fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it() {
+    let Some(mut set) = SentinelSet::start() else {
+        return;
+    };
+    let world = World::new();
+    let state = redis_block(&format!(
+        "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    wait_for_replicas: 1\n",
+        set.sentinel_url()
+    ));
+    let gw = world.start(&config(&state, 5));
+    let used = world.valid_token();
+    assert_eq!(gw.get(ONCE_PATH, Some(&used), &[]).status, 200);
+    assert_eq!(
+        gw.get(ONCE_PATH, Some(&used), &[]).reason(),
+        "consent_already_used"
+    );
+
+    // No replica: a use would live on the master alone.
+    set.replica.stop();
+    eventually(20, "the master has no replica", || {
+        cli(set.master.port, &["INFO", "replication"]).contains("connected_slaves:0")
+    });
+    world.echo.clear();
+    let fresh = world.valid_token();
+    for _ in 0..3 {
+        let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+    }
+    assert!(world.echo.seen().is_empty(), "nothing went upstream");
+    let keys = set.master.command(&["KEYS", "t:once:*"]);
+    assert!(
+        keys.starts_with("*1\r\n"),
+        "given back, only the first use is kept: {keys}"
+    );
+
+    // The replica is back: the same consent can be used, once.
+    set.replica.restart();
+    eventually(20, "the consent is used once a replica has it", || {
+        gw.get(ONCE_PATH, Some(&fresh), &[]).status == 200
+    });
+    let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert_eq!(world.echo.seen().len(), 1);
 }

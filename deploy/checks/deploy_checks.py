@@ -604,10 +604,15 @@ def cmd_manifests(rendered: pathlib.Path, namespace: str) -> int:
                            f"no egress rule for upstream {upstream.get('name')} port {port}")
     state = config.get("state") or {}
     if state.get("backend") == "redis":
-        url = str((state.get("redis") or {}).get("url", ""))
-        hostport = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        port = int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
-        problems.check((port, "TCP") in egress_ports, n, f"no egress rule for the state Redis port {port}")
+        redis = state.get("redis") or {}
+        # Standalone `url`, or the sentinels / cluster nodes (README "Sentinel, Cluster and TLS").
+        urls = [redis["url"]] if redis.get("url") else []
+        urls += list((redis.get("sentinel") or {}).get("urls", []))
+        urls += list((redis.get("cluster") or {}).get("urls", []))
+        for url in map(str, urls):
+            hostport = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+            port = int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
+            problems.check((port, "TCP") in egress_ports, n, f"no egress rule for the state Redis port {port}")
 
     # ServiceMonitor -> Service admin port.
     m = "ServiceMonitor"

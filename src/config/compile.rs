@@ -11,8 +11,9 @@ use aws_lc_rs::digest::{Context as Digest, SHA256};
 use super::model::{
     AccessListRef, Altinn, AltinnEnvironment, Audit, AuthMode, Authz, Binding, BodyField, Config,
     ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, OriginalRequest,
-    PersonalData, RateLimit, RatePer, RedisState, Route, RouteAuth, ScopeRule, Server, Service,
-    StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Tracing, Upstream, MAX_BODY_BYTES,
+    PersonalData, RateLimit, RatePer, RedisServers, RedisState, RedisTls, Route, RouteAuth,
+    ScopeRule, Server, Service, StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Tracing,
+    Upstream, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
@@ -73,6 +74,12 @@ pub fn compile(
     if let Some(file) = secret_file {
         source_files.push(ctx.resolve(file));
     }
+    let state = state_backend(&raw.state, ctx);
+    if let Some(tls) = redis_tls(&state) {
+        // Watched: new certificates reload (and rebuild the store).
+        let files = [&tls.ca_file, &tls.cert_file, &tls.key_file];
+        source_files.extend(files.into_iter().flatten().cloned());
+    }
     let config_sha256 = hex_sha256(&[text]);
     let mut content = Digest::new(&SHA256);
     hash_file(&mut content, ctx.config_file, text);
@@ -86,6 +93,9 @@ pub fn compile(
     if let (Some(file), Some(secret)) = (secret_file, &checked.authz_secret) {
         // A new secret is a new generation (its bytes never leave the hash).
         hash_file(&mut content, &ctx.resolve(file), secret);
+    }
+    if let Some(tls) = redis_tls(&state) {
+        content.update(tls.files_sha256.as_bytes());
     }
     let content_sha256 = hex(content.finish().as_ref());
 
@@ -105,7 +115,7 @@ pub fn compile(
             pseudonym_key,
             queue_lines: raw.audit.queue_lines.max(1),
         },
-        state: state_backend(&raw.state),
+        state,
         service: raw
             .service
             .as_ref()
@@ -560,16 +570,66 @@ fn rate_limit(raw: &RawRateLimit) -> RateLimit {
     }
 }
 
-fn state_backend(raw: &RawState) -> StateBackend {
-    match (raw.backend, &raw.redis) {
-        (RawBackend::Redis, Some(redis)) => StateBackend::Redis(RedisState {
-            url: redis.url.clone(),
-            key_prefix: redis.key_prefix.clone(),
-            timeout: redis.timeout.0,
-        }),
-        // Validation refuses `redis` without `state.redis`.
-        _ => StateBackend::Memory,
+/// `state.redis.tls`, when set.
+fn redis_tls(state: &StateBackend) -> Option<&RedisTls> {
+    match state {
+        StateBackend::Redis(r) => r.tls.as_ref(),
+        StateBackend::Memory => None,
     }
+}
+
+fn state_backend(raw: &RawState, ctx: &Context<'_>) -> StateBackend {
+    let Some(redis) = raw
+        .redis
+        .as_ref()
+        .filter(|_| raw.backend == RawBackend::Redis)
+    else {
+        // Validation refuses `redis` without `state.redis`.
+        return StateBackend::Memory;
+    };
+    let servers = match (&redis.url, &redis.sentinel, &redis.cluster) {
+        (_, Some(s), _) => RedisServers::Sentinel {
+            master_name: s.master_name.clone(),
+            urls: s.urls.clone(),
+            db: s.db,
+            username: s.username.clone(),
+            password: s.password.clone(),
+        },
+        (_, None, Some(c)) => RedisServers::Cluster {
+            urls: c.urls.clone(),
+        },
+        // Validation asks for exactly one of the three.
+        (url, None, None) => RedisServers::Standalone {
+            url: url.clone().unwrap_or_default(),
+        },
+    };
+    let resolve = |p: &Option<std::path::PathBuf>| p.as_deref().map(|p| ctx.resolve(p));
+    let tls = redis.tls.as_ref().map(|t| {
+        let mut tls = RedisTls {
+            ca_file: resolve(&t.ca_file),
+            cert_file: resolve(&t.cert_file),
+            key_file: resolve(&t.key_file),
+            files_sha256: String::new(),
+        };
+        // New certificates are a new `state`: the store is built again.
+        let mut digest = Digest::new(&SHA256);
+        for file in [&tls.ca_file, &tls.cert_file, &tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            let bytes = ctx.files.read(file).unwrap_or_default();
+            hash_file(&mut digest, file, &bytes);
+        }
+        tls.files_sha256 = hex(digest.finish().as_ref());
+        tls
+    });
+    StateBackend::Redis(Box::new(RedisState {
+        servers,
+        tls,
+        key_prefix: redis.key_prefix.clone(),
+        wait_for_replicas: redis.wait_for_replicas,
+        timeout: redis.timeout.0,
+    }))
 }
 
 fn consent_rule(raw: &RawConsent) -> ConsentRule {

@@ -458,11 +458,93 @@ pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(50);
 /// `state.redis`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisState {
-    /// `redis://` or `rediss://`, checked at load.
-    pub url: String,
+    pub servers: RedisServers,
+    /// TLS settings for `rediss://` (`None`: the system's roots, no client
+    /// certificate).
+    pub tls: Option<RedisTls>,
     pub key_prefix: String,
+    /// A one-time use counts only once this many replicas acknowledged it
+    /// (`WAIT`); else it is given back and the request fails closed.
+    pub wait_for_replicas: u32,
     /// Bound on every store call (connect included).
     pub timeout: Duration,
+}
+
+/// Where the Redis servers are: `state.redis.url`, `.sentinel` or `.cluster`.
+/// `Debug` never shows the master's password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisServers {
+    /// `redis://` or `rediss://`, checked at load.
+    Standalone { url: String },
+    /// The sentinels find the master of `master_name`; a failover moves it.
+    Sentinel {
+        master_name: String,
+        urls: Vec<String>,
+        db: i64,
+        username: Option<String>,
+        password: Option<String>,
+    },
+    /// Seed nodes of a Redis Cluster.
+    Cluster { urls: Vec<String> },
+}
+
+impl std::fmt::Debug for RedisServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisServers::Standalone { url } => {
+                f.debug_struct("Standalone").field("url", url).finish()
+            }
+            RedisServers::Sentinel {
+                master_name,
+                urls,
+                db,
+                username,
+                password,
+            } => f
+                .debug_struct("Sentinel")
+                .field("master_name", master_name)
+                .field("urls", urls)
+                .field("db", db)
+                .field("username", username)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            RedisServers::Cluster { urls } => {
+                f.debug_struct("Cluster").field("urls", urls).finish()
+            }
+        }
+    }
+}
+
+impl RedisServers {
+    /// `standalone`, `sentinel` or `cluster`, for `/status` and `check`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            RedisServers::Standalone { .. } => "standalone",
+            RedisServers::Sentinel { .. } => "sentinel",
+            RedisServers::Cluster { .. } => "cluster",
+        }
+    }
+
+    /// Whether the URLs say `rediss://` (validation keeps them all alike).
+    pub fn tls(&self) -> bool {
+        match self {
+            RedisServers::Standalone { url } => url.starts_with("rediss://"),
+            RedisServers::Sentinel { urls, .. } | RedisServers::Cluster { urls } => {
+                urls.iter().any(|u| u.starts_with("rediss://"))
+            }
+        }
+    }
+}
+
+/// `state.redis.tls`, paths resolved against the config's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// sha256 of the files' contents when the config was loaded: new
+    /// certificates make a new `state`, and so a new store.
+    pub files_sha256: String,
 }
 
 /// `state`: where one-time consents and rate limits live.
@@ -471,7 +553,7 @@ pub enum StateBackend {
     /// This process only (one replica).
     #[default]
     Memory,
-    Redis(RedisState),
+    Redis(Box<RedisState>),
 }
 
 /// A TLS listener.

@@ -230,15 +230,62 @@ pub struct RawState {
     pub redis: Option<RawRedis>,
 }
 
-/// `state.redis:`.
+/// `state.redis:`. Exactly one of `url` (standalone), `sentinel` or
+/// `cluster` names the servers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub sentinel: Option<RawSentinel>,
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub tls: Option<RawRedisTls>,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// A one-time use counts once this many replicas have it (`WAIT`).
+    #[serde(default)]
+    pub wait_for_replicas: u32,
     #[serde(default = "default_state_timeout")]
     pub timeout: HumanDuration,
+}
+
+/// `state.redis.sentinel:`: the sentinels and the master they watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master_name: String,
+    /// The sentinels (`redis://[:password@]host:26379`).
+    pub urls: Vec<String>,
+    /// The master's database, user and password.
+    #[serde(default)]
+    pub db: i64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `state.redis.cluster:`: some of the cluster's nodes (the rest are found).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub urls: Vec<String>,
+}
+
+/// `state.redis.tls:`: with `rediss://` URLs, the CA to trust instead of
+/// the system's and an optional client certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {

@@ -119,7 +119,9 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         StateBackend::Memory => writeln!(out, "state       memory (this process only)")?,
         StateBackend::Redis(r) => writeln!(
             out,
-            "state       redis, key prefix {:?}, time-out {}ms",
+            "state       redis ({}{}), key prefix {:?}, time-out {}ms",
+            r.servers.mode(),
+            if r.servers.tls() { ", TLS" } else { "" },
             r.key_prefix,
             r.timeout.as_millis()
         )?,

@@ -15,8 +15,8 @@ use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
     RawAltinn, RawAudit, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig,
-    RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawRatePer, RawRoute,
-    RawServer, RawService, RawTracing, RawUpstream,
+    RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawRatePer, RawRedis,
+    RawRedisTls, RawRoute, RawSentinel, RawServer, RawService, RawTracing, RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -538,29 +538,166 @@ impl Validator<'_, '_> {
                 "state.redis",
                 "`backend: redis` needs `redis: { url: ... }`",
             ),
-            (RawBackend::Redis, Some(redis)) => {
-                if let Err(message) = check_redis_url(&redis.url) {
-                    self.error("state.redis.url", message);
-                }
-                self.nonzero("state.redis.timeout", redis.timeout.0);
-                if redis.timeout.0 > Duration::from_secs(5) {
+            (RawBackend::Redis, Some(redis)) => self.redis(redis),
+            (RawBackend::Memory, None) => {}
+        }
+    }
+
+    /// `state.redis`: exactly one of `url`, `sentinel`, `cluster`; TLS
+    /// settings only with `rediss://`.
+    fn redis(&mut self, redis: &RawRedis) {
+        let given = [
+            redis.url.is_some(),
+            redis.sentinel.is_some(),
+            redis.cluster.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.error(
+                "state.redis",
+                "give exactly one of `url` (standalone), `sentinel` or `cluster`",
+            );
+        }
+        let mut urls: Vec<(String, &str)> = Vec::new();
+        if let Some(url) = &redis.url {
+            urls.push(("state.redis.url".into(), url));
+        }
+        if let Some(sentinel) = &redis.sentinel {
+            self.sentinel(sentinel, &mut urls);
+        }
+        if let Some(cluster) = &redis.cluster {
+            if cluster.urls.is_empty() {
+                self.error("state.redis.cluster.urls", "must list at least one node");
+            }
+            let all_valid = cluster.urls.iter().all(|u| check_redis_url(u).is_ok());
+            if all_valid && !cluster.urls.is_empty() {
+                let urls = cluster.urls.iter().map(String::as_str);
+                if let Err(e) = redis::cluster::ClusterClientBuilder::new(urls).build() {
                     self.error(
-                        "state.redis.timeout",
-                        "must be at most 5s: every request on a one-time or rate-limited route waits on it",
-                    );
-                }
-                if redis
-                    .key_prefix
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control())
-                {
-                    self.error(
-                        "state.redis.key_prefix",
-                        "must not contain spaces or control characters",
+                        "state.redis.cluster.urls",
+                        e.detail().unwrap_or("not usable together").to_string(),
                     );
                 }
             }
-            (RawBackend::Memory, None) => {}
+            for (i, url) in cluster.urls.iter().enumerate() {
+                let path = format!("state.redis.cluster.urls[{i}]");
+                if check_redis_url(url).is_ok() && redis_db(url) != 0 {
+                    self.error(&path, "a Redis Cluster has database 0 only");
+                }
+                urls.push((path, url));
+            }
+        }
+        for (path, url) in &urls {
+            if let Err(message) = check_redis_url(url) {
+                self.error(path, message);
+            }
+        }
+        let tls = urls
+            .iter()
+            .filter(|(_, u)| u.starts_with("rediss://"))
+            .count();
+        if tls != 0 && tls != urls.len() {
+            self.error(
+                "state.redis",
+                "mixes `redis://` and `rediss://`: TLS is on for all servers or for none",
+            );
+        }
+        if let Some(t) = &redis.tls {
+            self.redis_tls(t, tls != 0);
+        }
+        if redis.wait_for_replicas > 0 && redis.cluster.is_some() {
+            self.error(
+                "state.redis.wait_for_replicas",
+                "is for standalone and Sentinel; in a Cluster set `min-replicas-to-write` on the nodes",
+            );
+        }
+        if redis.wait_for_replicas > 16 {
+            self.error("state.redis.wait_for_replicas", "must be at most 16");
+        }
+        self.nonzero("state.redis.timeout", redis.timeout.0);
+        if redis.timeout.0 > Duration::from_secs(5) {
+            self.error(
+                "state.redis.timeout",
+                "must be at most 5s: every request on a one-time or rate-limited route waits on it",
+            );
+        }
+        if redis
+            .key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                "state.redis.key_prefix",
+                "must not contain spaces or control characters",
+            );
+        }
+    }
+
+    fn sentinel<'r>(&mut self, sentinel: &'r RawSentinel, urls: &mut Vec<(String, &'r str)>) {
+        let name = &sentinel.master_name;
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.error(
+                "state.redis.sentinel.master_name",
+                "must be the name the sentinels monitor (`sentinel monitor <name> ...`)",
+            );
+        }
+        if sentinel.urls.is_empty() {
+            self.error(
+                "state.redis.sentinel.urls",
+                "must list at least one sentinel",
+            );
+        }
+        if sentinel.db < 0 {
+            self.error("state.redis.sentinel.db", "must be 0 or more");
+        }
+        if sentinel.username.is_some() && sentinel.password.is_none() {
+            self.error("state.redis.sentinel.username", "needs `password`");
+        }
+        for (i, url) in sentinel.urls.iter().enumerate() {
+            urls.push((format!("state.redis.sentinel.urls[{i}]"), url));
+        }
+        // The client logs in to every sentinel alike.
+        let logins: HashSet<_> = sentinel
+            .urls
+            .iter()
+            .filter_map(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()).ok())
+            .map(|i| {
+                let r = i.redis_settings();
+                (
+                    r.username().map(str::to_owned),
+                    r.password().map(str::to_owned),
+                )
+            })
+            .collect();
+        if logins.len() > 1 {
+            self.error(
+                "state.redis.sentinel.urls",
+                "the sentinels must share one user and password",
+            );
+        }
+    }
+
+    fn redis_tls(&mut self, tls: &RawRedisTls, rediss: bool) {
+        if !rediss {
+            self.error(
+                "state.redis.tls",
+                "is only used with `rediss://` URLs (TLS); these say `redis://`",
+            );
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            self.error(
+                "state.redis.tls",
+                "`cert_file` and `key_file` (a client certificate) go together",
+            );
+        }
+        let files = [
+            ("ca_file", &tls.ca_file),
+            ("cert_file", &tls.cert_file),
+            ("key_file", &tls.key_file),
+        ];
+        for (field, file) in files {
+            if let Some(file) = file {
+                self.readable(&format!("state.redis.tls.{field}"), file);
+            }
         }
     }
 
@@ -1338,15 +1475,18 @@ pub fn check_strip_prefix(prefix: &str, template: &PathTemplate) -> Result<(), S
 pub fn check_redis_url(text: &str) -> Result<(), String> {
     if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
         // The URL is never echoed: it may carry a password.
-        return Err("not a Redis URL: give `redis://host:port/db`".into());
-    }
-    if text.starts_with("rediss://") {
-        return Err("`rediss://` (TLS) is not built into this gateway yet: use `redis://` on a private network".into());
+        return Err("not a Redis URL: give `redis://host:port/db` (`rediss://` for TLS)".into());
     }
     match redis::Client::open(text) {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("not a usable Redis URL ({:?})", e.kind())),
     }
+}
+
+/// The database a valid Redis URL names (0 when none).
+fn redis_db(text: &str) -> i64 {
+    redis::IntoConnectionInfo::into_connection_info(text)
+        .map_or(0, |info| info.redis_settings().db())
 }
 
 pub fn check_method(method: &str) -> Result<(), String> {

@@ -6,6 +6,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ impl StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub backend: &'static str,
+    /// Redis: `standalone`, `sentinel` or `cluster`.
+    pub mode: Option<&'static str>,
     pub reachable: bool,
     pub last_error: Option<String>,
 }
@@ -89,6 +92,7 @@ impl Store {
         match self {
             Store::Memory(_) => Health {
                 backend: "memory",
+                mode: None,
                 reachable: true,
                 last_error: None,
             },

@@ -1,16 +1,17 @@
-//! The `redis` backend (standalone Redis 6+): one `ConnectionManager`,
-//! every call bounded by `state.redis.timeout`, and a circuit that stops
-//! asking a store that keeps failing; a prober on the control plane PINGs
-//! once a second and closes it again.
+//! The `redis` backend (Redis 6+ standalone, Sentinel or Cluster; the
+//! connection is `redis_conn`'s): every call bounded by
+//! `state.redis.timeout`, and a circuit that stops asking a store that keeps
+//! failing; a prober on the control plane PINGs once a second and closes it
+//! again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
 use super::gcra::{Params, RateDecision};
+use super::redis_conn::{Conn, Link};
 use super::{Store, StoreError};
 use crate::config::RedisState;
 use crate::metrics::Metrics;
@@ -58,7 +59,10 @@ return 0
 pub struct RedisStore {
     /// `state_up` follows `reachable`; probes count as `op="ping"`.
     metrics: Arc<Metrics>,
-    conn: ConnectionManager,
+    link: Link,
+    /// `RedisServers::mode`, for `/status`.
+    mode: &'static str,
+    wait_for_replicas: u32,
     timeout: Duration,
     gcra: Script,
     give_back: Script,
@@ -78,21 +82,16 @@ impl RedisStore {
         control: &tokio::runtime::Handle,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| format!("state.redis.url: {:?}", e.kind()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(200));
-        let _runtime = control.enter();
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("state.redis: {:?}", e.kind()))?;
+        let link = {
+            let _runtime = control.enter();
+            Link::new(cfg)?
+        };
         metrics.state_up.set(0);
         Ok(Self {
             metrics,
-            conn,
+            link,
+            mode: cfg.servers.mode(),
+            wait_for_replicas: cfg.wait_for_replicas,
             timeout: cfg.timeout,
             gcra: Script::new(GCRA_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
@@ -111,6 +110,7 @@ impl RedisStore {
     pub fn health(&self) -> super::Health {
         super::Health {
             backend: "redis",
+            mode: Some(self.mode),
             reachable: self.reachable.load(Ordering::Relaxed),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
         }
@@ -143,23 +143,42 @@ impl RedisStore {
         }
     }
 
-    /// Runs one call through the circuit and the time-out.
+    /// Runs one call through the circuit and the time-out, on the
+    /// connection of the moment (for Sentinel: the master the sentinels
+    /// name; a failed call makes the next one ask again).
     async fn call<T, F>(&self, call: F) -> Result<T, StoreError>
     where
-        F: std::future::Future<Output = RedisResult<T>>,
+        F: AsyncFnOnce(&mut Conn) -> RedisResult<T>,
     {
         if self.millis() < self.open_until.load(Ordering::Relaxed) {
             return Err(StoreError::CircuitOpen);
         }
-        let result = match tokio::time::timeout(self.timeout, call).await {
+        let result = self.bounded(call).await;
+        match &result {
+            Ok(_) => self.succeeded(),
+            Err(e) => self.failed(e),
+        }
+        result
+    }
+
+    /// One call on a connection within `timeout`.
+    async fn bounded<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> RedisResult<T>,
+    {
+        let run = async {
+            let mut conn = self.link.conn().await?;
+            call(&mut conn).await
+        };
+        // Boxed: the sentinel and cluster futures are deep types.
+        let result = match tokio::time::timeout(self.timeout, Box::pin(run)).await {
             Err(_) => Err(StoreError::Timeout),
             Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout),
             Ok(Err(e)) => Err(StoreError::Failed(format!("{:?}", e.kind()))),
             Ok(Ok(value)) => Ok(value),
         };
-        match &result {
-            Ok(_) => self.succeeded(),
-            Err(e) => self.failed(e),
+        if result.is_err() {
+            self.link.forget();
         }
         result
     }
@@ -170,27 +189,55 @@ impl RedisStore {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms);
-        let set: Option<String> = self.call(cmd.query_async(&mut conn)).await?;
+        if self.wait_for_replicas == 0 {
+            let set: Option<String> = self
+                .call(async |conn: &mut Conn| cmd.query_async(conn).await)
+                .await?;
+            return Ok(set.is_some());
+        }
+        // SET and WAIT in one round trip; WAIT gets half the time-out.
+        let wait_ms = u64::try_from(self.timeout.as_millis() / 2)
+            .unwrap_or(1)
+            .max(1);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(self.wait_for_replicas)
+            .arg(wait_ms);
+        let (set, acked): (Option<String>, u32) = self
+            .call(async |conn: &mut Conn| pipe.query_async(conn).await)
+            .await?;
+        if set.is_some() && acked < self.wait_for_replicas {
+            // Only on the master: a failover now could forget it. Give it
+            // back and fail closed rather than risk a second use.
+            log::warn!(
+                "a one-time use reached {acked} of {} replicas: given back",
+                self.wait_for_replicas
+            );
+            self.give_back(key, token).await?;
+            return Err(StoreError::Failed("not replicated".into()));
+        }
         Ok(set.is_some())
     }
 
     pub async fn give_back(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         let mut invocation = self.give_back.key(key);
         invocation.arg(token);
-        let _: i64 = self.call(invocation.invoke_async(&mut conn)).await?;
+        let _: i64 = self
+            .call(async |conn: &mut Conn| invocation.invoke_async(conn).await)
+            .await?;
         Ok(())
     }
 
     pub async fn rate(&self, key: &str, p: &Params) -> Result<RateDecision, StoreError> {
-        let mut conn = self.conn.clone();
         let mut invocation = self.gcra.key(key);
         invocation.arg(p.interval).arg(p.tolerance);
-        let v: Vec<i64> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let v: Vec<i64> = self
+            .call(async |conn: &mut Conn| invocation.invoke_async(conn).await)
+            .await?;
         let [allowed, remaining, retry_after, reset] = v[..] else {
             return Err(StoreError::Failed("unexpected GCRA reply".into()));
         };
@@ -205,14 +252,11 @@ impl RedisStore {
 
     /// One PING, past the circuit (the probe is what closes it).
     async fn probe(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        let result = match tokio::time::timeout(self.timeout, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Failed(format!("{:?}", e.kind()))),
-            Err(_) => Err(StoreError::Timeout),
-        };
+        let ping = redis::cmd("PING");
+        let result = self
+            .bounded(async |conn: &mut Conn| ping.query_async::<String>(conn).await)
+            .await
+            .map(drop);
         match &result {
             Ok(()) => self.succeeded(),
             Err(e) => {
@@ -254,8 +298,12 @@ mod tests {
             .map(|a| a.port())
             .unwrap_or(1);
         let cfg = RedisState {
-            url: format!("redis://127.0.0.1:{port}/0"),
+            servers: crate::config::RedisServers::Standalone {
+                url: format!("redis://127.0.0.1:{port}/0"),
+            },
+            tls: None,
             key_prefix: "t:".into(),
+            wait_for_replicas: 0,
             timeout: Duration::from_millis(200),
         };
         let metrics = Arc::new(Metrics::new());

@@ -13,6 +13,8 @@ use consent_gateway::dev_issuer::{DevIssuer, TokenSpec};
 use consent_gateway::support::echo::EchoServer;
 use consent_gateway::support::jwks_server::JwksServer;
 
+pub mod redis_ha;
+
 pub const ISS: &str = "https://test.maskinporten.no/";
 pub const PERSON: &str = "17839116535";
 pub const OTHER_PERSON: &str = "05917596738";
@@ -439,6 +441,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments (replica, cluster mode).
+    extra: Vec<String>,
 }
 
 /// Where the tests look for `redis-server`.
@@ -446,6 +450,11 @@ pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 impl RedisServer {
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// As `start`, with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<RedisServer> {
         if !std::path::Path::new(REDIS_SERVER).exists() {
             eprintln!("SKIPPED: {REDIS_SERVER} is not installed; the Redis tests need it");
             return None;
@@ -454,6 +463,7 @@ impl RedisServer {
             port: free_addr().port(),
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.restart();
         Some(server)
@@ -471,6 +481,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -518,11 +529,7 @@ impl RedisServer {
     pub fn command(&self, args: &[&str]) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
         s.set_read_timeout(Some(Duration::from_millis(300))).ok();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).expect("write redis");
+        s.write_all(&resp(args)).expect("write redis");
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = s.read(&mut buf) {
@@ -533,6 +540,15 @@ impl RedisServer {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// `args` as one RESP command.
+pub fn resp(args: &[&str]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    req.into_bytes()
 }
 
 impl Drop for RedisServer {
