@@ -402,6 +402,15 @@ impl ProxyHttp for ConsentProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let genuine_upgrade = session.is_upgrade_req();
+        // An HTTP/2 request may name its host in `:authority` alone: the
+        // upstream gets, as `Host` (and pingora's `:authority` to an h2
+        // upstream), the very value the route was decided on. pingora
+        // refused a request whose `Host` and `:authority` disagree.
+        if !upstream_request.headers.contains_key(http::header::HOST) {
+            if let Some(host) = ctx.routed.as_ref().and_then(|r| r.host.clone()) {
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
+        }
         for name in headers_to_strip(&upstream_request.headers, genuine_upgrade) {
             upstream_request.remove_header(&name);
         }
