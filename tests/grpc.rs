@@ -154,6 +154,8 @@ fn unary_calls_pass_with_verified_metadata_and_trailers() {
     assert_eq!(first.get("x-consent-to").unwrap(), CONSUMER);
     assert!(first.get("x-consent-id").is_some());
     assert_eq!(first.get("content-type").unwrap(), "application/grpc");
+    // The gateway's own `te: trailers` on the h2 hop.
+    assert_eq!(first.get("te").unwrap(), "trailers");
 }
 
 #[test]
@@ -277,5 +279,22 @@ fn a_refusal_is_one_trailers_only_header_block() {
     assert_eq!(headers["grpc-status"], "16");
     assert_eq!(headers["grpc-message"], "missing_token");
     assert!(headers.get("x-request-id").is_some());
+    assert!(g.upstream.seen.lock().unwrap().is_empty());
+}
+
+/// A gRPC route answered over HTTP/1.1 (no gRPC client would, but nothing
+/// may pass): the same status in the headers, an explicitly empty body.
+#[test]
+fn a_refusal_over_http1_is_the_same_status_with_an_empty_body() {
+    let g = start();
+    let r = g.gw.raw(
+        "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\n\
+         X-Person-Id: 17839116535\r\nContent-Length: 5\r\nConnection: close\r\n\r\n\0\0\0\0\0",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("grpc-status"), Some("16"));
+    assert_eq!(r.header("grpc-message"), Some("missing_token"));
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(r.body.is_empty());
     assert!(g.upstream.seen.lock().unwrap().is_empty());
 }

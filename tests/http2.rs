@@ -693,3 +693,33 @@ routes:
     assert!(world.echo.seen().is_empty());
     drop(backend);
 }
+
+/// h2c is opt-in: without `server.h2c` the HTTP/2 preface on a plain
+/// listener is an HTTP/1 request the guard refuses (400 problem+json).
+#[test]
+fn h2c_is_opt_in() {
+    let world = World::new();
+    let gw = world.start(
+        r#"
+server:
+  listen: ["{listen}"]
+  admin_listen: "{admin}"
+  threads: 1
+upstreams:
+  - name: echo
+    targets: ["{upstream}"]
+routes:
+  - name: open
+    path: /{*rest}
+    upstream: echo
+    auth: none
+"#,
+    );
+    world.echo.clear();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    let r = raw_bytes(gw.addr, &hello).unwrap();
+    assert_eq!((r.status, r.reason().as_str()), (400, "invalid_request"));
+    assert!(world.echo.seen().is_empty());
+    assert_eq!(gw.get("/still", None, &[]).status, 200);
+}

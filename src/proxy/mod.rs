@@ -432,6 +432,11 @@ impl ProxyHttp for ConsentProxy {
         if route.forward.strip_authorization {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
+        if route.grpc {
+            // The client's `TE` was stripped; the gateway itself takes the
+            // upstream's trailers (gRPC servers may insist on hearing so).
+            upstream_request.insert_header(http::header::TE, "trailers")?;
+        }
         if !route.forward.preserve_host {
             let pool = &snapshot.upstreams[route.upstream];
             upstream_request.insert_header(http::header::HOST, pool.host_header.clone())?;
