@@ -52,6 +52,15 @@ routes:
         required: [inntektsaar]
         match:
           inntektsaar: {{ path_param: year }}
+  - name: search
+    path: /search
+    methods: [POST]
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        body: {{ json_pointer: /person/fnr }}
   - name: open
     path: /open/{{*rest}}
     upstream: echo
@@ -722,4 +731,45 @@ routes:
     assert_eq!((r.status, r.reason().as_str()), (400, "invalid_request"));
     assert!(world.echo.seen().is_empty());
     assert_eq!(gw.get("/still", None, &[]).status, 200);
+}
+
+/// A body binding over HTTP/2 (a request body has no `Content-Length` to
+/// rely on): the subject in the JSON body is checked, the body forwarded
+/// byte for byte; another person in the body is refused unseen.
+#[test]
+fn a_body_binding_over_h2_checks_and_forwards_the_body() {
+    let w = start();
+    let token = w.world.valid_token();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://{}/search", w.gw.addr);
+    let body = |person: &str| format!(r#"{{"person":{{"fnr":"{person}"}},"year":2025}}"#);
+    let statuses = w.world.rt.block_on(async {
+        let mut out = Vec::new();
+        for person in [PERSON, OTHER_PERSON] {
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body(person))
+                .send()
+                .await
+                .unwrap();
+            out.push((r.version(), r.status().as_u16()));
+        }
+        out
+    });
+    assert_eq!(
+        statuses,
+        vec![
+            (reqwest::Version::HTTP_2, 200),
+            (reqwest::Version::HTTP_2, 403)
+        ]
+    );
+    let seen = w.world.echo.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, body(PERSON).into_bytes());
+    assert_eq!(seen[0].header("x-consent-subject"), Some(PERSON));
 }
