@@ -36,6 +36,10 @@ struct Args {
     /// Worker threads (the gateway's `server.threads`).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also take HTTP/2 with prior knowledge (the gateway's `server.h2c`),
+    /// with the gateway's HTTP/2 settings (`benches/load/h2.sh`).
+    #[arg(long)]
+    h2c: bool,
 }
 
 /// Forwards every request to `upstream`, with the peer settings the gateway
@@ -81,6 +85,8 @@ fn main() {
     if let Some(app) = proxy.app_logic_mut() {
         let mut server_options = HttpServerOptions::default();
         server_options.allow_connect_method_proxying = true;
+        server_options.h2c = args.h2c;
+        server_options.h2_idle_timeout = Some(Duration::from_secs(60));
         app.server_options = Some(server_options);
     }
     proxy.add_tcp(&args.listen);

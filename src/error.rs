@@ -329,6 +329,25 @@ impl Reason {
         }
     }
 
+    /// The gRPC status code of this refusal on a `grpc: true` route (SPEC
+    /// section 13), derived from its HTTP status: 401 UNAUTHENTICATED (16),
+    /// 403 PERMISSION_DENIED (7), 502/503 UNAVAILABLE (14), 504
+    /// DEADLINE_EXCEEDED (4), 400 INVALID_ARGUMENT (3); where SPEC is silent,
+    /// gRPC's own HTTP mapping: 404/405 UNIMPLEMENTED (12), 413/429/431
+    /// RESOURCE_EXHAUSTED (8), 415 INVALID_ARGUMENT (3), else UNKNOWN (2).
+    pub fn grpc_status(self) -> u8 {
+        match self.status() {
+            400 | 415 => 3,
+            401 => 16,
+            403 => 7,
+            404 | 405 => 12,
+            413 | 429 | 431 => 8,
+            502 | 503 => 14,
+            504 => 4,
+            _ => 2,
+        }
+    }
+
     /// Seconds for `Retry-After`, on refusals a client should retry later.
     pub fn retry_after(self) -> Option<u32> {
         match self {
@@ -619,6 +638,23 @@ mod tests {
             Reason::InvalidTokenRequest.documentation_link("http://x/d#old"),
             "http://x/d#invalid_request"
         );
+    }
+
+    #[test]
+    fn grpc_statuses_follow_spec_13() {
+        for reason in Reason::ALL {
+            let expected = match reason.status() {
+                401 => 16,
+                403 => 7,
+                502 | 503 => 14,
+                504 => 4,
+                400 => 3,
+                _ => continue,
+            };
+            assert_eq!(reason.grpc_status(), expected, "{reason:?}");
+        }
+        assert_eq!(Reason::RateLimited.grpc_status(), 8);
+        assert_eq!(Reason::NoRoute.grpc_status(), 12);
     }
 
     #[test]

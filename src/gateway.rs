@@ -580,6 +580,13 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.admin_listen != new.admin_listen {
         changes.push("a change of server.admin_listen");
     }
+    // The HTTP/2 settings are given to pingora once, with the listeners.
+    if running.h2c != new.h2c {
+        changes.push("a change of server.h2c");
+    }
+    if running.limits.h2_max_concurrent_streams != new.limits.h2_max_concurrent_streams {
+        changes.push("a change of server.limits.h2_max_concurrent_streams");
+    }
     // The authz listener is bound once; its mode, prefix and secret reload.
     let authz_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.listen);
     if authz_listen(running) != authz_listen(new) {
@@ -594,6 +601,8 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.tls.clone_from(&running.tls);
     new.threads = running.threads;
     new.admin_listen = running.admin_listen;
+    new.h2c = running.h2c;
+    new.limits.h2_max_concurrent_streams = running.limits.h2_max_concurrent_streams;
     if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
         new.listen = running.listen;
     }

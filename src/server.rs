@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
@@ -34,6 +37,44 @@ pub struct RunOptions {
 /// How long `--upgrade` waits for every issuer's keys before it takes the
 /// listeners over (it gives up, leaving the old process serving, after it).
 pub const UPGRADE_KEY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an HTTP/2 client connection with no open stream is kept (as
+/// pingora keeps an idle HTTP/1 keep-alive connection).
+pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Streams a client may reset (or that the gateway had to reset for a
+/// protocol error) before its connection is closed: h2's defences against
+/// rapid reset (CVE-2023-44487), bounded explicitly here.
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// The HTTP/2 settings of every client connection: the header list (what
+/// HPACK decodes to, CONTINUATION frames included) within
+/// `max_request_header_bytes`, `h2_max_concurrent_streams` streams, and the
+/// reset budgets above.
+pub fn h2_options(limits: &crate::config::Limits) -> H2Options {
+    let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
+    let header_list = u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX);
+    options
+        .max_header_list_size(header_list)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
+    options
+}
+
+/// The TLS settings of one listener, with the ALPN offer it lists.
+fn tls_settings(tls: &crate::config::TlsListener) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
+            .map_err(|e| format!("TLS listener {}: {e}", tls.listen))?;
+    settings.set_alpn(match (tls.h2, tls.http11) {
+        (true, true) => ALPN::H2H1,
+        (true, false) => ALPN::H2,
+        _ => ALPN::H1,
+    });
+    Ok(settings)
+}
 
 /// A server ready to run, and the shared state it serves.
 pub struct Built {
@@ -104,27 +145,25 @@ pub fn build_server(
     let mut server_options = HttpServerOptions::default();
     // CONNECT reaches our own filter, which answers it 405 problem+json.
     server_options.allow_connect_method_proxying = true;
+    server_options.h2c = server_settings.h2c;
+    server_options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
     proxy_app.server_options = Some(server_options);
     let limits = server_settings.limits;
+    proxy_app.h2_options = Some(h2_options(&limits));
     let guarded = GuardedApp::new(
         proxy_app,
         Arc::clone(&gateway),
         limits.header_read_timeout,
         limits.max_connections,
-    );
+    )
+    .with_h2c(server_settings.h2c);
     let connections = guarded.open_connections();
     let mut proxy = Service::new("consent-gateway".to_string(), guarded);
     for addr in &server_settings.listen {
         proxy.add_tcp(&addr.to_string());
     }
     for tls in &server_settings.tls {
-        proxy
-            .add_tls(
-                &tls.listen.to_string(),
-                &tls.cert.to_string_lossy(),
-                &tls.key.to_string_lossy(),
-            )
-            .map_err(|e| format!("TLS listener {}: {e}", tls.listen))?;
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings(tls)?);
     }
     server.add_service(proxy);
 

@@ -1,11 +1,11 @@
 //! Upstream pools: round robin over healthy targets (pingora-load-balancing),
 //! optional active health checks, passive failover of a failed connect to
-//! another target, and the peer settings (timeouts, TLS, CA).
+//! another target, and the peer settings (timeouts, TLS, CA, HTTP version).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, ALPN};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use pingora_load_balancing::selection::RoundRobin;
@@ -13,7 +13,20 @@ use pingora_load_balancing::LoadBalancer;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
+
+/// Streams one HTTP/2 upstream connection carries at once before pingora
+/// opens another (its default is 1: no multiplexing at all).
+pub const UPSTREAM_H2_STREAMS: usize = 100;
+
+/// The ALPN a peer asks for: `H2` alone for both HTTP/2 protocols (over
+/// cleartext pingora then speaks h2 with prior knowledge), `H1` otherwise.
+fn alpn_of(protocol: UpstreamProtocol) -> ALPN {
+    match protocol {
+        UpstreamProtocol::H1 => ALPN::H1,
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+    }
+}
 
 /// A target's address, as pingora's load balancer and peers hold it.
 pub type PeerAddr = pingora_core::protocols::l4::socket::SocketAddr;
@@ -30,6 +43,7 @@ pub struct UpstreamPool {
     ca: Option<Arc<[WrappedX509]>>,
     connect_timeout: Duration,
     read_timeout: Duration,
+    protocol: UpstreamProtocol,
     /// `host:port` of the first target (or the `sni` with TLS), for `Host`
     /// when `preserve_host: false`; built once, shared by every request.
     pub host_header: http::HeaderValue,
@@ -72,6 +86,7 @@ impl UpstreamPool {
             );
             hc.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
             hc.peer_template.options.read_timeout = Some(upstream.read_timeout);
+            hc.peer_template.options.alpn = alpn_of(upstream.protocol);
             lb.set_health_check(Box::new(hc));
             lb.health_check_frequency = Some(check.interval);
         }
@@ -101,6 +116,7 @@ impl UpstreamPool {
             ca,
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
+            protocol: upstream.protocol,
             host_header,
             only_peer: None,
         };
@@ -158,6 +174,10 @@ impl UpstreamPool {
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.alpn = alpn_of(self.protocol);
+        if self.protocol != UpstreamProtocol::H1 {
+            peer.options.max_h2_streams = UPSTREAM_H2_STREAMS;
+        }
         if let Some(ca) = &self.ca {
             peer.options.ca = Some(Arc::clone(ca));
         }
@@ -245,6 +265,20 @@ mod tests {
             .collect();
         let p = pool(&format!("[{}]", many.join(", ")), "");
         assert_eq!(p.connect_tries(), MAX_CONNECT_TRIES);
+    }
+
+    #[test]
+    fn the_protocol_picks_the_peer_alpn() {
+        let p = pool("[\"127.0.0.1:8081\"]", "");
+        assert_eq!(p.select_peer().unwrap().options.alpn, ALPN::H1);
+        let p = pool("[\"127.0.0.1:8081\"]\n    protocol: h2c", "");
+        let peer = p.select_peer().unwrap();
+        assert_eq!(peer.options.alpn, ALPN::H2);
+        assert!(
+            peer.options.alpn.get_min_http_version() == 2,
+            "h2c: prior knowledge"
+        );
+        assert_eq!(peer.options.max_h2_streams, UPSTREAM_H2_STREAMS);
     }
 
     #[test]

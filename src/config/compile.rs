@@ -13,13 +13,13 @@ use super::model::{
     ConsentRule, DelegationRule, ForwardRule, HealthCheck, Issuer, Limits, Mode, OriginalRequest,
     PersonalData, RateLimit, RatePer, RedisServers, RedisState, RedisTls, Route, RouteAuth,
     ScopeRule, Server, Service, StateBackend, SubjectTypes, SyncedConsumers, TlsListener, Tracing,
-    Upstream, MAX_BODY_BYTES,
+    Upstream, UpstreamProtocol, MAX_BODY_BYTES,
 };
 use super::orgno::normalize_org_entry;
 use super::raw::{
-    RawAltinn, RawAltinnEnvironment, RawAuth, RawAuthz, RawBackend, RawBinding, RawConfig,
-    RawConsent, RawMode, RawOnStoreError, RawOriginalRequest, RawPersonalData, RawRateLimit,
-    RawRatePer, RawRoute, RawState, RawSubjectType,
+    RawAlpn, RawAltinn, RawAltinnEnvironment, RawAuth, RawAuthz, RawBackend, RawBinding, RawConfig,
+    RawConsent, RawMode, RawOnStoreError, RawOriginalRequest, RawPersonalData, RawProtocol,
+    RawRateLimit, RawRatePer, RawRoute, RawState, RawSubjectType,
 };
 use super::validate::{parse_algorithm, parse_listen_addr, Checked, Context};
 use super::ConfigError;
@@ -261,6 +261,8 @@ impl Compiler<'_, '_> {
                     listen,
                     cert: self.ctx.resolve(&t.cert),
                     key: self.ctx.resolve(&t.key),
+                    h2: t.alpn.contains(&RawAlpn::H2),
+                    http11: t.alpn.contains(&RawAlpn::Http11),
                 })
             })
             .collect();
@@ -279,7 +281,9 @@ impl Compiler<'_, '_> {
                 max_request_header_bytes: s.limits.max_request_header_bytes,
                 header_read_timeout: s.limits.header_read_timeout.0,
                 max_connections: s.limits.max_connections,
+                h2_max_concurrent_streams: s.limits.h2_max_concurrent_streams,
             },
+            h2c: s.h2c,
         }
     }
 
@@ -351,6 +355,11 @@ impl Compiler<'_, '_> {
                     path: h.path.clone(),
                     interval: h.interval.0,
                 }),
+                protocol: match u.protocol {
+                    RawProtocol::H1 => UpstreamProtocol::H1,
+                    RawProtocol::H2 => UpstreamProtocol::H2,
+                    RawProtocol::H2c => UpstreamProtocol::H2c,
+                },
             })
             .collect()
     }
@@ -405,6 +414,7 @@ impl Compiler<'_, '_> {
             },
             one_time: r.consent.as_ref().is_some_and(|c| c.one_time),
             rate_limit: r.rate_limit.as_ref().map(rate_limit),
+            grpc: r.grpc,
         })
     }
 
@@ -533,7 +543,7 @@ impl Compiler<'_, '_> {
 }
 
 /// Whether a route's subject or metadata binding reads the body.
-fn reads_body(route: &RawRoute) -> bool {
+pub(super) fn reads_body(route: &RawRoute) -> bool {
     route.consent.as_ref().is_some_and(|c| {
         c.subject.as_ref().is_some_and(|s| s.body.is_some())
             || c.metadata.matches.0.iter().any(|(_, b)| b.body.is_some())

@@ -380,6 +380,102 @@ upstreams:
 
     const TOKEN: &str = "    auth: token\n    issuers: [mp]\n";
 
+    /// SPEC section 13, HTTP/2 and gRPC: ALPN, h2c, upstream protocol and
+    /// `grpc` routes, each error at its field.
+    #[test]
+    fn http2_settings_are_validated_and_compiled() {
+        let text = |server: &str, upstreams: &str, routes: &str| {
+            format!(
+                "server:\n  listen: [\"127.0.0.1:8080\"]\n{server}issuers:\n  - name: mp\n    \
+                 issuer: \"https://test.maskinporten.no/\"\n    jwks_uri: \"https://test.maskinporten.no/jwk\"\n\
+                 upstreams:\n{upstreams}routes:\n{routes}"
+            )
+        };
+        let load = |t: &str| load_with(t, Path::new(FILE), &files());
+        let tls = |alpn: &str| {
+            format!("  tls:\n    - listen: \"127.0.0.1:8443\"\n      cert: tls.crt\n      key: tls.key\n{alpn}")
+        };
+        let up = |extra: &str| format!("  - name: g\n    targets: [\"127.0.0.1:50051\"]\n{extra}");
+        let grpc_route = "  - name: r\n    path: /pkg.Svc/{m}\n    upstream: g\n    auth: none\n    grpc: true\n";
+        let config = load(&text(
+            &format!("  h2c: true\n{}", tls("      alpn: [h2, http/1.1]\n")),
+            &up("    protocol: h2c\n"),
+            grpc_route,
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(config.server.h2c);
+        assert!(config.server.tls[0].h2 && config.server.tls[0].http11);
+        assert_eq!(config.server.limits.h2_max_concurrent_streams, 100);
+        assert_eq!(config.upstreams[0].protocol, UpstreamProtocol::H2c);
+        assert!(config.routes[0].grpc);
+        // Defaults: HTTP/1.1 only, h1 upstreams, no h2c.
+        let plain = load(&text(
+            &tls(""),
+            &up(""),
+            "  - {name: r, path: /, upstream: g, auth: none}\n",
+        ))
+        .unwrap();
+        assert!(!plain.server.h2c);
+        assert!(!plain.server.tls[0].h2 && plain.server.tls[0].http11);
+        assert_eq!(plain.upstreams[0].protocol, UpstreamProtocol::H1);
+
+        let open = "  - {name: r, path: /, upstream: g, auth: none}\n";
+        let only = |t: String, path: &str, needle: &str| {
+            let errors = load(&t).expect_err("invalid").0;
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert_eq!(errors[0].path, path, "{errors:#?}");
+            assert!(
+                errors[0].message.contains(needle),
+                "{:?}",
+                errors[0].message
+            );
+        };
+        only(
+            text("", &up("    protocol: h2\n"), open),
+            "upstreams[0].protocol",
+            "tls: true",
+        );
+        only(
+            text("", &up("    protocol: h2c\n    tls: true\n"), open),
+            "upstreams[0].protocol",
+            "cleartext",
+        );
+        only(
+            text("", &up("    protocol: h3\n"), open),
+            "upstreams[0].protocol",
+            "h3",
+        );
+        only(
+            text(&tls("      alpn: []\n"), &up(""), open),
+            "server.tls[0].alpn",
+            "empty",
+        );
+        only(
+            text(&tls("      alpn: [h2, h2]\n"), &up(""), open),
+            "server.tls[0].alpn",
+            "twice",
+        );
+        only(
+            text(&tls("      alpn: [spdy]\n"), &up(""), open),
+            "server.tls[0].alpn[0]",
+            "spdy",
+        );
+        only(
+            text(
+                "  limits:\n    h2_max_concurrent_streams: 0\n",
+                &up(""),
+                open,
+            ),
+            "server.limits.h2_max_concurrent_streams",
+            "at least 1",
+        );
+        only(
+            text("", &up(""), grpc_route),
+            "routes[0].grpc",
+            "HTTP/2 to the upstream",
+        );
+    }
+
     #[test]
     fn server_authz_is_validated_and_compiled() {
         let authz = |body: &str| format!("server:\n  authz:\n{body}{}", route(TOKEN));

@@ -421,6 +421,8 @@ pub struct Route {
     /// `consent.one_time`: each consent `id` is usable once.
     pub one_time: bool,
     pub rate_limit: Option<RateLimit>,
+    /// `grpc: true`: refusals are gRPC statuses (trailers-only).
+    pub grpc: bool,
 }
 
 /// What a route's rate limit counts by.
@@ -562,6 +564,31 @@ pub struct TlsListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// ALPN offers `h2` (before `http/1.1` when both are listed).
+    pub h2: bool,
+    /// ALPN offers `http/1.1`.
+    pub http11: bool,
+}
+
+/// How the gateway speaks to an upstream (`upstreams[].protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    /// HTTP/2 over TLS, negotiated by ALPN.
+    H2,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::H1 => "h1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 /// Protections applied before any route logic.
@@ -570,6 +597,8 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` of every HTTP/2 client connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// Listener and process settings (listeners, `threads`, `admin_listen` need a restart).
@@ -583,6 +612,8 @@ pub struct Server {
     pub limits: Limits,
     /// `server.authz`: the external authorization endpoints.
     pub authz: Option<Authz>,
+    /// `server.h2c`: the plain listeners also take HTTP/2 with prior knowledge.
+    pub h2c: bool,
 }
 
 /// Where an authorization endpoint reads the original request's facts.
@@ -642,6 +673,7 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub health_check: Option<HealthCheck>,
+    pub protocol: UpstreamProtocol,
 }
 
 /// How national identity numbers appear in the audit log.

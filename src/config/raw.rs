@@ -417,6 +417,8 @@ pub struct RawServer {
     pub limits: RawLimits,
     /// `None`: no authorization endpoint (SPEC section 13).
     pub authz: Option<RawAuthz>,
+    /// HTTP/2 with prior knowledge on the plain listeners (SPEC section 13).
+    pub h2c: bool,
 }
 
 /// `server.authz:` (SPEC section 13, external authorization).
@@ -454,6 +456,7 @@ impl Default for RawServer {
             max_token_bytes: 16384,
             limits: RawLimits::default(),
             authz: None,
+            h2c: false,
         }
     }
 }
@@ -465,6 +468,35 @@ pub struct RawTlsListener {
     pub listen: String,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The protocols offered by ALPN, in preference order (SPEC section
+    /// 13); default `[http/1.1]`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<RawAlpn>,
+}
+
+/// One protocol of `server.tls[].alpn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RawAlpn {
+    #[serde(rename = "h2")]
+    H2,
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+fn default_alpn() -> Vec<RawAlpn> {
+    vec![RawAlpn::Http11]
+}
+
+/// `upstreams[].protocol` (SPEC section 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProtocol {
+    #[default]
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 over cleartext, prior knowledge.
+    H2c,
 }
 
 /// `server.limits:`.
@@ -474,6 +506,8 @@ pub struct RawLimits {
     pub max_request_header_bytes: usize,
     pub header_read_timeout: HumanDuration,
     pub max_connections: usize,
+    /// Concurrent streams one HTTP/2 client connection may open.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for RawLimits {
@@ -482,6 +516,7 @@ impl Default for RawLimits {
             max_request_header_bytes: 32768,
             header_read_timeout: HumanDuration::secs(10),
             max_connections: 10000,
+            h2_max_concurrent_streams: 100,
         }
     }
 }
@@ -562,6 +597,8 @@ pub struct RawUpstream {
     pub read_timeout: HumanDuration,
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub protocol: RawProtocol,
 }
 
 /// `upstreams[].health_check:`.
@@ -627,6 +664,9 @@ pub struct RawRoute {
     pub forward: RawForward,
     #[serde(default)]
     pub rate_limit: Option<RawRateLimit>,
+    /// Denials are gRPC statuses in a trailers-only response (SPEC 13).
+    #[serde(default)]
+    pub grpc: bool,
 }
 
 /// `routes[].scopes:`.

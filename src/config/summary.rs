@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{AuthMode, Config, Mode, PersonalData, Route, StateBackend};
+use super::model::{AuthMode, Config, Mode, PersonalData, Route, StateBackend, UpstreamProtocol};
 
 /// Routes listed in full before the rest are only counted.
 pub const SUMMARY_ROUTE_LIMIT: usize = 20;
@@ -33,11 +33,17 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
         writeln!(out, "  access list {}", extra.display())?;
     }
     let listen: Vec<String> = server.listen.iter().map(ToString::to_string).collect();
-    writeln!(out, "listen      {}", join_or(&listen, "(none)"))?;
+    let h2c = if server.h2c { " (and h2c)" } else { "" };
+    writeln!(out, "listen      {}{h2c}", join_or(&listen, "(none)"))?;
     for tls in &server.tls {
+        let alpn = match (tls.h2, tls.http11) {
+            (true, true) => "h2, http/1.1",
+            (true, false) => "h2",
+            _ => "http/1.1",
+        };
         writeln!(
             out,
-            "listen tls  {} (cert {}, key {})",
+            "listen tls  {} (cert {}, key {}; alpn {alpn})",
             tls.listen,
             tls.cert.display(),
             tls.key.display()
@@ -147,10 +153,15 @@ fn write_summary(out: &mut String, config: &Config) -> std::fmt::Result {
     for upstream in &config.upstreams {
         writeln!(
             out,
-            "  {}: {}{}",
+            "  {}: {}{}{}",
             upstream.name,
             upstream.targets.join(" "),
-            if upstream.tls { " (tls)" } else { "" }
+            if upstream.tls { " (tls)" } else { "" },
+            match upstream.protocol {
+                UpstreamProtocol::H1 => "",
+                UpstreamProtocol::H2 => " (h2)",
+                UpstreamProtocol::H2c => " (h2c)",
+            }
         )?;
     }
 
@@ -217,6 +228,9 @@ fn write_route(out: &mut String, config: &Config, route: &Route) -> std::fmt::Re
     }
     if route.one_time {
         out.push_str(" one_time");
+    }
+    if route.grpc {
+        out.push_str(" grpc");
     }
     if let Some(limit) = &route.rate_limit {
         write!(

@@ -14,9 +14,10 @@ use std::time::Duration;
 use super::model::{PathTemplate, MAX_BODY_BYTES};
 use super::orgno::{self, normalize_org_entry};
 use super::raw::{
-    RawAltinn, RawAudit, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField, RawConfig,
-    RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawRatePer, RawRedis,
-    RawRedisTls, RawRoute, RawSentinel, RawServer, RawService, RawTracing, RawUpstream,
+    RawAlpn, RawAltinn, RawAudit, RawAuth, RawAuthz, RawBackend, RawBinding, RawBodyField,
+    RawConfig, RawConsent, RawConsumers, RawDelegation, RawIssuer, RawPersonalData, RawProtocol,
+    RawRatePer, RawRedis, RawRedisTls, RawRoute, RawSentinel, RawServer, RawService, RawTracing,
+    RawUpstream,
 };
 use super::ConfigError;
 use crate::keys::Alg;
@@ -179,6 +180,7 @@ impl Validator<'_, '_> {
             listener(self, format!("server.tls[{i}].listen"), &tls.listen);
             self.readable(&format!("server.tls[{i}].cert"), &tls.cert);
             self.readable(&format!("server.tls[{i}].key"), &tls.key);
+            self.alpn(i, &tls.alpn);
         }
         if let Some(admin) = &server.admin_listen {
             listener(self, "server.admin_listen".to_string(), admin);
@@ -196,6 +198,12 @@ impl Validator<'_, '_> {
             self.error(
                 "server.listen",
                 "no listener: give at least one address in `listen` or `tls`",
+            );
+        }
+        if server.limits.h2_max_concurrent_streams == 0 {
+            self.error(
+                "server.limits.h2_max_concurrent_streams",
+                "must be at least 1",
             );
         }
         if server.threads == Some(0) {
@@ -411,6 +419,38 @@ impl Validator<'_, '_> {
         index
     }
 
+    /// `server.tls[i].alpn`: a non-empty list of distinct protocols.
+    fn alpn(&mut self, i: usize, alpn: &[RawAlpn]) {
+        let at = format!("server.tls[{i}].alpn");
+        if alpn.is_empty() {
+            self.error(at, "must not be empty: list `h2`, `http/1.1` or both");
+        } else if alpn.len() == 2 && alpn[0] == alpn[1] {
+            self.error(at, "lists one protocol twice");
+        } else if alpn == [RawAlpn::Http11, RawAlpn::H2] {
+            // pingora offers h2 first when it offers both.
+            self.error(
+                at,
+                "`h2` is preferred when both are offered: write `[h2, http/1.1]`",
+            );
+        }
+    }
+
+    /// `upstreams[i].protocol` against `tls`: h2 is negotiated by ALPN over
+    /// TLS, h2c is prior knowledge over cleartext.
+    fn upstream_protocol(&mut self, i: usize, upstream: &RawUpstream) {
+        let at = format!("upstreams[{i}].protocol");
+        match (upstream.protocol, upstream.tls) {
+            (RawProtocol::H2, false) => self.error(
+                at,
+                "`h2` needs `tls: true` (HTTP/2 over TLS); use `h2c` for cleartext HTTP/2",
+            ),
+            (RawProtocol::H2c, true) => {
+                self.error(at, "`h2c` is cleartext HTTP/2: use `h2` with `tls: true`")
+            }
+            _ => {}
+        }
+    }
+
     fn upstreams<'r>(&mut self, upstreams: &'r [RawUpstream]) -> NameIndex<'r> {
         let index = self.names(
             "upstreams",
@@ -444,6 +484,7 @@ impl Validator<'_, '_> {
                 }
                 self.readable(&at("ca_file"), ca);
             }
+            self.upstream_protocol(i, upstream);
             self.nonzero(&at("connect_timeout"), upstream.connect_timeout.0);
             self.nonzero(&at("read_timeout"), upstream.read_timeout.0);
             if let Some(health) = &upstream.health_check {
@@ -491,6 +532,34 @@ impl Validator<'_, '_> {
             }
             self.route_auth(i, route, raw, issuers, template.as_ref());
             self.route_state(i, route);
+            self.route_grpc(i, route, raw);
+        }
+    }
+
+    /// `grpc: true` (SPEC section 13): gRPC needs HTTP/2 to the upstream
+    /// (its status travels in trailers) and its body is length-prefixed
+    /// protobuf, which no body binding reads.
+    fn route_grpc(&mut self, i: usize, route: &RawRoute, raw: &RawConfig) {
+        if !route.grpc {
+            return;
+        }
+        let at = format!("routes[{i}].grpc");
+        let upstream = raw.upstreams.iter().find(|u| u.name == route.upstream);
+        if upstream.is_some_and(|u| u.protocol == RawProtocol::H1) {
+            self.error(
+                at.clone(),
+                format!(
+                    "gRPC needs HTTP/2 to the upstream: give upstream `{}` `protocol: h2` or `h2c`",
+                    route.upstream
+                ),
+            );
+        }
+        if super::compile::reads_body(route) {
+            self.error(
+                at,
+                "a gRPC body is length-prefixed protobuf: bind the subject and metadata to \
+                 headers (gRPC metadata), not to the body",
+            );
         }
     }
 

@@ -211,6 +211,14 @@ pub fn route_summary(config: &Config, route: &Route) -> String {
     let host = route.host.as_deref().map_or("any".to_string(), code);
     let _ = writeln!(out, "- **Host:** {host}");
     let _ = writeln!(out, "- **Methods:** {}", methods_label(route));
+    if route.grpc {
+        out.push_str(
+            "- **Protocol:** gRPC over HTTP/2. The token goes in `authorization` metadata and \
+             headers named below are gRPC metadata. A refusal is a gRPC status, not \
+             problem+json: `grpc-message` is the reason code, `grpc-status` 16 for 401, 7 \
+             for 403, 3 for 400, 14 for 502/503, 4 for 504.\n",
+        );
+    }
     if route.mode == Mode::ReportOnly {
         out.push_str(
             "- **Enforcement:** report only: the rules below are checked and logged but not \

@@ -507,6 +507,7 @@ mod tests {
             forward: ForwardRule::default(),
             one_time: false,
             rate_limit: None,
+            grpc: false,
         }
     }
 

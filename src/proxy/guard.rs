@@ -6,6 +6,10 @@
 //! `GuardedApp` wraps the proxy's `ServerApp`; every accepted stream is
 //! wrapped in a `GuardedStream` that enforces the header deadline and holds a
 //! connection permit until the connection closes.
+//!
+//! An HTTP/2 connection (ALPN `h2`, or the h2c preface on a listener with
+//! `server.h2c`) is not HTTP/1 bytes: the guard only holds its permit and
+//! leaves the framing to the h2 codec and its limits (`server::h2_options`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +55,10 @@ enum Phase {
     /// After an upgrade or CONNECT request: no more requests to read.
     Tunnel,
 }
+
+/// The request line of the HTTP/2 connection preface (RFC 9113 section
+/// 3.4) and the empty line after it, as an HTTP/1 scanner sees it.
+const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so that its unread bytes do not turn the close into a
@@ -99,6 +107,8 @@ pub struct GuardedStream {
     /// Our sending side was shut down (FIN sent).
     shut: bool,
     permit: Option<OwnedSemaphorePermit>,
+    /// `server.h2c`: the HTTP/2 preface switches the connection to h2.
+    h2c: bool,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -142,9 +152,17 @@ impl GuardedStream {
             eof: false,
             shut: false,
             permit: Some(permit),
+            h2c: false,
         };
         s.limit = s.current_limit();
         s
+    }
+
+    /// The connection speaks HTTP/2 from its first byte (ALPN `h2`): no
+    /// HTTP/1 scanning, no header deadline.
+    fn http2(mut self) -> Self {
+        self.phase = Phase::Tunnel;
+        self
     }
 
     fn current_limit(&self) -> usize {
@@ -248,6 +266,8 @@ impl GuardedStream {
                 }
             }
         };
+        // Only the connection's first bytes may be the HTTP/2 preface.
+        self.h2c = false;
         self.awaiting = true;
         self.wrote = false;
         self.phase = match framing {
@@ -266,6 +286,10 @@ impl GuardedStream {
     fn check(&self, block: &[u8]) -> Result<Framing, Refusal> {
         if !self.synced {
             return Ok(Framing::Untracked);
+        }
+        if self.h2c && block.starts_with(H2_PREFACE_HEAD) {
+            // pingora peeked the same preface and hands the stream to h2.
+            return Ok(Framing::Tunnel);
         }
         check_block(block, self.limit)
     }
@@ -608,6 +632,8 @@ pub struct GuardedApp<A> {
     gateway: Arc<Gateway>,
     header_read_timeout: Duration,
     connections: OpenConnections,
+    /// `server.h2c` on this service's plain listeners.
+    h2c: bool,
 }
 
 impl<A> GuardedApp<A> {
@@ -626,7 +652,14 @@ impl<A> GuardedApp<A> {
                 permits: Arc::new(Semaphore::new(max)),
                 max,
             },
+            h2c: false,
         }
+    }
+
+    /// Lets the HTTP/2 preface through on plain connections (`server.h2c`).
+    pub fn with_h2c(mut self, h2c: bool) -> Self {
+        self.h2c = h2c;
+        self
     }
 
     /// A view of the open connections, for shutdown.
@@ -652,12 +685,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 log::warn!("max_connections reached: refusing a connection");
                 return None;
             };
-            Box::new(GuardedStream::new(
+            let h2 = matches!(session.selected_alpn_proto(), Some(ALPN::H2));
+            let mut guarded = GuardedStream::new(
                 session,
                 Some(Arc::clone(&self.gateway)),
                 self.header_read_timeout,
                 permit,
-            ))
+            );
+            guarded.h2c = self.h2c;
+            Box::new(if h2 { guarded.http2() } else { guarded })
         };
         self.inner.process_new(session, shutdown).await
     }

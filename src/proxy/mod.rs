@@ -412,6 +412,15 @@ impl ProxyHttp for ConsentProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let genuine_upgrade = session.is_upgrade_req();
+        // An HTTP/2 request may name its host in `:authority` alone: the
+        // upstream gets, as `Host` (and pingora's `:authority` to an h2
+        // upstream), the very value the route was decided on. pingora
+        // refused a request whose `Host` and `:authority` disagree.
+        if !upstream_request.headers.contains_key(http::header::HOST) {
+            if let Some(host) = ctx.routed.as_ref().and_then(|r| r.host.clone()) {
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
+        }
         for name in headers_to_strip(&upstream_request.headers, genuine_upgrade) {
             upstream_request.remove_header(&name);
         }
@@ -432,6 +441,11 @@ impl ProxyHttp for ConsentProxy {
         let route = &snapshot.config.routes[route];
         if route.forward.strip_authorization {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        if route.grpc {
+            // The client's `TE` was stripped; the gateway itself takes the
+            // upstream's trailers (gRPC servers may insist on hearing so).
+            upstream_request.insert_header(http::header::TE, "trailers")?;
         }
         if !route.forward.preserve_host {
             let pool = &snapshot.upstreams[route.upstream];
