@@ -329,6 +329,25 @@ impl Reason {
         }
     }
 
+    /// The `google.rpc.Code` of a refusal where an answer is a gRPC status
+    /// (the ext_authz v3 `CheckResponse.status`), from the HTTP status:
+    /// 400/413/415/431 `INVALID_ARGUMENT` (3), 401 `UNAUTHENTICATED` (16),
+    /// 403 and 405 `PERMISSION_DENIED` (7), 404 `NOT_FOUND` (5), 429
+    /// `RESOURCE_EXHAUSTED` (8), 502/503 `UNAVAILABLE` (14), 504
+    /// `DEADLINE_EXCEEDED` (4), anything else `INTERNAL` (13). Never `OK`.
+    pub fn grpc_code(self) -> i32 {
+        match self.status() {
+            400 | 413 | 415 | 431 => 3,
+            401 => 16,
+            403 | 405 => 7,
+            404 => 5,
+            429 => 8,
+            502 | 503 => 14,
+            504 => 4,
+            _ => 13,
+        }
+    }
+
     /// Seconds for `Retry-After`, on refusals a client should retry later.
     pub fn retry_after(self) -> Option<u32> {
         match self {
@@ -387,6 +406,27 @@ impl std::fmt::Display for Reason {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_refusal_has_a_grpc_code_that_is_not_ok() {
+        for reason in Reason::ALL {
+            let code = reason.grpc_code();
+            assert!((1..=16).contains(&code), "{reason:?}");
+            let expected = match reason.status() {
+                401 => 16,
+                403 => 7,
+                503 => 14,
+                400 => 3,
+                _ => code,
+            };
+            assert_eq!(code, expected, "{reason:?}: SPEC 13 (gRPC routes)");
+        }
+        assert_eq!(Reason::NoRoute.grpc_code(), 5);
+        assert_eq!(Reason::RateLimited.grpc_code(), 8);
+        assert_eq!(Reason::UpstreamTimeout.grpc_code(), 4);
+        assert_eq!(Reason::MethodNotAllowed.grpc_code(), 7);
+    }
+
     use super::*;
 
     /// Pins every variant to its code, status and challenge, as SPEC section 4 says.

@@ -565,10 +565,14 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.admin_listen != new.admin_listen {
         changes.push("a change of server.admin_listen");
     }
-    // The authz listener is bound once; its mode, prefix and secret reload.
+    // The authz listeners are bound once; mode, prefix and secret reload.
     let authz_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.listen);
     if authz_listen(running) != authz_listen(new) {
         changes.push("a change of server.authz.listen");
+    }
+    let grpc_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.grpc_listen);
+    if grpc_listen(running) != grpc_listen(new) {
+        changes.push("a change of server.authz.grpc_listen");
     }
     changes
 }
@@ -581,6 +585,7 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.admin_listen = running.admin_listen;
     if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
         new.listen = running.listen;
+        new.grpc_listen = running.grpc_listen;
     }
 }
 
