@@ -49,6 +49,24 @@ routes:
           inntektsaar: { path_param: year }
     forward:
       strip_authorization: true
+  - name: search
+    path: /people/search
+    methods: [POST]
+    upstream: echo
+    issuers: [test]
+    max_body_bytes: 64
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { body: { json_pointer: /person/fnr } }
+  - name: limited
+    path: /limited/{fnr}
+    methods: [GET]
+    upstream: echo
+    issuers: [test]
+    rate_limit: { per: consumer, requests: 1, period: 1h }
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { path_param: fnr }
 audit:
   personal_data: masked
 "#;
@@ -755,4 +773,125 @@ fn grpc_without_the_secret_or_the_facts_nothing_is_allowed() {
     // The same bytes, unbroken, are allowed: the test can fail.
     let answer = grpc::call_raw(&world.rt, addr, bytes, Some(SECRET)).expect("raw check");
     assert!(grpc::ok(&answer).is_some(), "{answer:?}");
+}
+
+#[test]
+fn grpc_reads_the_body_envoy_sends_and_shares_the_rate_limit() {
+    let world = World::new();
+    let (_gw, authz, addr) = start_both(&world);
+    let token = world.valid_token();
+    let mut client = grpc::client(&world.rt, addr);
+    let json = ("content-type", "application/json".to_string());
+    let search = |body: &str, extra: &[(&str, String)]| {
+        let mut headers = vec![bearer(&token), json.clone()];
+        headers.extend_from_slice(extra);
+        let mut http = grpc::http_request("grpc-body", "POST", "/people/search", &headers);
+        http.body = body.to_string();
+        grpc::check_request(Some(http))
+    };
+    let decide = |client: &mut grpc::Client, check| {
+        let answer = grpc::call(&world.rt, client, check, Some(SECRET)).expect("check");
+        match grpc::denied(&answer) {
+            Some(denied) => grpc::denied_status_reason(denied),
+            None if grpc::ok(&answer).is_some() => (200, "ok".to_string()),
+            None => panic!("neither: {answer:?}"),
+        }
+    };
+    let mine = format!(r#"{{"person":{{"fnr":"{PERSON}"}}}}"#);
+    let other = format!(r#"{{"person":{{"fnr":"{OTHER_PERSON}"}}}}"#);
+    assert_eq!(decide(&mut client, search(&mine, &[])), (200, "ok".into()));
+    let mismatch = (403, "consent_subject_mismatch".to_string());
+    assert_eq!(decide(&mut client, search(&other, &[])), mismatch);
+    let partial = [("x-envoy-auth-partial-body", "true".to_string())];
+    let too_large = (413, "body_too_large".to_string());
+    assert_eq!(decide(&mut client, search(&mine, &partial)), too_large);
+    let padded = format!(
+        r#"{{"pad":"{}","person":{{"fnr":"{PERSON}"}}}}"#,
+        "x".repeat(64)
+    );
+    assert_eq!(decide(&mut client, search(&padded, &[])), too_large);
+    // No body sent (Envoy without with_request_body): never allowed unread.
+    let unread = (400, "invalid_request".to_string());
+    assert_eq!(decide(&mut client, search("", &[])), unread);
+
+    // One rate limit for every door: the gRPC check uses the one request
+    // the HTTP door then finds spent.
+    let limited = format!("/limited/{PERSON}");
+    let check = grpc_check("grpc-limited", "GET", &limited, Some(&token), &[]);
+    let answer = grpc::call(&world.rt, &mut client, check, Some(SECRET)).expect("check");
+    let ok = grpc::ok(&answer).expect("the first request is within the limit");
+    let names: Vec<&str> = ok
+        .response_headers_to_add
+        .iter()
+        .filter_map(|o| o.header.as_ref().map(|h| h.key.as_str()))
+        .collect();
+    assert!(names.contains(&"ratelimit"), "{names:?}");
+    let over_http = traefik(authz, "GET", &limited, &[secret(), bearer(&token)]);
+    assert_eq!(
+        (over_http.status, over_http.reason()),
+        (429, "rate_limited".into())
+    );
+    assert!(over_http.header("ratelimit").is_some(), "{over_http:?}");
+    let check = grpc_check("grpc-limited-2", "GET", &limited, Some(&token), &[]);
+    let answer = grpc::call(&world.rt, &mut client, check, Some(SECRET)).expect("check");
+    assert_eq!(grpc::code(&answer), 8, "RESOURCE_EXHAUSTED: {answer:?}");
+    let denied = grpc::denied(&answer).expect("a denial");
+    assert_eq!(
+        grpc::denied_status_reason(denied),
+        (429, "rate_limited".into())
+    );
+    assert!(
+        grpc::denied_header(denied, "retry-after").is_some(),
+        "{denied:?}"
+    );
+    assert!(grpc::denied_header(denied, "ratelimit-policy").is_some());
+}
+
+#[test]
+fn sigterm_closes_grpc_connections_gracefully_and_exits() {
+    let world = World::new();
+    let authz = free_addr();
+    let grpc_addr = free_addr();
+    let template = CONFIG
+        .replace("{authz}", &authz.to_string())
+        .replace("{grpc}", &grpc_addr.to_string());
+    let files = [("authz-secret", format!("{SECRET}\n"))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    // A grace period longer than the wait below: the exit must come from
+    // the connections closing, not from the period running out.
+    let mut gw = world.spawn_custom(
+        &template,
+        &files,
+        &["--grace-period", "120"],
+        &|dir, text| {
+            let path = dir.join("gateway.yaml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        },
+    );
+    wait_ready(&gw);
+    eventually(20, "the gRPC authz listener", || {
+        std::net::TcpStream::connect(grpc_addr).is_ok()
+    });
+    let token = world.valid_token();
+    // A client that keeps its HTTP/2 connection open, as Envoy does.
+    let mut client = grpc::client(&world.rt, grpc_addr);
+    let check = grpc_check("grpc-term", "GET", INCOME, Some(&token), &[]);
+    let answer = grpc::call(&world.rt, &mut client, check, Some(SECRET)).expect("check");
+    assert!(grpc::ok(&answer).is_some());
+    gw.signal("TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running with a gRPC connection open: {}",
+            gw.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", gw.stderr());
+    drop(client);
 }
