@@ -258,8 +258,22 @@ fn traefik_and_envoy_conventions_allow_and_deny_like_the_proxy() {
     };
     assert!(checks("allow") >= 3.0);
     assert!(checks("deny") >= 5.0);
-    let audited = gw.audit_lines();
-    assert!(audited.iter().any(|l| l["request_id"] == "envoy-id-1"));
+    // The audit writer is asynchronous (a bounded queue): wait for the line.
+    eventually(10, "the audit line of envoy-id-1", || {
+        gw.audit_lines()
+            .iter()
+            .any(|l| l["request_id"] == "envoy-id-1")
+    });
+}
+
+/// The audit line of request `id`, once the asynchronous writer has it.
+fn audit_line(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut line = None;
+    eventually(10, &format!("the audit line of {id}"), || {
+        line = gw.audit_lines().into_iter().find(|l| l["request_id"] == id);
+        line.is_some()
+    });
+    line.unwrap_or_default()
 }
 
 #[test]
@@ -580,9 +594,7 @@ fn grpc_allow_sets_the_proxy_headers_and_removes_client_copies() {
         "a check never reaches the upstream"
     );
 
-    let audited = gw.audit_lines();
-    let line = audited.iter().find(|l| l["request_id"] == "grpc-allow-1");
-    assert_eq!(line.map(|l| l["decision"].clone()), Some("allow".into()));
+    assert_eq!(audit_line(&gw, "grpc-allow-1")["decision"], "allow");
     let checks = gw.series(
         "consent_gateway_authz_checks_total",
         &[("protocol", "grpc"), ("decision", "allow")],
@@ -683,13 +695,7 @@ fn grpc_denials_carry_the_proxy_status_body_and_headers() {
         if status == 405 {
             assert_eq!(grpc::denied_header(denied, "allow"), Some("GET"));
         }
-        let audited = gw.audit_lines();
-        let line = audited.iter().find(|l| l["request_id"] == id.as_str());
-        assert_eq!(
-            line.map(|l| l["reason"].clone()),
-            Some(reason.into()),
-            "{id}"
-        );
+        assert_eq!(audit_line(&gw, &id)["reason"], reason, "{id}");
     }
     assert!(
         world.echo.seen().is_empty(),
