@@ -159,7 +159,7 @@ pub fn build_server(
     if let Some(grpc_addr) = server_settings.authz.as_ref().and_then(|a| a.grpc_listen) {
         // A pingora listener like the others (bound, inherited on upgrade,
         // closed at shutdown); each connection is served as HTTP/2 gRPC.
-        let app = AuthzGrpcApp::new(Arc::clone(&gateway));
+        let app = AuthzGrpcApp::new(Arc::clone(&gateway), limits.max_connections);
         grpc_connections = app.open_connections();
         let mut grpc = Service::new("authz-grpc".to_string(), app);
         grpc.add_tcp(&grpc_addr.to_string());

@@ -237,13 +237,17 @@ fn header_option(name: &str, value: &HeaderValue) -> HeaderValueOption {
 pub struct AuthzGrpcApp {
     service: AuthorizationServer<AuthzGrpc>,
     open: OpenGrpcConnections,
+    /// `server.limits.max_connections`: a connection beyond it is closed
+    /// at once (its caller retries elsewhere or denies).
+    max_connections: usize,
 }
 
 impl AuthzGrpcApp {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, max_connections: usize) -> Self {
         Self {
             service: AuthorizationServer::new(AuthzGrpc { gateway }),
             open: OpenGrpcConnections::default(),
+            max_connections: max_connections.max(1),
         }
     }
 
@@ -289,6 +293,13 @@ impl ServerApp for AuthzGrpcApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = self.open.enter();
+        if self.open.count() > self.max_connections {
+            log::warn!(
+                "authz gRPC: more than {} connections, closing one",
+                self.max_connections
+            );
+            return None;
+        }
         let service = hyper_util::service::TowerToHyperService::new(self.service.clone());
         let mut builder =
             hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
