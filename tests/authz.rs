@@ -901,3 +901,49 @@ fn sigterm_closes_grpc_connections_gracefully_and_exits() {
     assert!(status.success(), "{status:?}: {}", gw.stderr());
     drop(client);
 }
+
+#[test]
+fn grpc_connections_beyond_the_limit_are_closed() {
+    let world = World::new();
+    let authz = free_addr();
+    let grpc_addr = free_addr();
+    let template = CONFIG
+        .replace(
+            "  threads: 1\n",
+            "  threads: 1\n  limits:\n    max_connections: 1\n",
+        )
+        .replace("{authz}", &authz.to_string())
+        .replace("{grpc}", &grpc_addr.to_string());
+    let _gw = world.start_with(&template, &[("authz-secret", &format!("{SECRET}\n"))]);
+    let token = world.valid_token();
+    let check = || grpc_check("grpc-limit", "GET", INCOME, Some(&token), &[]);
+    let mut first = None;
+    eventually(20, "the gRPC authz listener", || {
+        let endpoint = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"));
+        let connected = world.rt.block_on(endpoint.expect("endpoint").connect());
+        first = connected.ok().map(grpc::Client::new);
+        first.is_some()
+    });
+    let mut first = first.expect("connected");
+    let answer = grpc::call(&world.rt, &mut first, check(), Some(SECRET)).expect("first");
+    assert!(grpc::ok(&answer).is_some());
+    // A second connection while the first is open: closed, never answered.
+    let endpoint = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"));
+    let second = world.rt.block_on(async {
+        let channel = endpoint.expect("endpoint").connect().await?;
+        let mut client = grpc::Client::new(channel);
+        let mut request = tonic::Request::new(check());
+        request
+            .metadata_mut()
+            .insert(grpc::SECRET_METADATA, SECRET.parse().expect("metadata"));
+        client
+            .check(request)
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    assert!(second.is_err(), "a second connection was served");
+    // The first still is.
+    let answer = grpc::call(&world.rt, &mut first, check(), Some(SECRET)).expect("first again");
+    assert!(grpc::ok(&answer).is_some());
+}
