@@ -1,11 +1,13 @@
 //! External authorization (SPEC section 13): the gateway beside an existing
 //! ingress. A check names an original request by its caller's convention
-//! (`facts`); it is decided by the one `Gateway::decide` the proxy uses, and
-//! answered by the door's protocol (`http`). Fail closed: a check without a
-//! valid shared secret (when one is configured) or without the original
-//! request's facts is denied, never allowed.
+//! (`facts`); every door hands it to `check_original`, which decides it by
+//! the one `Gateway::decide` and `Gateway::admit` the proxy uses, and it is
+//! answered by the door's protocol (`http`, `grpc`). Fail closed: a check
+//! without a valid shared secret (when one is configured) or without the
+//! original request's facts is denied, never allowed.
 //!
-//! - `facts`: Envoy / nginx / Traefik conventions -> the original request.
+//! - `facts`: Envoy (HTTP and gRPC) / nginx / Traefik conventions -> the
+//!   original request.
 //! - `http`: the HTTP listener (`server.authz.listen`), a pingora `ServeHttp`.
 //! - `grpc`: the gRPC listener (`server.authz.grpc_listen`), Envoy / Istio
 //!   ext_authz v3 (`envoy.service.auth.v3.Authorization/Check`), tonic.
