@@ -406,6 +406,7 @@ impl std::fmt::Display for Reason {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     /// Pins every variant to its code, status and challenge, as SPEC section 4 says.
@@ -655,6 +656,11 @@ mod tests {
         }
         assert_eq!(Reason::RateLimited.grpc_status(), 8);
         assert_eq!(Reason::NoRoute.grpc_status(), 12);
+        // Never OK (0): the authorization endpoint's CheckResponse.status
+        // takes the same code, and OK there would be an allow.
+        assert!(Reason::ALL
+            .iter()
+            .all(|r| (1..=16).contains(&r.grpc_status())));
     }
 
     #[test]

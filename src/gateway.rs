@@ -587,10 +587,14 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.limits.h2_max_concurrent_streams != new.limits.h2_max_concurrent_streams {
         changes.push("a change of server.limits.h2_max_concurrent_streams");
     }
-    // The authz listener is bound once; its mode, prefix and secret reload.
+    // The authz listeners are bound once; mode, prefix and secret reload.
     let authz_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.listen);
     if authz_listen(running) != authz_listen(new) {
         changes.push("a change of server.authz.listen");
+    }
+    let grpc_listen = |s: &config::Server| s.authz.as_ref().map(|a| a.grpc_listen);
+    if grpc_listen(running) != grpc_listen(new) {
+        changes.push("a change of server.authz.grpc_listen");
     }
     changes
 }
@@ -605,6 +609,7 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.limits.h2_max_concurrent_streams = running.limits.h2_max_concurrent_streams;
     if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
         new.listen = running.listen;
+        new.grpc_listen = running.grpc_listen;
     }
 }
 

@@ -1,5 +1,6 @@
 //! Assembles the pingora server from a loaded configuration: the proxy
-//! service on every listener, the admin service, and the control plane.
+//! service on every listener, the admin service, the authorization
+//! listeners (HTTP and gRPC), and the control plane.
 //! Used by `run`, `demo` and the integration tests alike.
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
+use crate::authz::grpc::{AuthzGrpcApp, OpenGrpcConnections};
 use crate::authz::http::AuthzHttpApp;
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -82,6 +84,8 @@ pub struct Built {
     pub gateway: Arc<Gateway>,
     /// The proxy's open client connections (for a prompt shutdown).
     pub connections: OpenConnections,
+    /// The gRPC authorization listener's open connections (likewise).
+    pub grpc_connections: OpenGrpcConnections,
 }
 
 /// Builds the pingora server for `config` (loaded from `config_path`).
@@ -193,10 +197,21 @@ pub fn build_server(
         authz.add_tcp(&authz_addr.to_string());
         server.add_service(authz);
     }
+    let mut grpc_connections = OpenGrpcConnections::default();
+    if let Some(grpc_addr) = server_settings.authz.as_ref().and_then(|a| a.grpc_listen) {
+        // A pingora listener like the others (bound, inherited on upgrade,
+        // closed at shutdown); each connection is served as HTTP/2 gRPC.
+        let app = AuthzGrpcApp::new(Arc::clone(&gateway), limits.max_connections);
+        grpc_connections = app.open_connections();
+        let mut grpc = Service::new("authz-grpc".to_string(), app);
+        grpc.add_tcp(&grpc_addr.to_string());
+        server.add_service(grpc);
+    }
     Ok(Built {
         server,
         gateway,
         connections,
+        grpc_connections,
     })
 }
 
@@ -241,9 +256,16 @@ pub fn flush_before_exit() {
 /// which on SIGTERM sleeps `grace_period_seconds` unconditionally: a
 /// thread watches the execution phase and, once the grace period starts,
 /// exits with status 0 when the proxy's last client connection (lingering
-/// closes included) is gone. Idle keep-alive connections are closed by
-/// pingora at shutdown; a busy one keeps the wait going, up to the period.
-pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: Duration) {
+/// closes included) and the gRPC listener's last connection (each closed
+/// with GOAWAY once its in-flight checks are answered) are gone. Idle
+/// keep-alive connections are closed by pingora at shutdown; a busy one
+/// keeps the wait going, up to the period.
+pub fn exit_when_drained(
+    server: &Server,
+    connections: OpenConnections,
+    grpc: OpenGrpcConnections,
+    grace: Duration,
+) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
         .name("shutdown-drain".into())
@@ -252,7 +274,7 @@ pub fn exit_when_drained(server: &Server, connections: OpenConnections, grace: D
                 Ok(pingora_core::server::ExecutionPhase::ShutdownGracePeriod) => {
                     let until = std::time::Instant::now() + grace;
                     while std::time::Instant::now() < until {
-                        if connections.count() == 0 {
+                        if connections.count() == 0 && grpc.count() == 0 {
                             log::info!("graceful shutdown: no connection left open, exiting");
                             flush_before_exit();
                             std::process::exit(0);

@@ -4,9 +4,13 @@
 //! reason. The proxy's side is read from its own audit line (matched by
 //! `X-Request-Id`) and from what the echo upstream saw; `explain`'s from its
 //! printed decision; the HTTP authorization listener's (asked as nginx
-//! `auth_request` asks) from its answer and its own audit line.
+//! `auth_request` asks) and the gRPC one's (asked as Envoy's ext_authz v3
+//! client asks, by the generated client) from their answers and their own
+//! audit lines.
 
 mod common;
+#[path = "common/grpc.rs"]
+mod grpc;
 
 use common::*;
 use consent_gateway::dev_issuer::DevIssuer;
@@ -18,6 +22,7 @@ server:
   threads: 1
   authz:
     listen: "{authz}"
+    grpc_listen: "{grpc}"
     original_request: nginx
 issuers:
   - name: test
@@ -390,6 +395,46 @@ fn through_authz(gw: &Gateway, authz: std::net::SocketAddr, case: &Case, id: &st
     decided
 }
 
+/// The gRPC authorization listener's decision, the check shaped as Envoy
+/// fills `attributes.request.http` (a second `Host` as a `host` header
+/// beside the `:authority`).
+fn through_grpc(
+    gw: &Gateway,
+    rt: &tokio::runtime::Runtime,
+    client: &mut grpc::Client,
+    case: &Case,
+    id: &str,
+) -> Decided {
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    if let Some(token) = &case.token {
+        headers.push(("authorization", format!("Bearer {token}")));
+    }
+    headers.extend(case.headers.iter().cloned());
+    let http = grpc::http_request(id, case.method, case.target, &headers);
+    let answer = grpc::call(rt, client, grpc::check_request(Some(http)), None)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let mut line = None;
+    eventually(10, &format!("the gRPC audit line of {}", case.name), || {
+        line = gw.audit_lines().into_iter().find(|l| l["request_id"] == id);
+        line.is_some()
+    });
+    let line = line.unwrap_or_default();
+    let decided = Decided {
+        decision: line["decision"].as_str().unwrap_or("").to_string(),
+        reason: line["reason"].as_str().unwrap_or("").to_string(),
+    };
+    if decided.decision == "deny" {
+        assert_ne!(grpc::code(&answer), 0, "{}: {answer:?}", case.name);
+        let denied = grpc::denied(&answer).expect("a denied response");
+        let (status, reason) = grpc::denied_status_reason(denied);
+        assert!(status >= 400, "{}: {answer:?}", case.name);
+        assert_eq!(reason, decided.reason, "{}", case.name);
+    } else {
+        assert!(grpc::ok(&answer).is_some(), "{}: {answer:?}", case.name);
+    }
+    decided
+}
+
 /// `explain`'s decision on the same configuration file.
 fn through_explain(gw: &Gateway, case: &Case) -> Decided {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consent-gateway"));
@@ -437,7 +482,12 @@ fn through_explain(gw: &Gateway, case: &Case) -> Decided {
 fn every_door_decides_alike() {
     let world = World::new();
     let authz = free_addr();
-    let gw = world.start(&CONFIG.replace("{authz}", &authz.to_string()));
+    let grpc_addr = free_addr();
+    let gw = world.start(
+        &CONFIG
+            .replace("{authz}", &authz.to_string())
+            .replace("{grpc}", &grpc_addr.to_string()),
+    );
     eventually(20, "the authz listener", || {
         raw(
             authz,
@@ -445,11 +495,17 @@ fn every_door_decides_alike() {
         )
         .is_ok()
     });
+    eventually(20, "the gRPC authz listener", || {
+        std::net::TcpStream::connect(grpc_addr).is_ok()
+    });
+    let mut client = grpc::client(&world.rt, grpc_addr);
     for (n, case) in cases(&world).iter().enumerate() {
         let id = format!("equivalence-{n}");
         let proxy = through_proxy(&world, &gw, case, &id);
         let explain = through_explain(&gw, case);
         let checked = through_authz(&gw, authz, case, &format!("{id}-authz"));
+        let grpc_id = format!("{id}-grpc");
+        let over_grpc = through_grpc(&gw, &world.rt, &mut client, case, &grpc_id);
         let expected = Decided {
             decision: case.expect.0.to_string(),
             reason: case.expect.1.to_string(),
@@ -457,6 +513,11 @@ fn every_door_decides_alike() {
         assert_eq!(proxy, expected, "{}: the proxy", case.name);
         assert_eq!(explain, expected, "{}: explain", case.name);
         assert_eq!(checked, expected, "{}: the authz listener", case.name);
+        assert_eq!(
+            over_grpc, expected,
+            "{}: the gRPC authz listener",
+            case.name
+        );
     }
     // A method group's 405 names the union of its methods.
     let refused = gw.raw(

@@ -3,12 +3,15 @@
 //! 13): Envoy HTTP ext_authz (the check request is the original request,
 //! its path led by `path_prefix`), nginx `auth_request` (`X-Original-URI`,
 //! `X-Original-Method`, the subrequest's `Host`) and Traefik ForwardAuth
-//! (`X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`). Pure: no I/O. A check
+//! (`X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`), and Envoy's gRPC
+//! ext_authz (`CheckRequest.attributes.request.http`). Pure: no I/O. A check
 //! whose convention's facts are missing, repeated or malformed is refused
 //! (400 `invalid_request`): it cannot be told apart from a client.
 
 use http::header::{HeaderName, HOST};
 use http::{HeaderMap, HeaderValue, Method};
+
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
 use crate::config::OriginalRequest;
 
@@ -28,6 +31,8 @@ pub enum Convention {
     Envoy,
     Nginx,
     Traefik,
+    /// Envoy / Istio ext_authz v3 gRPC (`attributes.request.http`).
+    EnvoyGrpc,
 }
 
 /// The original request, owned, ready to lend as `policy::RequestFacts`.
@@ -40,6 +45,21 @@ pub struct Original {
     /// The client's headers: `Host` is the original host; the convention's
     /// own headers and the shared secret are taken out.
     pub headers: HeaderMap,
+    /// The body, when the caller sent it (gRPC `with_request_body`).
+    pub body: OriginalBody,
+}
+
+/// What a check says of the original request's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginalBody {
+    /// Not sent (every HTTP convention; gRPC without `with_request_body`):
+    /// a route that binds the body is refused, never allowed unread.
+    Unknown,
+    /// Sent whole.
+    Complete(Vec<u8>),
+    /// Sent cut short (`x-envoy-auth-partial-body: true`, or fewer bytes
+    /// than `Content-Length`): 413 on a route that binds it.
+    Truncated,
 }
 
 /// Why a check's facts could not be read (answered 400 `invalid_request`).
@@ -85,15 +105,17 @@ pub fn read_original(
     let mut headers = check.headers.clone();
     headers.remove(SECRET_HEADER);
     let (method, target) = match convention {
-        Convention::Envoy => envoy(check, path_prefix)?,
         Convention::Nginx => nginx(&mut headers)?,
         Convention::Traefik => traefik(&mut headers)?,
+        // Envoy HTTP: `mode` never names the gRPC convention here.
+        Convention::Envoy | Convention::EnvoyGrpc => envoy(check, path_prefix)?,
     };
     Ok(Original {
         convention,
         method,
         target,
         headers,
+        body: OriginalBody::Unknown,
     })
 }
 
@@ -177,6 +199,112 @@ fn origin_form(value: &HeaderValue) -> Result<Vec<u8>, MissingFacts> {
         return Err(MissingFacts("the original URI is not `/`-led"));
     }
     Ok(bytes.to_vec())
+}
+
+/// Envoy marks a body it cut at `with_request_body.max_request_bytes`.
+const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+
+/// Envoy / Istio ext_authz v3 gRPC (`AttributeContext.HttpRequest`): the
+/// method, `path` (the request target, query included, undecoded), `host`
+/// (`:authority`), the headers (`header_map` when Envoy sends raw headers,
+/// else `headers`; pseudo-headers skipped) and the body when sent. Missing
+/// or ambiguous facts are refused; a `host` that disagrees with a `host`
+/// header leaves both, for check 0 to refuse (two `Host`).
+pub fn from_envoy_grpc(http: Option<&HttpRequest>) -> Result<Original, MissingFacts> {
+    let http = http.ok_or(MissingFacts("no attributes.request.http"))?;
+    if http.method.is_empty() || !http.method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(MissingFacts(
+            "the original method is not an upper-case token",
+        ));
+    }
+    let method = Method::from_bytes(http.method.as_bytes())
+        .map_err(|_| MissingFacts("the original method is not a token"))?;
+    if !http.path.starts_with('/') {
+        return Err(MissingFacts("the original path is empty or not `/`-led"));
+    }
+    if !http.query.is_empty() || !http.fragment.is_empty() {
+        // Envoy leaves both empty (the query is in `path`).
+        return Err(MissingFacts("query or fragment given beside path"));
+    }
+    if !matches!(http.scheme.as_str(), "" | "http" | "https") {
+        return Err(MissingFacts("the scheme is neither http nor https"));
+    }
+    let mut headers = grpc_headers(http)?;
+    let host = match http.host.as_str() {
+        "" => None,
+        host => Some(HeaderValue::from_str(host).map_err(|_| MissingFacts("a malformed host"))?),
+    };
+    if let Some(host) = host {
+        if !headers.get_all(HOST).iter().any(|h| *h == host) {
+            headers.append(HOST, host);
+        }
+    }
+    let partial = headers.remove(PARTIAL_BODY);
+    let body = grpc_body(http, &headers, partial.as_ref());
+    Ok(Original {
+        convention: Convention::EnvoyGrpc,
+        method,
+        target: http.path.as_bytes().to_vec(),
+        headers,
+        body,
+    })
+}
+
+/// The original headers of a gRPC check: `header_map` (raw values, one
+/// entry per field line) when given, else the `headers` map.
+fn grpc_headers(http: &HttpRequest) -> Result<HeaderMap, MissingFacts> {
+    let raw = http.header_map.as_ref().map(|m| m.headers.as_slice());
+    let pairs: Vec<(&str, &[u8])> = match raw {
+        Some(raw) if !raw.is_empty() => raw
+            .iter()
+            .map(|h| match h.raw_value.is_empty() {
+                true => (h.key.as_str(), h.value.as_bytes()),
+                false => (h.key.as_str(), h.raw_value.as_slice()),
+            })
+            .collect(),
+        _ => http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect(),
+    };
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if name.starts_with(':') {
+            continue; // `:authority` and `:path` are read from their fields
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| MissingFacts("a header name is not a token"))?;
+        let value =
+            HeaderValue::from_bytes(value).map_err(|_| MissingFacts("a malformed header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// The body as a gRPC check carries it: `raw_body` (`pack_as_bytes`) or
+/// `body`; empty with `size` 0 is a known empty body; cut short (Envoy's
+/// mark, or fewer bytes than `Content-Length`) is `Truncated`.
+fn grpc_body(
+    http: &HttpRequest,
+    headers: &HeaderMap,
+    partial: Option<&HeaderValue>,
+) -> OriginalBody {
+    let bytes: &[u8] = match (http.raw_body.is_empty(), http.body.is_empty()) {
+        (false, _) => &http.raw_body,
+        (true, false) => http.body.as_bytes(),
+        (true, true) if http.size == 0 => &[],
+        (true, true) => return OriginalBody::Unknown,
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let cut = partial.is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"true"));
+    if cut || declared.is_some_and(|n| n > bytes.len() as u64) {
+        return OriginalBody::Truncated;
+    }
+    OriginalBody::Complete(bytes.to_vec())
 }
 
 #[cfg(test)]
@@ -302,5 +430,136 @@ mod tests {
         let none = HeaderMap::new();
         assert!(read(OriginalRequest::Nginx, None, &Method::GET, "/", &none).is_err());
         assert!(read(OriginalRequest::Traefik, None, &Method::GET, "/", &none).is_err());
+    }
+
+    fn grpc_http(method: &str, path: &str, pairs: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            host: "api.example.no".into(),
+            scheme: "https".into(),
+            protocol: "HTTP/1.1".into(),
+            size: -1,
+            headers: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[test]
+    fn envoy_grpc_reads_the_http_attributes() {
+        let http = grpc_http(
+            "POST",
+            "/income/1?x=%2F",
+            &[
+                (":authority", "api.example.no"),
+                (":path", "/x"),
+                ("x-a", "1"),
+            ],
+        );
+        let o = from_envoy_grpc(Some(&http)).unwrap();
+        assert_eq!(o.convention, Convention::EnvoyGrpc);
+        assert_eq!(o.method, Method::POST);
+        assert_eq!(o.target, b"/income/1?x=%2F");
+        assert_eq!(o.headers.get_all("host").iter().count(), 1);
+        assert_eq!(o.headers["host"], "api.example.no");
+        assert_eq!(o.headers["x-a"], "1");
+        assert_eq!(
+            o.headers.len(),
+            2,
+            "pseudo-headers skipped: {:?}",
+            o.headers
+        );
+        assert_eq!(o.body, OriginalBody::Unknown);
+    }
+
+    #[test]
+    fn envoy_grpc_raw_headers_keep_repeats_and_bytes() {
+        use envoy_types::pb::envoy::config::core::v3 as core;
+        let mut http = grpc_http("GET", "/a", &[("x-ignored", "1")]);
+        let raw = |k: &str, v: &[u8]| core::HeaderValue {
+            key: k.into(),
+            raw_value: v.to_vec(),
+            ..core::HeaderValue::default()
+        };
+        http.header_map = Some(core::HeaderMap {
+            headers: vec![raw("x-b", b"1"), raw("x-b", b"2"), raw("x-c", b"\xe6")],
+        });
+        let o = from_envoy_grpc(Some(&http)).unwrap();
+        assert!(o.headers.get("x-ignored").is_none());
+        assert_eq!(o.headers.get_all("x-b").iter().count(), 2);
+        assert_eq!(o.headers["x-c"].as_bytes(), b"\xe6");
+        http.header_map = Some(core::HeaderMap {
+            headers: vec![raw("x-d", b"a\r\nb")],
+        });
+        assert!(from_envoy_grpc(Some(&http)).is_err(), "CR LF in a value");
+    }
+
+    #[test]
+    fn envoy_grpc_missing_or_ambiguous_facts_are_refused() {
+        assert!(from_envoy_grpc(None).is_err());
+        let bad = [
+            grpc_http("GET", "", &[]),
+            grpc_http("GET", "income", &[]),
+            grpc_http("", "/a", &[]),
+            grpc_http("get", "/a", &[]),
+            grpc_http("GET", "/a", &[("bad name", "1")]),
+            HttpRequest {
+                query: "x=1".into(),
+                ..grpc_http("GET", "/a", &[])
+            },
+            HttpRequest {
+                scheme: "ftp".into(),
+                ..grpc_http("GET", "/a", &[])
+            },
+        ];
+        for http in bad {
+            assert!(from_envoy_grpc(Some(&http)).is_err(), "{http:?}");
+        }
+        // A `host` header that disagrees stays beside the attribute: two
+        // Host values, which check 0 refuses.
+        let two = grpc_http("GET", "/a", &[("host", "evil.example")]);
+        let o = from_envoy_grpc(Some(&two)).unwrap();
+        assert_eq!(o.headers.get_all("host").iter().count(), 2);
+        let same = grpc_http("GET", "/a", &[("host", "api.example.no")]);
+        let o = from_envoy_grpc(Some(&same)).unwrap();
+        assert_eq!(o.headers.get_all("host").iter().count(), 1);
+    }
+
+    #[test]
+    fn envoy_grpc_body_is_complete_only_when_whole() {
+        let with_body = |body: &str, pairs: &[(&str, &str)]| HttpRequest {
+            body: body.into(),
+            ..grpc_http("POST", "/a", pairs)
+        };
+        let o = from_envoy_grpc(Some(&with_body("{}", &[]))).unwrap();
+        assert_eq!(o.body, OriginalBody::Complete(b"{}".to_vec()));
+        let partial = with_body("{", &[("x-envoy-auth-partial-body", "true")]);
+        let o = from_envoy_grpc(Some(&partial)).unwrap();
+        assert_eq!(o.body, OriginalBody::Truncated);
+        assert!(o.headers.get("x-envoy-auth-partial-body").is_none());
+        let short = with_body("{", &[("content-length", "10")]);
+        assert_eq!(
+            from_envoy_grpc(Some(&short)).unwrap().body,
+            OriginalBody::Truncated
+        );
+        let raw = HttpRequest {
+            raw_body: vec![0xff, b'x'],
+            ..grpc_http("POST", "/a", &[])
+        };
+        assert_eq!(
+            from_envoy_grpc(Some(&raw)).unwrap().body,
+            OriginalBody::Complete(vec![0xff, b'x'])
+        );
+        let empty = HttpRequest {
+            size: 0,
+            ..grpc_http("POST", "/a", &[])
+        };
+        assert_eq!(
+            from_envoy_grpc(Some(&empty)).unwrap().body,
+            OriginalBody::Complete(Vec::new())
+        );
     }
 }

@@ -18,6 +18,7 @@ use crate::gateway::Gateway;
 use crate::policy::forward::verified_headers;
 use crate::proxy::request_id::RequestId;
 use crate::proxy::respond::problem_header;
+use crate::state::RateInfo;
 
 /// The response header Envoy's HTTP ext_authz reads as the list of request
 /// headers to remove before forwarding (comma-separated names).
@@ -57,7 +58,14 @@ pub fn render(checked: &Checked, documentation_url: Option<&str>) -> Response<Ve
     let id = &checked.request_id;
     match &checked.answer {
         Answer::Deny { reason, allow } => {
-            render_denial(*reason, allow.as_deref(), id, documentation_url)
+            let mut response = render_denial(*reason, allow.as_deref(), id, documentation_url);
+            // A rate limit's `RateLimit`, `RateLimit-Policy`, `Retry-After`.
+            for (name, value) in checked.rate.iter().flat_map(RateInfo::headers) {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
         }
         Answer::Allow(authorized) => {
             let verified = verified_headers(authorized);

@@ -1,14 +1,19 @@
 //! External authorization (SPEC section 13): the gateway beside an existing
 //! ingress. A check names an original request by its caller's convention
-//! (`facts`); it is decided by the one `Gateway::decide` the proxy uses, and
-//! answered by the door's protocol (`http`). Fail closed: a check without a
-//! valid shared secret (when one is configured) or without the original
-//! request's facts is denied, never allowed.
+//! (`facts`); every door hands it to `check_original`, which decides it by
+//! the one `Gateway::decide` and `Gateway::admit` the proxy uses, and it is
+//! answered by the door's protocol (`http`, `grpc`). Fail closed: a check
+//! without a valid shared secret (when one is configured) or without the
+//! original request's facts is denied, never allowed.
 //!
-//! - `facts`: Envoy / nginx / Traefik conventions -> the original request.
+//! - `facts`: Envoy (HTTP and gRPC) / nginx / Traefik conventions -> the
+//!   original request.
 //! - `http`: the HTTP listener (`server.authz.listen`), a pingora `ServeHttp`.
+//! - `grpc`: the gRPC listener (`server.authz.grpc_listen`), Envoy / Istio
+//!   ext_authz v3 (`envoy.service.auth.v3.Authorization/Check`), tonic.
 
 pub mod facts;
+pub mod grpc;
 pub mod http;
 
 use std::time::Instant;
@@ -22,11 +27,14 @@ use crate::config::Authz;
 use crate::error::Reason;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::NO_ROUTE_LABEL;
+use crate::policy::body::RequestBody;
+use crate::policy::forward::verified_headers;
 use crate::policy::headers::headers_to_strip;
 use crate::policy::{Authorized, DeniedFacts, RequestFacts, Verdict};
 use crate::proxy::request_id::RequestId;
+use crate::state::RateInfo;
 use crate::trace_context::TraceContext;
-use facts::{read_original, CheckRequest, SECRET_HEADER};
+use facts::{read_original, CheckRequest, Original, OriginalBody, SECRET_HEADER};
 
 /// The reason a check without the right shared secret is refused: 403
 /// `consumer_not_allowed` (the caller is not one the gateway answers), so
@@ -70,8 +78,12 @@ pub struct Checked {
     pub request_id: RequestId,
     /// The original request's headers the proxy would strip (the consent
     /// namespace, hop-by-hop, method overrides, `Connection`-named): for
-    /// the caller to remove before forwarding (`policy::headers`).
+    /// the caller to remove before forwarding (`policy::headers`), less
+    /// the names an allow sets (those overwrite every client copy).
     pub strip: Vec<HeaderName>,
+    /// The route's rate-limit state, for the `RateLimit` headers the proxy
+    /// sends (with `Retry-After` on a 429).
+    pub rate: Option<RateInfo>,
 }
 
 /// Whether `headers` carry the configured secret (always, when none is
@@ -87,8 +99,8 @@ pub fn secret_ok(expected: Option<&[u8]>, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Decides one check: secret, original-request facts, then checks 0-21.
-/// Records the metrics and the audit line of the decision.
+/// Decides one HTTP-door check: secret, original-request facts by the
+/// configured convention, then checks 0-21 (`check_original`).
 pub async fn check(
     gateway: &Gateway,
     snapshot: &Snapshot,
@@ -96,64 +108,129 @@ pub async fn check(
     protocol: Protocol,
     request: &CheckRequest<'_>,
 ) -> Checked {
-    let started = Instant::now();
-    let request_id = RequestId::for_request(request.headers);
-    let mut record = Record {
+    let original = if secret_ok(settings.shared_secret.as_deref(), request.headers) {
+        let path_prefix = settings.path_prefix.as_deref();
+        read_original(settings.original_request, path_prefix, request).map_err(missing_facts)
+    } else {
+        Err(BAD_SECRET)
+    };
+    let caller = Caller {
         protocol,
-        method: request.method.as_str().to_string(),
+        method: request.method.as_str(),
+        headers: request.headers,
+    };
+    check_original(gateway, snapshot, &caller, original).await
+}
+
+/// Who asked for a check, as metrics, the request id and the trace read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub protocol: Protocol,
+    /// The method to audit when the original one could not be read.
+    pub method: &'a str,
+    /// Where `X-Request-Id` and `traceparent` are read.
+    pub headers: &'a HeaderMap,
+}
+
+/// A check whose original request could not be read: 400 `invalid_request`.
+pub fn missing_facts(missing: facts::MissingFacts) -> Reason {
+    log::debug!("authz check without the original request: {}", missing.0);
+    Reason::InvalidRequest
+}
+
+/// Decides one check whose door has read (or refused: `Err`) the original
+/// request: checks 0-21 by `Gateway::decide` (with the body when the route
+/// binds it and the door has it), then `Gateway::admit`. Every door ends
+/// here. Records the metrics and the audit line of the decision.
+pub async fn check_original(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    caller: &Caller<'_>,
+    original: Result<Original, Reason>,
+) -> Checked {
+    let started = Instant::now();
+    let request_id = RequestId::for_request(caller.headers);
+    let mut record = Record {
+        protocol: caller.protocol,
+        method: caller.method.to_string(),
         route: None,
         denied: DeniedFacts::default(),
-        trace: trace_of(request.headers),
+        trace: trace_of(caller.headers),
         started,
     };
-    let deny = |reason| Answer::Deny {
-        reason,
-        allow: None,
-    };
     let mut strip = Vec::new();
-    let answer = if !secret_ok(settings.shared_secret.as_deref(), request.headers) {
-        deny(BAD_SECRET)
-    } else {
-        let path_prefix = settings.path_prefix.as_deref();
-        match read_original(settings.original_request, path_prefix, request) {
-            Err(missing) => {
-                log::debug!("authz check without the original request: {}", missing.0);
-                deny(Reason::InvalidRequest)
+    let mut rate = None;
+    let answer = match original {
+        Err(reason) => Answer::Deny {
+            reason,
+            allow: None,
+        },
+        Ok(original) => {
+            record.method = original.method.as_str().to_string();
+            let verdict = decide_original(gateway, snapshot, &original).await;
+            let (verdict, admitted_rate) = admit_shared_state(gateway, snapshot, verdict).await;
+            rate = admitted_rate;
+            strip = headers_to_strip(&original.headers, false);
+            // `TE: trailers` is what a gRPC call through the ingress needs
+            // upstream (the ingress itself handles hop-by-hop headers); the
+            // proxy sends its own on gRPC routes, an ingress forwards the
+            // client's, so it is not listed for removal. Any other TE is.
+            if te_is_trailers(&original.headers) {
+                strip.retain(|name| name != ::http::header::TE);
             }
-            Ok(original) => {
-                record.method = original.method.as_str().to_string();
-                let facts = RequestFacts {
-                    method: &original.method,
-                    version: ::http::Version::HTTP_11,
-                    target: &original.target,
-                    authority: None,
-                    headers: &original.headers,
-                    // A check carries no body: a route that binds the body
-                    // is refused below (`NeedBody`), never allowed unread.
-                    body: None,
-                };
-                let verdict = gateway.decide(snapshot, &facts).await;
-                let verdict = admit_shared_state(gateway, snapshot, verdict).await;
-                strip = headers_to_strip(&original.headers, false);
-                let answer = answer_of(verdict, &mut record);
-                let route = record.route.and_then(|r| snapshot.config.routes.get(r));
-                if route.is_some_and(|r| r.forward.strip_authorization) {
-                    // As the proxy does for such a route.
-                    strip.push(::http::header::AUTHORIZATION);
-                }
-                answer
+            let answer = answer_of(verdict, &mut record);
+            let route = record.route.and_then(|r| snapshot.config.routes.get(r));
+            if route.is_some_and(|r| r.forward.strip_authorization) {
+                // As the proxy does for such a route.
+                strip.push(::http::header::AUTHORIZATION);
             }
+            answer
         }
     };
     record.emit(gateway, snapshot, &answer, &request_id);
-    if matches!(answer, Answer::Deny { .. }) {
-        strip.clear();
+    match &answer {
+        Answer::Deny { .. } => strip.clear(),
+        Answer::Allow(authorized) => {
+            // Envoy applies an allow's headers to set before its headers to
+            // remove (ext_authz.cc, `Filter::onComplete`): a name the allow
+            // sets must not be listed, or the verified value would go too.
+            // The set overwrites every client copy of it.
+            let set = verified_headers(authorized);
+            strip.retain(|name| !set.iter().any(|(n, _)| n.as_str() == name.as_str()));
+        }
+        Answer::ShadowAllow(_) => {}
     }
     Checked {
         answer,
         request_id,
         strip,
+        rate,
     }
+}
+
+/// Checks 0-21 for the original request; a route that binds the body gets
+/// it when the door has it whole (gRPC `with_request_body`), else the
+/// verdict stays `NeedBody` (refused by `answer_of`).
+async fn decide_original(gateway: &Gateway, snapshot: &Snapshot, original: &Original) -> Verdict {
+    let mut facts = RequestFacts {
+        method: &original.method,
+        version: ::http::Version::HTTP_11,
+        target: &original.target,
+        authority: None,
+        headers: &original.headers,
+        body: None,
+    };
+    let verdict = gateway.decide(snapshot, &facts).await;
+    let Verdict::NeedBody { limit } = verdict else {
+        return verdict;
+    };
+    facts.body = match &original.body {
+        OriginalBody::Unknown => return verdict,
+        OriginalBody::Truncated => Some(RequestBody::TooLarge),
+        OriginalBody::Complete(body) if body.len() > limit => Some(RequestBody::TooLarge),
+        OriginalBody::Complete(body) => Some(RequestBody::Complete(body)),
+    };
+    gateway.decide(snapshot, &facts).await
 }
 
 /// A verdict as a check's answer; notes the route and denied facts.
@@ -195,14 +272,19 @@ fn answer_of(verdict: Verdict, record: &mut Record) -> Answer {
 /// not the gateway, forwards the request, so a consent is never given
 /// back). A store fault follows the route's rules (fail closed for
 /// one-time consents).
-async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Verdict) -> Verdict {
+async fn admit_shared_state(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    verdict: Verdict,
+) -> (Verdict, Option<RateInfo>) {
     let Verdict::Allow { routed, authorized } = verdict else {
-        return verdict;
+        return (verdict, None);
     };
     let route = &snapshot.config.routes[routed.route];
     let admission = gateway.admit(snapshot, route, &authorized).await;
+    let rate = admission.rate;
     let Some(reason) = admission.refused else {
-        return Verdict::Allow { routed, authorized };
+        return (Verdict::Allow { routed, authorized }, rate);
     };
     let refusal = crate::policy::Refusal {
         reason,
@@ -211,14 +293,15 @@ async fn admit_shared_state(gateway: &Gateway, snapshot: &Snapshot, verdict: Ver
         facts: DeniedFacts::default(),
         close_connection: false,
     };
-    if route.mode == crate::config::Mode::ReportOnly {
+    let verdict = if route.mode == crate::config::Mode::ReportOnly {
         Verdict::ShadowDeny {
             routed,
             denied: refusal,
         }
     } else {
         Verdict::Deny(refusal)
-    }
+    };
+    (verdict, rate)
 }
 
 /// The original request's trace context (honoured, or started here).
@@ -311,8 +394,36 @@ impl Record {
     }
 }
 
+/// Whether every `TE` value of `headers` is exactly `trailers`.
+fn te_is_trailers(headers: &::http::HeaderMap) -> bool {
+    let mut values = headers.get_all(::http::header::TE).iter().peekable();
+    values.peek().is_some()
+        && values.all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .all(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn te_trailers_alone_is_kept_for_grpc_through_an_ingress() {
+        let with = |values: &[&str]| {
+            let mut h = ::http::HeaderMap::new();
+            for v in values {
+                h.append(::http::header::TE, v.parse().unwrap());
+            }
+            super::te_is_trailers(&h)
+        };
+        assert!(with(&["trailers"]));
+        assert!(with(&["Trailers", "trailers"]));
+        assert!(!with(&[]));
+        assert!(!with(&["trailers, gzip"]));
+        assert!(!with(&["trailers", "deflate"]));
+    }
+
     use super::*;
 
     #[test]

@@ -27,6 +27,7 @@ pub fn run(path: &Path, options: &RunOptions) -> ExitCode {
             crate::server::exit_when_drained(
                 &built.server,
                 built.connections.clone(),
+                built.grpc_connections.clone(),
                 std::time::Duration::from_secs(options.grace_period_seconds),
             );
             built.server.run(pingora_core::server::RunArgs::default());

@@ -508,7 +508,14 @@ upstreams:
             "no listener",
         );
         let grpc = format!("{listen}    grpc_listen: \"127.0.0.1:9192\"\n");
-        one_error(&authz(&grpc), "server.authz.grpc_listen", "not built");
+        let both = load_text(&authz(&grpc)).expect("both listeners");
+        let both = both.server.authz.expect("authz");
+        assert_eq!(both.grpc_listen, Some("127.0.0.1:9192".parse().unwrap()));
+        let grpc_only = load_text(&authz("    grpc_listen: \"127.0.0.1:9192\"\n"));
+        let grpc_only = grpc_only.expect("gRPC only").server.authz.expect("authz");
+        assert_eq!(grpc_only.listen, None);
+        let same = format!("{listen}    grpc_listen: \"127.0.0.1:9191\"\n");
+        one_error(&authz(&same), "server.authz.grpc_listen", "already used");
         let bad_mode = format!("{listen}    original_request: haproxy\n");
         assert!(!errors(&authz(&bad_mode)).is_empty());
         for prefix in ["authz", "/authz/", "/", "/a?b"] {

@@ -16,8 +16,8 @@
 //! | `server.limits.header_read_timeout` | `10s` |
 //! | `server.limits.max_connections` | `10000` |
 //! | `server.authz` | none: no authorization endpoint |
-//! | `server.authz.listen` | none (required with `server.authz`) |
-//! | `server.authz.grpc_listen` | none (refused: the gRPC listener is not built yet) |
+//! | `server.authz.listen` | none: no HTTP listener (`server.authz` needs `listen` or `grpc_listen`) |
+//! | `server.authz.grpc_listen` | none: no gRPC (Envoy / Istio ext_authz v3) listener |
 //! | `server.authz.original_request` | `auto` |
 //! | `server.authz.path_prefix` | none (Envoy HTTP `path_prefix`, removed from the check path) |
 //! | `server.authz.shared_secret_file` | none: no caller secret |

@@ -308,15 +308,11 @@ impl Validator<'_, '_> {
     /// `server.authz` beyond its addresses: a listener at all, the
     /// `path_prefix` shape, and a secret that can travel in a header.
     fn authz(&mut self, authz: &RawAuthz) {
-        if authz.grpc_listen.is_some() {
-            // Refused rather than accepted and never bound: a caller would
-            // find nothing there.
+        if authz.listen.is_none() && authz.grpc_listen.is_none() {
             self.error(
-                "server.authz.grpc_listen",
-                "the gRPC authorization listener is not built yet: use `listen` (HTTP)",
+                "server.authz",
+                "no listener: give `listen` (HTTP) or `grpc_listen` (gRPC), or both",
             );
-        } else if authz.listen.is_none() {
-            self.error("server.authz", "no listener: give `listen` (HTTP)");
         }
         if let Some(prefix) = &authz.path_prefix {
             if let Err(message) = parse_path_prefix(prefix) {
