@@ -633,8 +633,8 @@ fn grpc_denials_carry_the_proxy_status_body_and_headers() {
             "consent_metadata_mismatch",
             7,
         ),
-        ("GET", "/nowhere", Some(&token), 404, "no_route", 5),
-        ("POST", INCOME, Some(&token), 405, "method_not_allowed", 7),
+        ("GET", "/nowhere", Some(&token), 404, "no_route", 12),
+        ("POST", INCOME, Some(&token), 405, "method_not_allowed", 12),
         (
             "GET",
             "/income/17839116535%2F..%2F/2025",
