@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Instructions per request of the whole gateway process (callgrind, every
+# thread), a measure that a busy machine does not disturb: start the gateway
+# under valgrind with instrumentation off, fill the verified-token cache with
+# WARM distinct consent tokens, switch instrumentation on, send N consent
+# tokens K times each in a row on one keep-alive connection (the consent
+# route, audit on), switch it off and divide. Used for A/B comparisons of two
+# builds of the same profile (docs/performance.md, "Fifth round").
+#
+#   benches/load/instructions.sh GATEWAY BENCH_TOKENS K N
+#   e.g. cargo build --release --bin consent-gateway --example bench_tokens
+#        benches/load/instructions.sh target/release/consent-gateway \
+#            target/release/examples/bench_tokens 3 300
+#
+# Needs valgrind, nginx, curl and python3 (Debian: valgrind nginx-light).
+set -euo pipefail
+GW=$1; BT=$2; K=$3; N=$4
+WARM=${WARM:-11000}   # more than the cache holds (10,000), so it is full
+W=$(mktemp -d /tmp/cgab.XXXX)
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+BP=$(port); GP=$(port); AP=$(port)
+"$BT" --out "$W/keys" --count 10 --ttl 7200 --consent-count $((WARM + N)) >/dev/null
+mkdir -p $W/nginx
+cat > $W/nginx/nginx.conf <<CONF
+daemon off; master_process off; worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $W/nginx/b; proxy_temp_path $W/nginx/p; fastcgi_temp_path $W/nginx/f; uwsgi_temp_path $W/nginx/u; scgi_temp_path $W/nginx/s;
+ server { listen 127.0.0.1:$BP; location = /jwk { default_type application/json; alias $W/keys/jwks.json; } location / { return 200 "ok\n"; } } }
+CONF
+nginx -c $W/nginx/nginx.conf -e $W/nginx/error.log & NP=$!
+cat > $W/gateway.yaml <<CONF
+server: { listen: ["127.0.0.1:$GP"], admin_listen: "127.0.0.1:$AP", threads: 1 }
+issuers:
+  - { name: bench, issuer: "https://test.maskinporten.no/", jwks_uri: "http://127.0.0.1:$BP/jwk", algorithms: [RS256], max_token_lifetime: 2h }
+upstreams: [ { name: backend, targets: ["127.0.0.1:$BP"] } ]
+routes:
+  - name: income
+    path: /income/{fnr}/{year}
+    methods: [GET]
+    upstream: backend
+    auth: consent
+    issuers: [bench]
+    scopes: { all: ["demo:inntekt.read"] }
+    consumers: { allow: ["0192:310497460"] }
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject: { path_param: fnr, types: [person] }
+      metadata: { required: [inntektsaar], match: { inntektsaar: { path_param: year } } }
+audit: { enabled: true, personal_data: masked }
+CONF
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$W/cg.out "$GW" --log-level warn run -c $W/gateway.yaml >/dev/null 2>$W/gw.log & VP=$!
+for i in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:$AP/readyz && break; sleep 0.2; done
+python3 - "$W/keys/consent-tokens.txt" $GP 0 $WARM 1 <<'PY'
+import sys, http.client
+f, port, start, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+lines = open(f).read().split("\n")[start:start+n]
+c = http.client.HTTPConnection("127.0.0.1", port); bad = 0
+for l in lines:
+    fnr, tok = l.split(" ")
+    for _ in range(k):
+        c.request("GET", f"/income/{fnr}/2025", headers={"Authorization": "Bearer " + tok}); r = c.getresponse(); r.read()
+        bad += r.status != 200
+print("warm bad", bad, file=sys.stderr)
+PY
+H0=$(curl -s http://127.0.0.1:$AP/metrics | awk '/token_cache_requests_total.*hit/ {print $2}')
+callgrind_control -i on $VP >/dev/null
+python3 - "$W/keys/consent-tokens.txt" $GP $WARM $N $K <<'PY'
+import sys, http.client
+f, port, start, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+lines = open(f).read().split("\n")[start:start+n]
+c = http.client.HTTPConnection("127.0.0.1", port); bad = 0
+for l in lines:
+    fnr, tok = l.split(" ")
+    for _ in range(k):
+        c.request("GET", f"/income/{fnr}/2025", headers={"Authorization": "Bearer " + tok}); r = c.getresponse(); r.read()
+        bad += r.status != 200
+print("measured bad", bad, file=sys.stderr)
+PY
+callgrind_control -i off $VP >/dev/null
+H1=$(curl -s http://127.0.0.1:$AP/metrics | awk '/token_cache_requests_total.*hit/ {print $2}')
+kill -TERM $VP; wait $VP 2>/dev/null || true
+kill $NP 2>/dev/null || true
+TOTAL=$(cat $W/cg.out* | awk '/^(summary|totals):/ {if ($2>s) s=$2} END {print s}')
+echo "k=$K requests=$((N*K)) hits=$((H1-H0)) instructions/request=$((TOTAL/(N*K)))"
+rm -rf $W
