@@ -398,7 +398,7 @@ impl Compiler<'_, '_> {
             methods,
             upstream,
             strip_prefix: r.strip_prefix.clone(),
-            max_body_bytes: reads_body(r).then(|| {
+            max_body_bytes: r.reads_body().then(|| {
                 r.max_body_bytes.map_or(MAX_BODY_BYTES, |n| {
                     usize::try_from(n).unwrap_or(MAX_BODY_BYTES)
                 })
@@ -540,14 +540,6 @@ impl Compiler<'_, '_> {
         }
         set
     }
-}
-
-/// Whether a route's subject or metadata binding reads the body.
-pub(super) fn reads_body(route: &RawRoute) -> bool {
-    route.consent.as_ref().is_some_and(|c| {
-        c.subject.as_ref().is_some_and(|s| s.body.is_some())
-            || c.metadata.matches.0.iter().any(|(_, b)| b.body.is_some())
-    })
 }
 
 fn binding(raw: &RawBinding) -> Option<Binding> {

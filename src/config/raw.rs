@@ -685,6 +685,16 @@ pub struct RawDelegation {
     pub suppliers: Vec<String>,
 }
 
+impl RawRoute {
+    /// Whether the route's subject or metadata binding reads the body.
+    pub fn reads_body(&self) -> bool {
+        self.consent.as_ref().is_some_and(|c| {
+            c.subject.as_ref().is_some_and(|s| s.body.is_some())
+                || c.metadata.matches.0.iter().any(|(_, b)| b.body.is_some())
+        })
+    }
+}
+
 impl Default for RawDelegation {
     fn default() -> Self {
         Self {

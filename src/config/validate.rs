@@ -550,7 +550,7 @@ impl Validator<'_, '_> {
                 ),
             );
         }
-        if super::compile::reads_body(route) {
+        if route.reads_body() {
             self.error(
                 at,
                 "a gRPC body is length-prefixed protobuf: bind the subject and metadata to \
