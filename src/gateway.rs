@@ -584,6 +584,13 @@ fn restart_only_changes(running: &config::Server, new: &config::Server) -> Vec<&
     if running.h2c != new.h2c {
         changes.push("a change of server.h2c");
     }
+    // pingora builds its runtimes and the upstream pool once.
+    if running.work_stealing != new.work_stealing {
+        changes.push("a change of server.work_stealing");
+    }
+    if running.upstream_keepalive_pool_size != new.upstream_keepalive_pool_size {
+        changes.push("a change of server.upstream_keepalive_pool_size");
+    }
     if running.limits.h2_max_concurrent_streams != new.limits.h2_max_concurrent_streams {
         changes.push("a change of server.limits.h2_max_concurrent_streams");
     }
@@ -606,6 +613,8 @@ fn keep_running_settings(running: &config::Server, new: &mut config::Server) {
     new.threads = running.threads;
     new.admin_listen = running.admin_listen;
     new.h2c = running.h2c;
+    new.work_stealing = running.work_stealing;
+    new.upstream_keepalive_pool_size = running.upstream_keepalive_pool_size;
     new.limits.h2_max_concurrent_streams = running.limits.h2_max_concurrent_streams;
     if let (Some(running), Some(new)) = (&running.authz, &mut new.authz) {
         new.listen = running.listen;

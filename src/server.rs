@@ -105,6 +105,8 @@ pub fn build_server(
 
     let conf = ServerConf {
         threads: server_settings.threads.max(1),
+        work_stealing: server_settings.work_stealing,
+        upstream_keepalive_pool_size: server_settings.upstream_keepalive_pool_size,
         grace_period_seconds: Some(options.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: options

@@ -484,7 +484,10 @@ fn a_restart_only_change_warns_and_the_rest_applies() {
     let elsewhere = free_addr();
     let moved = open_routes(&["/a", "/b"])
         .replace("[\"{listen}\"]", &format!("[\"{elsewhere}\"]"))
-        .replace("threads: 1", "threads: 3");
+        .replace(
+            "threads: 1",
+            "threads: 3\n  work_stealing: false\n  upstream_keepalive_pool_size: 16",
+        );
     gw.rewrite(&world, &moved);
     eventually(RELOAD_SECS, "the route change applies", || {
         status_of(&gw, "/b") == 200
@@ -492,10 +495,16 @@ fn a_restart_only_change_warns_and_the_rest_applies() {
     assert_eq!(gw.generation(), 2);
     let stderr = gw.stderr();
     assert!(stderr.contains("server.listen needs a restart"), "{stderr}");
-    assert!(
-        stderr.contains("server.threads needs a restart"),
-        "{stderr}"
-    );
+    for setting in [
+        "server.threads",
+        "server.work_stealing",
+        "server.upstream_keepalive_pool_size",
+    ] {
+        assert!(
+            stderr.contains(&format!("{setting} needs a restart")),
+            "{setting}: {stderr}"
+        );
+    }
     // Still on the old address only.
     assert!(common::raw(
         elsewhere,

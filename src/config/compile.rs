@@ -284,6 +284,8 @@ impl Compiler<'_, '_> {
                 h2_max_concurrent_streams: s.limits.h2_max_concurrent_streams,
             },
             h2c: s.h2c,
+            work_stealing: s.work_stealing,
+            upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         }
     }
 

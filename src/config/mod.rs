@@ -740,6 +740,19 @@ upstreams:
     }
 
     #[test]
+    fn pingora_runtime_settings_default_to_pingoras_and_can_be_set() {
+        let defaults = load_text("routes: []\n").expect("loads");
+        assert!(defaults.server.work_stealing);
+        assert_eq!(defaults.server.upstream_keepalive_pool_size, 128);
+        let set = load_text(
+            "server:\n  work_stealing: false\n  upstream_keepalive_pool_size: 1024\nroutes: []\n",
+        )
+        .expect("loads");
+        assert!(!set.server.work_stealing);
+        assert_eq!(set.server.upstream_keepalive_pool_size, 1024);
+    }
+
+    #[test]
     fn zero_limits_are_refused() {
         one_error(
             "server:\n  threads: 0\nroutes: []\n",
@@ -750,6 +763,11 @@ upstreams:
             "server:\n  max_token_bytes: 0\nroutes: []\n",
             "server.max_token_bytes",
             "at least 1",
+        );
+        one_error(
+            "server:\n  upstream_keepalive_pool_size: 0\nroutes: []\n",
+            "server.upstream_keepalive_pool_size",
+            "between 1 and 65536",
         );
         one_error(
             "server:\n  limits:\n    header_read_timeout: 0s\nroutes: []\n",

@@ -614,6 +614,10 @@ pub struct Server {
     pub authz: Option<Authz>,
     /// `server.h2c`: the plain listeners also take HTTP/2 with prior knowledge.
     pub h2c: bool,
+    /// `server.work_stealing` (pingora's runtime flavour).
+    pub work_stealing: bool,
+    /// `server.upstream_keepalive_pool_size` (pingora's idle upstream pool).
+    pub upstream_keepalive_pool_size: usize,
 }
 
 /// Where an authorization endpoint reads the original request's facts.

@@ -11,6 +11,8 @@
 //! | `server.tls` | `[]` |
 //! | `server.admin_listen` | `"127.0.0.1:9090"`; `null` disables the admin listener |
 //! | `server.threads` | number of cores (`std::thread::available_parallelism`, 1 if unknown) |
+//! | `server.work_stealing` | `true` (pingora's: idle worker threads take tasks from busy ones) |
+//! | `server.upstream_keepalive_pool_size` | `128` (pingora's: idle upstream connections kept) |
 //! | `server.max_token_bytes` | `16384` |
 //! | `server.limits.max_request_header_bytes` | `32768` |
 //! | `server.limits.header_read_timeout` | `10s` |
@@ -419,6 +421,12 @@ pub struct RawServer {
     pub authz: Option<RawAuthz>,
     /// HTTP/2 with prior knowledge on the plain listeners (SPEC section 13).
     pub h2c: bool,
+    /// pingora's `work_stealing`: worker threads share one runtime and take
+    /// each other's tasks (`false`: one single-threaded runtime per thread).
+    pub work_stealing: bool,
+    /// pingora's `upstream_keepalive_pool_size`: how many idle upstream
+    /// connections are kept for reuse.
+    pub upstream_keepalive_pool_size: usize,
 }
 
 /// `server.authz:` (SPEC section 13, external authorization).
@@ -457,6 +465,8 @@ impl Default for RawServer {
             limits: RawLimits::default(),
             authz: None,
             h2c: false,
+            work_stealing: true,
+            upstream_keepalive_pool_size: 128,
         }
     }
 }

@@ -206,6 +206,12 @@ impl Validator<'_, '_> {
                 "must be at least 1",
             );
         }
+        if !(1..=MAX_UPSTREAM_POOL).contains(&server.upstream_keepalive_pool_size) {
+            self.error(
+                "server.upstream_keepalive_pool_size",
+                format!("must be between 1 and {MAX_UPSTREAM_POOL}"),
+            );
+        }
         if server.threads == Some(0) {
             self.error("server.threads", "must be at least 1");
         }
@@ -1246,6 +1252,8 @@ impl Validator<'_, '_> {
 /// The longest clock-skew leeway an issuer may have: a longer one (`30m`
 /// for `30s`) would silently keep expired tokens and consents valid.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// The largest `server.upstream_keepalive_pool_size` (idle connections).
+const MAX_UPSTREAM_POOL: usize = 65_536;
 
 /// `; defined: a, b` for an unknown-name message (only when the list is short).
 fn known_names<'r>(names: impl Iterator<Item = &'r str>) -> String {

@@ -2009,19 +2009,19 @@ mod tests {
         let keys = key_set(issuer());
         let key = keys.get("mp-1").unwrap();
         cache.insert(
-            &token,
+            &cache.key(&token),
             Arc::clone(&parsed),
             Arc::clone(key),
             NOW + 60.0,
             NOW,
         );
-        assert!(cache.lookup(&token, NOW).is_some());
-        assert!(cache.lookup(&token, NOW + 60.0).is_none());
-        assert!(cache.lookup(&token[1..], NOW).is_none());
+        assert!(cache.lookup(&cache.key(&token), NOW).is_some());
+        assert!(cache.lookup(&cache.key(&token), NOW + 60.0).is_none());
+        assert!(cache.lookup(&cache.key(&token[1..]), NOW).is_none());
         // Already expired: not stored at all.
         let old = with(|p| p["jti"] = json!("old"));
-        cache.insert(&old, parsed, Arc::clone(key), NOW, NOW);
-        assert!(cache.lookup(&old, NOW - 1.0).is_none());
+        cache.insert(&cache.key(&old), parsed, Arc::clone(key), NOW, NOW);
+        assert!(cache.lookup(&cache.key(&old), NOW - 1.0).is_none());
     }
 
     // ---- property: no single-byte mutation of a valid token is allowed ----

@@ -51,7 +51,10 @@ pub(crate) fn verify_token<'c>(
         return Err(malformed(trace, "not UTF-8".into()));
     };
     let cache = ctx.cache.filter(|_| signature == Signature::Verify);
-    let cached: Option<Arc<CachedToken>> = cache.and_then(|c| c.lookup(token, ctx.now));
+    // One hash of the token bytes for every cache look-up below.
+    let cache_key = cache.map(|c| (c, c.key(token)));
+    let cache = cache_key.as_ref();
+    let cached: Option<Arc<CachedToken>> = cache.and_then(|(c, key)| c.lookup(key, ctx.now));
     // A fresh token keeps its signature for check 9; a cached one has none.
     let (parsed, fresh_signature): (Arc<ParsedToken>, Option<DecodedJws>) = match cached.as_ref() {
         Some(entry) => (Arc::clone(&entry.parsed), None),
@@ -122,8 +125,8 @@ pub(crate) fn verify_token<'c>(
         // SPEC section 6 counts only usable keys: a key of another type
         // than `alg` needs (an RSA kid on an ES256 token) is no key for it.
         let Some(key) = keys.get(kid).filter(|key| key.supports(alg)) else {
-            if let Some(cache) = cache.filter(|_| cached.is_some()) {
-                cache.forget(token);
+            if let Some((cache, token_key)) = cache.filter(|_| cached.is_some()) {
+                cache.forget(token_key);
             }
             trace.record(8, "key_id", false, || match keys.get(kid) {
                 Some(_) => format!(
@@ -138,7 +141,7 @@ pub(crate) fn verify_token<'c>(
         };
         trace.record(8, "key_id", true, || format!("kid {kid:?} found"));
         let cache_hit = cached.as_ref().is_some_and(|entry| entry.verified_by(key));
-        if let Some(cache) = cache {
+        if let Some((cache, _)) = cache {
             cache.count(cache_hit);
         }
         if cache_hit {
@@ -147,7 +150,7 @@ pub(crate) fn verify_token<'c>(
             });
         } else if cached.is_none()
             && cache
-                .and_then(|c| c.lookup_rejected(token, ctx.now))
+                .and_then(|(c, token_key)| c.lookup_rejected(token_key, ctx.now))
                 .is_some_and(|entry| entry.rejected_by(key))
         {
             // These very bytes failed check 9 before with this same key
@@ -168,11 +171,11 @@ pub(crate) fn verify_token<'c>(
                 .get(..signed.signing_input_len)
                 .unwrap_or_default();
             if !key.verify(alg, message, &signed.signature) {
-                if let Some(cache) = cache {
+                if let Some((cache, token_key)) = cache {
                     if cached.is_some() {
-                        cache.forget(token);
+                        cache.forget(token_key);
                     }
-                    cache.reject(token, Arc::clone(key), ctx.now);
+                    cache.reject(token_key, Arc::clone(key), ctx.now);
                 }
                 trace.record(9, "signature", false, || {
                     format!("{alg} signature does not verify with kid {kid:?}")
@@ -180,9 +183,9 @@ pub(crate) fn verify_token<'c>(
                 return Err(deny(Reason::BadSignature));
             }
             trace.record(9, "signature", true, || format!("{alg} signature verifies"));
-            if let (Some(cache), Ok(token_claims)) = (cache, claims.token.as_ref()) {
+            if let (Some((cache, token_key)), Ok(token_claims)) = (cache, claims.token.as_ref()) {
                 cache.insert(
-                    token,
+                    token_key,
                     Arc::clone(&parsed),
                     Arc::clone(key),
                     token_claims.exp,
