@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::tls::{tls_backend, SelfSigned};
 use common::*;
 
 const STREAMS: usize = 8;
@@ -73,25 +74,20 @@ struct H2World {
     world: World,
     gw: Gateway,
     tls_addr: SocketAddr,
-    cert_pem: String,
+    cert: SelfSigned,
 }
 
 fn start() -> H2World {
     let world = World::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = SelfSigned::new("localhost");
     let tls_addr = free_addr();
-    let cert_pem = cert.cert.pem();
-    let key_pem = cert.signing_key.serialize_pem();
-    let gw = world.start_with(
-        &template(tls_addr),
-        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
-    );
+    let gw = world.start_with(&template(tls_addr), &cert.files());
     world.echo.clear();
     H2World {
         world,
         gw,
         tls_addr,
-        cert_pem,
+        cert,
     }
 }
 
@@ -103,11 +99,7 @@ fn income_path() -> String {
 fn h2_over_tls_and_h2c_allow_with_the_verified_headers() {
     let w = start();
     let token = w.world.valid_token();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(w.cert_pem.as_bytes()).unwrap())
-        .resolve("localhost", w.tls_addr)
-        .build()
-        .unwrap();
+    let tls = w.cert.client(w.tls_addr);
     let h2c = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -623,33 +615,9 @@ fn streams_beyond_the_limit_are_refused_and_the_rest_served() {
 #[test]
 fn upstream_h2_over_tls_is_negotiated_by_alpn() {
     let world = World::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["backend.internal".to_string()]).unwrap();
-    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let cert = SelfSigned::new("backend.internal");
     let b_tls = free_addr();
-    let backend = world.start_with(
-        &format!(
-            r#"
-server:
-  listen: ["{{listen}}"]
-  tls:
-    - listen: "{b_tls}"
-      cert: tls.crt
-      key: tls.key
-      alpn: [h2]
-  admin_listen: "{{admin}}"
-  threads: 1
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: open
-    path: /{{*rest}}
-    upstream: echo
-    auth: none
-"#
-        ),
-        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
-    );
+    let backend = tls_backend(&world, &cert, b_tls, Some("[h2]"));
     let front = |protocol: &str| {
         world.start_with(
             &format!(
@@ -674,7 +642,7 @@ routes:
     auth: none
 "#
             ),
-            &[("backend-ca.pem", &cert_pem)],
+            &[("backend-ca.pem", &cert.cert_pem)],
         )
     };
     let h2 = front("h2");
