@@ -16,44 +16,30 @@ use common::*;
 
 const STREAMS: usize = 8;
 
+/// h2c on the plain listener, h2 by ALPN on the TLS one; the consent route
+/// with the year in the path, a body-bound one and an open one.
 fn template(tls_addr: SocketAddr) -> String {
-    format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  h2c: true
+    let server = format!(
+        r#"  h2c: true
   tls:
     - listen: "{tls_addr}"
       cert: tls.crt
       key: tls.key
       alpn: [h2, http/1.1]
-  admin_listen: "{{admin}}"
-  threads: 1
   limits:
     max_request_header_bytes: 8192
     h2_max_concurrent_streams: {STREAMS}
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{{jwks}}"
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: income
-    path: /income/{{fnr}}/{{year}}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: {{ path_param: year }}
-  - name: search
+"#
+    );
+    templates::consent_config(
+        &templates::income_route(
+            "/income/{fnr}/{year}",
+            false,
+            &[("inntektsaar", "{ path_param: year }")],
+        ),
+        templates::Around {
+            server: &server,
+            rest: r#"  - name: search
     path: /search
     methods: [POST]
     upstream: echo
@@ -61,12 +47,14 @@ routes:
     consent:
       resources: ["demo-samtykke-inntekt"]
       subject:
-        body: {{ json_pointer: /person/fnr }}
+        body: { json_pointer: /person/fnr }
   - name: open
-    path: /open/{{*rest}}
+    path: /open/{*rest}
     upstream: echo
     auth: none
-"#
+"#,
+            ..Default::default()
+        },
     )
 }
 

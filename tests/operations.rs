@@ -26,12 +26,13 @@ fn config() -> String {
             true,
             &[("inntektsaar", "{ path_param: year }")],
         ),
-        r#"  - name: flaky
+        templates::Around {
+            upstreams: r#"  - name: flaky
     targets: ["{upstream2}"]
   - name: closed
     targets: ["127.0.0.1:1"]
 "#,
-        r#"  - name: company
+            rest: r#"  - name: company
     path: /company/{orgno}
     upstream: echo
     issuers: [test]
@@ -61,6 +62,8 @@ fn config() -> String {
 audit:
   personal_data: masked
 "#,
+            ..Default::default()
+        },
     )
 }
 

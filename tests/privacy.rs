@@ -14,13 +14,11 @@ const BOUND_HEADER_VALUE: &str = "bound-marker-7QX";
 /// The consent route with the year and a marker bound to headers.
 fn config() -> String {
     templates::consent_config(
-        &templates::income_route(
-            "/income/{fnr}",
-            true,
-            templates::YEAR_AND_MARKER_FROM_HEADERS,
-        ),
-        "",
-        "audit:\n  personal_data: masked\n",
+        &templates::income_bound_to_headers(),
+        templates::Around {
+            rest: "audit:\n  personal_data: masked\n",
+            ..Default::default()
+        },
     )
 }
 
@@ -149,8 +147,8 @@ fn log_format_is_validated() {
 fn audit_template() -> String {
     templates::consent_config(
         &templates::income_route("/income/{fnr}", false, &[]),
-        "",
-        r#"  - name: open
+        templates::Around {
+            rest: r#"  - name: open
     path: /open
     upstream: echo
     auth: none
@@ -158,6 +156,8 @@ audit:
   personal_data: AUDIT_MODE
   queue_lines: 8
 "#,
+            ..Default::default()
+        },
     )
 }
 

@@ -25,19 +25,17 @@ const BOUND_HEADER_VALUE: &str = "bound-marker-7QX";
 /// route, and an OTLP endpoint: `{otlp}` and `{extra}` are filled by the test.
 fn config() -> String {
     templates::consent_config(
-        &templates::income_route(
-            "/income/{fnr}",
-            true,
-            templates::YEAR_AND_MARKER_FROM_HEADERS,
-        ),
-        "",
-        r#"  - name: open
+        &templates::income_bound_to_headers(),
+        templates::Around {
+            rest: r#"  - name: open
     path: /open
     auth: none
     upstream: echo
 tracing:
   otlp_endpoint: "{otlp}"
 {extra}"#,
+            ..Default::default()
+        },
     )
 }
 

@@ -32,34 +32,58 @@ pub fn income_route(path: &str, scoped: bool, metadata: &[(&str, &str)]) -> Stri
     route
 }
 
+/// What a [`consent_config`] holds beside its `income` route, each part YAML
+/// text put in place as it is (empty: nothing).
+#[derive(Default)]
+pub struct Around<'a> {
+    /// More keys of `server:`, indented two spaces.
+    pub server: &'a str,
+    /// More upstreams after `echo`.
+    pub upstreams: &'a str,
+    /// After `income`: further routes, then the other top-level sections.
+    pub rest: &'a str,
+}
+
 /// A whole gateway.yaml template around a consent route: one thread on
-/// `{listen}` with the admin listener on `{admin}`, the issuer `test`
-/// (`https://test.maskinporten.no/`, keys at `{jwks}`), the upstream `echo`
-/// at `{upstream}` and then `more_upstreams`, and `routes:` with `income`
-/// (from [`income_route`]) first and `rest` after it: further routes, then
-/// the other top-level sections.
-pub fn consent_config(income: &str, more_upstreams: &str, rest: &str) -> String {
+/// `{listen}` with the admin listener on `{admin}` (then `around.server`),
+/// the issuer `test` (`https://test.maskinporten.no/`, keys at `{jwks}`),
+/// the upstream `echo` at `{upstream}` (then `around.upstreams`), and
+/// `routes:` with `income` (from [`income_route`]) first and `around.rest`
+/// after it.
+pub fn consent_config(income: &str, around: Around) -> String {
+    let Around {
+        server,
+        upstreams,
+        rest,
+    } = around;
     format!(
         r#"
 server:
   listen: ["{{listen}}"]
   admin_listen: "{{admin}}"
   threads: 1
-issuers:
+{server}issuers:
   - name: test
     issuer: "https://test.maskinporten.no/"
     jwks_uri: "{{jwks}}"
 upstreams:
   - name: echo
     targets: ["{{upstream}}"]
-{more_upstreams}routes:
+{upstreams}routes:
 {income}{rest}"#
     )
 }
 
-/// `metadata` for [`income_route`]: the year and a marker, both bound to
-/// request headers (`X-Income-Year`, `X-Marker`).
-pub const YEAR_AND_MARKER_FROM_HEADERS: &[(&str, &str)] = &[
-    ("inntektsaar", "{ header: X-Income-Year }"),
-    ("marker", "{ header: X-Marker }"),
-];
+/// The consent route `income` on `/income/{fnr}`, scoped, with the year and
+/// a marker bound to request headers (`inntektsaar` from `X-Income-Year`,
+/// `marker` from `X-Marker`), both required.
+pub fn income_bound_to_headers() -> String {
+    income_route(
+        "/income/{fnr}",
+        true,
+        &[
+            ("inntektsaar", "{ header: X-Income-Year }"),
+            ("marker", "{ header: X-Marker }"),
+        ],
+    )
+}
