@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::tls::{tls_backend, SelfSigned};
+use common::tls::{tls_backend, tls_template, SelfSigned};
 use common::*;
 
 #[test]
@@ -11,26 +11,7 @@ fn tls_listener_serves_with_the_configured_certificate() {
     let world = World::new();
     let cert = SelfSigned::new("localhost");
     let tls_addr = free_addr();
-    let template = format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  tls:
-    - listen: "{tls_addr}"
-      cert: tls.crt
-      key: tls.key
-  admin_listen: "{{admin}}"
-  threads: 1
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: open
-    path: /open/{{*rest}}
-    upstream: echo
-    auth: none
-"#
-    );
+    let template = tls_template(tls_addr, None, "/open/{*rest}");
     let gw = world.start_with(&template, &cert.files());
     world.echo.clear();
     let client = cert.client(tls_addr);

@@ -39,20 +39,13 @@ impl SelfSigned {
     }
 }
 
-/// A gateway terminating TLS on `tls_addr` with `cert` (`alpn`, a YAML
-/// list such as `[h2]`, when given) and sending every path, unchecked, to
-/// the echo upstream. A front that names `ca_file` with `cert.cert_pem`
-/// reaches the echo through it over TLS.
-pub fn tls_backend(
-    world: &World,
-    cert: &SelfSigned,
-    tls_addr: SocketAddr,
-    alpn: Option<&str>,
-) -> Gateway {
+/// A gateway.yaml template: the plain listener `{listen}` and a TLS one on
+/// `tls_addr` (`tls.crt`, `tls.key`; `alpn`, a YAML list such as `[h2]`,
+/// when given), and one open route, `path`, to the echo upstream.
+pub fn tls_template(tls_addr: SocketAddr, alpn: Option<&str>, path: &str) -> String {
     let alpn = alpn.map_or(String::new(), |list| format!("      alpn: {list}\n"));
-    world.start_with(
-        &format!(
-            r#"
+    format!(
+        r#"
 server:
   listen: ["{{listen}}"]
   tls:
@@ -66,11 +59,21 @@ upstreams:
     targets: ["{{upstream}}"]
 routes:
   - name: open
-    path: /{{*rest}}
+    path: {path}
     upstream: echo
     auth: none
 "#
-        ),
-        &cert.files(),
     )
+}
+
+/// A gateway terminating TLS on `tls_addr` with `cert` (and `alpn`) that
+/// sends every path, unchecked, to the echo upstream. A front that names
+/// `ca_file` with `cert.cert_pem` reaches the echo through it over TLS.
+pub fn tls_backend(
+    world: &World,
+    cert: &SelfSigned,
+    tls_addr: SocketAddr,
+    alpn: Option<&str>,
+) -> Gateway {
+    world.start_with(&tls_template(tls_addr, alpn, "/{*rest}"), &cert.files())
 }
