@@ -111,54 +111,12 @@ nginx_conf nginx-authz "
     }"
 
 # --- consent-gateway: the proxy and the authorization listener --------------
-cat > "$WORK/gateway.yaml" <<CONF
-server:
-  listen: ["127.0.0.1:$GW_PORT"]
-  admin_listen: "127.0.0.1:$ADMIN_PORT"
-  threads: 1
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "\
   authz:
-    listen: "127.0.0.1:$AUTHZ_PORT"
+    listen: \"127.0.0.1:$AUTHZ_PORT\"
     original_request: nginx
-issuers:
-  - name: bench
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "http://127.0.0.1:$BACKEND_PORT/jwk"
-    algorithms: [RS256]
-    max_token_lifetime: 2h
-upstreams:
-  - name: backend
-    targets: ["127.0.0.1:$BACKEND_PORT"]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consumers:
-      allow: ["0192:310497460"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-        types: [person]
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: { path_param: year }
-audit:
-  enabled: true
-  personal_data: masked
-CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-# The audit log (stdout) goes to /dev/null: its write is still paid.
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-GW_PID=$!
-PIDS+=("$GW_PID")
-wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" gateway
+"
+start_gateway
 start_nginx nginx-authz
 NGINX_AUTHZ_PID=$NGINX_PID
 for _ in $(seq 1 200); do port_in_use "$NGINX_AUTHZ_PORT" && break; sleep 0.05; done

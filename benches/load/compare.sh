@@ -186,40 +186,7 @@ PIDS+=("$HAPROXY_PID")
 wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy
 
 # --- consent-gateway ---------------------------------------------------------
-cat > "$WORK/gateway.yaml" <<CONF
-server:
-  listen: ["127.0.0.1:$GW_PORT"]
-  admin_listen: "127.0.0.1:$ADMIN_PORT"
-  threads: 1
-issuers:
-  - name: bench
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "http://127.0.0.1:$BACKEND_PORT/jwk"
-    algorithms: [RS256]
-    max_token_lifetime: 2h
-upstreams:
-  - name: backend
-    targets: ["127.0.0.1:$BACKEND_PORT"]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consumers:
-      allow: ["0192:310497460"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-        types: [person]
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: { path_param: year }
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "" "\
   - name: codes
     path: /codes/{*rest}
     methods: [GET]
@@ -227,20 +194,11 @@ routes:
     auth: token
     issuers: [bench]
     scopes:
-      all: ["demo:inntekt.read"]
+      all: [\"demo:inntekt.read\"]
     consumers:
-      allow: ["0192:310497460"]
-audit:
-  enabled: true
-  personal_data: masked
-CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-# The audit log (stdout) goes to /dev/null: its write is still paid.
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-GW_PID=$!
-PIDS+=("$GW_PID")
-wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" gateway
+      allow: [\"0192:310497460\"]
+"
+start_gateway
 
 # Sanity: every target answers 200 to the valid token, the token-checking
 # ones 401 to the forged one.

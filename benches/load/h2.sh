@@ -130,11 +130,7 @@ audit:
   enabled: true
   personal_data: masked
 CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-PIDS+=("$!")
-wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" gateway
+start_gateway
 
 # A 1 KiB JSON document naming the person (padding in another member).
 python3 - "$PERSON" >"$WORK/body.json" <<'PY'

@@ -29,26 +29,7 @@ http { access_log off; client_body_temp_path $W/nginx/b; proxy_temp_path $W/ngin
  server { listen 127.0.0.1:$BP; location = /jwk { default_type application/json; alias $W/keys/jwks.json; } location / { return 200 "ok\n"; } } }
 CONF
 nginx -c $W/nginx/nginx.conf -e $W/nginx/error.log & NP=$!
-cat > $W/gateway.yaml <<CONF
-server: { listen: ["127.0.0.1:$GP"], admin_listen: "127.0.0.1:$AP", threads: 1 }
-issuers:
-  - { name: bench, issuer: "https://test.maskinporten.no/", jwks_uri: "http://127.0.0.1:$BP/jwk", algorithms: [RS256], max_token_lifetime: 2h }
-upstreams: [ { name: backend, targets: ["127.0.0.1:$BP"] } ]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes: { all: ["demo:inntekt.read"] }
-    consumers: { allow: ["0192:310497460"] }
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject: { path_param: fnr, types: [person] }
-      metadata: { required: [inntektsaar], match: { inntektsaar: { path_param: year } } }
-audit: { enabled: true, personal_data: masked }
-CONF
+consent_gateway_yaml "$W/gateway.yaml" "$GP" "$AP" "$BP"
 # Sends tokens START..START+N of the consent pool, each K times in a row, on
 # one keep-alive connection; says on stderr how many were not answered 200.
 send_tokens() { # label start n k

@@ -3,8 +3,9 @@
 # instructions.sh); sourced, not run:  . "$(dirname "$0")/lib.sh"
 #
 # Reads, where a helper needs them: WORK, PIDS (cleanup), PROXY_CPU
-# (start_nginx), WRK_CPU and THREADS (wrk_tokens), SKIP_BUILD (build_release),
-# KEEP_WORKDIR (cleanup), LOG_PREFIX (log).
+# (start_nginx, start_gateway), GATEWAY and ADMIN_PORT (start_gateway),
+# WRK_CPU and THREADS (wrk_tokens), SKIP_BUILD (build_release), KEEP_WORKDIR
+# (cleanup), LOG_PREFIX (log).
 
 # The repository root and where cargo builds (TARGET: used by the scripts).
 # shellcheck disable=SC2034
@@ -100,6 +101,73 @@ check_status() { # url token expected
     local got
     got=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1")
     [ "$got" = "$3" ] || { log "sanity: $1 answered $got, expected $3"; exit 1; }
+}
+
+# --- consent-gateway -----------------------------------------------------------
+# A gateway.yaml with the consent route `income` (/income/{fnr}/{year}: the
+# subject and the year bound to the path) for the issuer `bench`, whose
+# JWKS the backend serves at /jwk, and the audit log on (masked).
+# Arguments: file gateway-port admin-port backend-port [more server keys
+# [more routes]] (YAML lines, each ending in a newline).
+consent_gateway_yaml() {
+    {
+        cat <<CONF
+server:
+  listen: ["127.0.0.1:$2"]
+  admin_listen: "127.0.0.1:$3"
+  threads: 1
+CONF
+        printf '%s' "${5:-}"
+        cat <<CONF
+issuers:
+  - name: bench
+    issuer: "https://test.maskinporten.no/"
+    jwks_uri: "http://127.0.0.1:$4/jwk"
+    algorithms: [RS256]
+    max_token_lifetime: 2h
+upstreams:
+  - name: backend
+    targets: ["127.0.0.1:$4"]
+routes:
+  - name: income
+    path: /income/{fnr}/{year}
+    methods: [GET]
+    upstream: backend
+    auth: consent
+    issuers: [bench]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consumers:
+      allow: ["0192:310497460"]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      subject:
+        path_param: fnr
+        types: [person]
+      metadata:
+        required: [inntektsaar]
+        match:
+          inntektsaar: { path_param: year }
+CONF
+        printf '%s' "${6:-}"
+        cat <<CONF
+audit:
+  enabled: true
+  personal_data: masked
+CONF
+    } >"$1"
+}
+
+# Checks $WORK/gateway.yaml, runs $GATEWAY with it on core PROXY_CPU (the
+# audit log, stdout, to /dev/null: its write is still paid; stderr to
+# $WORK/gateway.log) and waits for its /readyz on ADMIN_PORT. The pid: GW_PID.
+start_gateway() {
+    "$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
+    taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
+        >/dev/null 2>"$WORK/gateway.log" &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" gateway
 }
 
 # --- nginx ---------------------------------------------------------------------
