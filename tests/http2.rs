@@ -11,48 +11,35 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::tls::{tls_backend, SelfSigned};
 use common::*;
 
 const STREAMS: usize = 8;
 
+/// h2c on the plain listener, h2 by ALPN on the TLS one; the consent route
+/// with the year in the path, a body-bound one and an open one.
 fn template(tls_addr: SocketAddr) -> String {
-    format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  h2c: true
+    let server = format!(
+        r#"  h2c: true
   tls:
     - listen: "{tls_addr}"
       cert: tls.crt
       key: tls.key
       alpn: [h2, http/1.1]
-  admin_listen: "{{admin}}"
-  threads: 1
   limits:
     max_request_header_bytes: 8192
     h2_max_concurrent_streams: {STREAMS}
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{{jwks}}"
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: income
-    path: /income/{{fnr}}/{{year}}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: {{ path_param: year }}
-  - name: search
+"#
+    );
+    templates::consent_config(
+        &templates::income_route(
+            "/income/{fnr}/{year}",
+            false,
+            &[("inntektsaar", "{ path_param: year }")],
+        ),
+        templates::Around {
+            server: &server,
+            rest: r#"  - name: search
     path: /search
     methods: [POST]
     upstream: echo
@@ -60,12 +47,14 @@ routes:
     consent:
       resources: ["demo-samtykke-inntekt"]
       subject:
-        body: {{ json_pointer: /person/fnr }}
+        body: { json_pointer: /person/fnr }
   - name: open
-    path: /open/{{*rest}}
+    path: /open/{*rest}
     upstream: echo
     auth: none
-"#
+"#,
+            ..Default::default()
+        },
     )
 }
 
@@ -73,25 +62,20 @@ struct H2World {
     world: World,
     gw: Gateway,
     tls_addr: SocketAddr,
-    cert_pem: String,
+    cert: SelfSigned,
 }
 
 fn start() -> H2World {
     let world = World::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = SelfSigned::new("localhost");
     let tls_addr = free_addr();
-    let cert_pem = cert.cert.pem();
-    let key_pem = cert.signing_key.serialize_pem();
-    let gw = world.start_with(
-        &template(tls_addr),
-        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
-    );
+    let gw = world.start_with(&template(tls_addr), &cert.files());
     world.echo.clear();
     H2World {
         world,
         gw,
         tls_addr,
-        cert_pem,
+        cert,
     }
 }
 
@@ -103,11 +87,7 @@ fn income_path() -> String {
 fn h2_over_tls_and_h2c_allow_with_the_verified_headers() {
     let w = start();
     let token = w.world.valid_token();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(w.cert_pem.as_bytes()).unwrap())
-        .resolve("localhost", w.tls_addr)
-        .build()
-        .unwrap();
+    let tls = w.cert.client(w.tls_addr);
     let h2c = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -623,33 +603,9 @@ fn streams_beyond_the_limit_are_refused_and_the_rest_served() {
 #[test]
 fn upstream_h2_over_tls_is_negotiated_by_alpn() {
     let world = World::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["backend.internal".to_string()]).unwrap();
-    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let cert = SelfSigned::new("backend.internal");
     let b_tls = free_addr();
-    let backend = world.start_with(
-        &format!(
-            r#"
-server:
-  listen: ["{{listen}}"]
-  tls:
-    - listen: "{b_tls}"
-      cert: tls.crt
-      key: tls.key
-      alpn: [h2]
-  admin_listen: "{{admin}}"
-  threads: 1
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: open
-    path: /{{*rest}}
-    upstream: echo
-    auth: none
-"#
-        ),
-        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
-    );
+    let backend = tls_backend(&world, &cert, b_tls, Some("[h2]"));
     let front = |protocol: &str| {
         world.start_with(
             &format!(
@@ -674,7 +630,7 @@ routes:
     auth: none
 "#
             ),
-            &[("backend-ca.pem", &cert_pem)],
+            &[("backend-ca.pem", &cert.cert_pem)],
         )
     };
     let h2 = front("h2");

@@ -16,39 +16,23 @@ use serde_json::Value;
 
 const ORG: &str = "302685991";
 
-const CONFIG: &str = r#"
-server:
-  listen: ["{listen}"]
-  admin_listen: "{admin}"
-  threads: 1
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{jwks}"
-upstreams:
-  - name: echo
-    targets: ["{upstream}"]
-  - name: flaky
+/// The consent route with the year in the path, a company route, a
+/// report-only route, and two open routes to upstreams that fail
+/// (`{upstream2}`, a closed port).
+fn config() -> String {
+    templates::consent_config(
+        &templates::income_route(
+            "/income/{fnr}/{year}",
+            true,
+            &[("inntektsaar", "{ path_param: year }")],
+        ),
+        templates::Around {
+            upstreams: r#"  - name: flaky
     targets: ["{upstream2}"]
   - name: closed
     targets: ["127.0.0.1:1"]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: { path_param: year }
-  - name: company
+"#,
+            rest: r#"  - name: company
     path: /company/{orgno}
     upstream: echo
     issuers: [test]
@@ -77,7 +61,11 @@ routes:
     auth: none
 audit:
   personal_data: masked
-"#;
+"#,
+            ..Default::default()
+        },
+    )
+}
 
 fn income_path(fnr: &str) -> String {
     format!("/income/{fnr}/2025")
@@ -90,7 +78,7 @@ fn label_set<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 #[test]
 fn metrics_after_mixed_traffic_name_every_series() {
     let world = World::new();
-    let gw = world.start(CONFIG);
+    let gw = world.start(&config());
     let token = world.valid_token();
     // The harness's readiness probes were refused before routing (404).
     let probes = gw
@@ -442,7 +430,7 @@ fn get_with_id(gw: &Gateway, path: &str, token: Option<&str>, id: &str) -> Respo
 #[test]
 fn audit_lines_for_every_decided_request() {
     let world = World::new();
-    let gw = world.start(CONFIG);
+    let gw = world.start(&config());
     let token = world.valid_token();
     let org_token = world.token(
         &TokenSpec {
@@ -541,14 +529,14 @@ fn audit_lines_for_every_decided_request() {
     // personal_data: clear, then omit (applied by reload).
     gw.rewrite(
         &world,
-        &CONFIG.replace("personal_data: masked", "personal_data: clear"),
+        &config().replace("personal_data: masked", "personal_data: clear"),
     );
     eventually(10, "clear applies", || gw.generation() == 2);
     get_with_id(&gw, &income_path(PERSON), Some(&token), "a-clear");
     assert_eq!(audit_line(&gw, "a-clear")["subject"], PERSON);
     gw.rewrite(
         &world,
-        &CONFIG.replace("personal_data: masked", "personal_data: omit"),
+        &config().replace("personal_data: masked", "personal_data: omit"),
     );
     eventually(10, "omit applies", || gw.generation() == 3);
     get_with_id(&gw, &income_path(PERSON), Some(&token), "a-omit");
@@ -587,7 +575,7 @@ fn audit_lines_for_every_decided_request() {
 #[test]
 fn report_only_proxies_would_be_denials_without_consent_headers() {
     let world = World::new();
-    let gw = world.start(CONFIG);
+    let gw = world.start(&config());
     let token = world.valid_token();
     let forged = [("X-Consent-Id", "forged"), ("X-Request-Id", "shadow-1")];
 

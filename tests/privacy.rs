@@ -11,38 +11,16 @@ use consent_gateway::dev_issuer::TokenSpec;
 const BOUND_YEAR: &str = "2025";
 const BOUND_HEADER_VALUE: &str = "bound-marker-7QX";
 
-const CONFIG: &str = r#"
-server:
-  listen: ["{listen}"]
-  admin_listen: "{admin}"
-  threads: 1
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{jwks}"
-upstreams:
-  - name: echo
-    targets: ["{upstream}"]
-routes:
-  - name: income
-    path: /income/{fnr}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-      metadata:
-        required: [inntektsaar, marker]
-        match:
-          inntektsaar: { header: X-Income-Year }
-          marker: { header: X-Marker }
-audit:
-  personal_data: masked
-"#;
+/// The consent route with the year and a marker bound to headers.
+fn config() -> String {
+    templates::consent_config(
+        &templates::income_bound_to_headers(),
+        templates::Around {
+            rest: "audit:\n  personal_data: masked\n",
+            ..Default::default()
+        },
+    )
+}
 
 /// The audit lines of routed requests (readiness probes are `no_route`).
 fn routed(gw: &Gateway) -> Vec<serde_json::Value> {
@@ -53,7 +31,7 @@ fn routed(gw: &Gateway) -> Vec<serde_json::Value> {
 }
 
 fn spawn(world: &World, args: &[&str]) -> Gateway {
-    let gw = world.spawn_custom(CONFIG, &[], args, &|dir, text| {
+    let gw = world.spawn_custom(&config(), &[], args, &|dir, text| {
         let path = dir.join("gateway.yaml");
         std::fs::write(&path, text).expect("write config");
         path
@@ -164,39 +142,27 @@ fn log_format_is_validated() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
 }
 
-const AUDIT_CONFIG: &str = r#"
-server:
-  listen: ["{listen}"]
-  admin_listen: "{admin}"
-  threads: 1
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{jwks}"
-upstreams:
-  - name: echo
-    targets: ["{upstream}"]
-routes:
-  - name: income
-    path: /income/{fnr}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-  - name: open
+/// A bare consent route and an open one; the audit's `personal_data` is
+/// `AUDIT_MODE`.
+fn audit_template() -> String {
+    templates::consent_config(
+        &templates::income_route("/income/{fnr}", false, &[]),
+        templates::Around {
+            rest: r#"  - name: open
     path: /open
     upstream: echo
     auth: none
 audit:
   personal_data: AUDIT_MODE
   queue_lines: 8
-"#;
+"#,
+            ..Default::default()
+        },
+    )
+}
 
 fn audit_config(mode: &str) -> String {
-    let mut text = AUDIT_CONFIG.replace("AUDIT_MODE", mode);
+    let mut text = audit_template().replace("AUDIT_MODE", mode);
     if mode == "pseudonymized" {
         text.push_str("  pseudonym_key_file: pseudonym.key\n");
     }

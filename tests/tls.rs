@@ -3,42 +3,18 @@
 
 mod common;
 
+use common::tls::{tls_backend, tls_template, SelfSigned};
 use common::*;
 
 #[test]
 fn tls_listener_serves_with_the_configured_certificate() {
     let world = World::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = SelfSigned::new("localhost");
     let tls_addr = free_addr();
-    let template = format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  tls:
-    - listen: "{tls_addr}"
-      cert: tls.crt
-      key: tls.key
-  admin_listen: "{{admin}}"
-  threads: 1
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: open
-    path: /open/{{*rest}}
-    upstream: echo
-    auth: none
-"#
-    );
-    let cert_pem = cert.cert.pem();
-    let key_pem = cert.signing_key.serialize_pem();
-    let gw = world.start_with(&template, &[("tls.crt", &cert_pem), ("tls.key", &key_pem)]);
+    let template = tls_template(tls_addr, None, "/open/{*rest}");
+    let gw = world.start_with(&template, &cert.files());
     world.echo.clear();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
-        .resolve("localhost", tls_addr)
-        .build()
-        .unwrap();
+    let client = cert.client(tls_addr);
     let url = format!("https://localhost:{}/open/x", tls_addr.port());
     let (status, nowhere) = world.rt.block_on(async {
         let ok = client.get(&url).send().await.unwrap().status().as_u16();
@@ -67,32 +43,9 @@ fn tls_to_the_upstream_verifies_with_ca_file_and_sni() {
     let world = World::new();
     // Gateway B terminates TLS (certificate for `backend.internal`) in front
     // of the echo upstream; gateway A proxies to it over TLS.
-    let cert = rcgen::generate_simple_self_signed(vec!["backend.internal".to_string()]).unwrap();
-    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let cert = SelfSigned::new("backend.internal");
     let b_tls = free_addr();
-    let backend = world.start_with(
-        &format!(
-            r#"
-server:
-  listen: ["{{listen}}"]
-  tls:
-    - listen: "{b_tls}"
-      cert: tls.crt
-      key: tls.key
-  admin_listen: "{{admin}}"
-  threads: 1
-upstreams:
-  - name: echo
-    targets: ["{{upstream}}"]
-routes:
-  - name: open
-    path: /{{*rest}}
-    upstream: echo
-    auth: none
-"#
-        ),
-        &[("tls.crt", &cert_pem), ("tls.key", &key_pem)],
-    );
+    let backend = tls_backend(&world, &cert, b_tls, None);
     let front = |sni: &str| {
         world.start_with(
             &format!(
@@ -114,7 +67,7 @@ routes:
     auth: none
 "#
             ),
-            &[("backend-ca.pem", &cert_pem)],
+            &[("backend-ca.pem", &cert.cert_pem)],
         )
     };
     let good = front("backend.internal");

@@ -21,42 +21,23 @@ use prost::Message as _;
 
 const BOUND_HEADER_VALUE: &str = "bound-marker-7QX";
 
-const CONFIG: &str = r#"
-server:
-  listen: ["{listen}"]
-  admin_listen: "{admin}"
-  threads: 1
-issuers:
-  - name: test
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "{jwks}"
-upstreams:
-  - name: echo
-    targets: ["{upstream}"]
-routes:
-  - name: income
-    path: /income/{fnr}
-    methods: [GET]
-    upstream: echo
-    issuers: [test]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-      metadata:
-        required: [inntektsaar, marker]
-        match:
-          inntektsaar: { header: X-Income-Year }
-          marker: { header: X-Marker }
-  - name: open
+/// The consent route with the year and a marker bound to headers, an open
+/// route, and an OTLP endpoint: `{otlp}` and `{extra}` are filled by the test.
+fn config() -> String {
+    templates::consent_config(
+        &templates::income_bound_to_headers(),
+        templates::Around {
+            rest: r#"  - name: open
     path: /open
     auth: none
     upstream: echo
 tracing:
   otlp_endpoint: "{otlp}"
-{extra}"#;
+{extra}"#,
+            ..Default::default()
+        },
+    )
+}
 
 /// How the receiver answers.
 #[derive(Clone, Copy, PartialEq)]
@@ -198,7 +179,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn start(world: &World, otlp: &str, extra: &str) -> Gateway {
-    let config = CONFIG.replace("{otlp}", otlp).replace("{extra}", extra);
+    let config = config().replace("{otlp}", otlp).replace("{extra}", extra);
     world.start(&config)
 }
 
@@ -451,7 +432,7 @@ fn a_refusing_collector_holds_no_request_back_and_failures_are_counted_and_logge
     );
     // The pipeline is built at start: a reload that changes it says so.
     let generation = gw.generation();
-    let moved = CONFIG
+    let moved = config()
         .replace("{otlp}", "http://127.0.0.1:1/v1/traces")
         .replace("{extra}", "");
     gw.rewrite(&world, &moved);
@@ -472,7 +453,7 @@ fn an_authorization_check_exports_its_decision_span() {
     let receiver = Receiver::start(Mode::Answer);
     let world = World::new();
     let authz = free_addr();
-    let config = CONFIG
+    let config = config()
         .replace(
             "  threads: 1\n",
             &format!("  threads: 1\n  authz:\n    listen: \"{authz}\"\n"),

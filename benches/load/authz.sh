@@ -41,78 +41,25 @@ SCENARIOS=${SCENARIOS:-"reused fresh"}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# shellcheck source=benches/load/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d /tmp/consent-gateway-authz-load.XXXXXX)
 PIDS=()
-
-log() { printf '%s\n' "$*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
-    done
-    if [ -z "${KEEP_WORKDIR:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-}
 trap cleanup EXIT INT TERM
 
 # --- tools -------------------------------------------------------------------
-need_install=()
-command -v nginx >/dev/null || need_install+=(nginx-light)
-command -v wrk >/dev/null || need_install+=(wrk)
-command -v taskset >/dev/null || need_install+=(util-linux)
-command -v curl >/dev/null || need_install+=(curl)
-if [ ${#need_install[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log "installing ${need_install[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
-    else
-        log "missing tools; install the Debian packages: ${need_install[*]}"
-        exit 2
-    fi
-fi
-if [ "$(nproc)" -lt 2 ]; then
-    log "needs at least 2 cores (wrk on one, the targets on another)"
-    exit 2
-fi
+need_tools nginx:nginx-light wrk:wrk taskset:util-linux curl:curl
+need_two_cores "the targets"
 
 # --- build -------------------------------------------------------------------
-if [ -z "${SKIP_BUILD:-}" ]; then
-    log "building (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin consent-gateway --example bench_tokens)
-fi
+build_release --bin consent-gateway --example bench_tokens
 GATEWAY=$TARGET/release/consent-gateway
 BENCH_TOKENS=$TARGET/release/examples/bench_tokens
-for bin in "$GATEWAY" "$BENCH_TOKENS"; do
-    [ -x "$bin" ] || { log "missing $bin (build it, or unset SKIP_BUILD)"; exit 2; }
-done
+need_bins "$GATEWAY" "$BENCH_TOKENS"
 
 # --- ports -------------------------------------------------------------------
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-    local p
-    while :; do
-        p=$(( (RANDOM * 32768 + RANDOM) % 20000 + 30000 ))
-        port_in_use "$p" || { echo "$p"; return; }
-    done
-}
 BACKEND_PORT=$(pick_port) NGINX_PORT=$(pick_port) NGINX_AUTHZ_PORT=$(pick_port)
 GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port) AUTHZ_PORT=$(pick_port)
-
-wait_http() { # url, what
-    local i
-    for i in $(seq 1 200); do
-        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
-        sleep 0.05
-    done
-    log "$2 did not come up ($1)"
-    exit 1
-}
 
 # --- keys and tokens ---------------------------------------------------------
 log "minting keys and $POOL tokens"
@@ -122,34 +69,6 @@ FORGED=$(cat "$WORK/keys/forged.txt")
 CONSENT_PATH="/income/17839116535/2025"
 
 # --- nginx: the backend, nginx alone, nginx with auth_request ----------------
-nginx_conf() { # name, server block
-    mkdir -p "$WORK/$1"
-    cat > "$WORK/$1/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/$1/body;
-    proxy_temp_path $WORK/$1/proxy;
-    fastcgi_temp_path $WORK/$1/fastcgi;
-    uwsgi_temp_path $WORK/$1/uwsgi;
-    scgi_temp_path $WORK/$1/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-$2
-}
-CONF
-}
-start_nginx() { # name -> pid in NGINX_PID
-    taskset -c "$PROXY_CPU" nginx -p "$WORK/$1/" -c "$WORK/$1/nginx.conf" -e "$WORK/$1/error.log" &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-}
-
 nginx_conf backend "
     server {
         listen 127.0.0.1:$BACKEND_PORT;
@@ -192,69 +111,18 @@ nginx_conf nginx-authz "
     }"
 
 # --- consent-gateway: the proxy and the authorization listener --------------
-cat > "$WORK/gateway.yaml" <<CONF
-server:
-  listen: ["127.0.0.1:$GW_PORT"]
-  admin_listen: "127.0.0.1:$ADMIN_PORT"
-  threads: 1
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "\
   authz:
-    listen: "127.0.0.1:$AUTHZ_PORT"
+    listen: \"127.0.0.1:$AUTHZ_PORT\"
     original_request: nginx
-issuers:
-  - name: bench
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "http://127.0.0.1:$BACKEND_PORT/jwk"
-    algorithms: [RS256]
-    max_token_lifetime: 2h
-upstreams:
-  - name: backend
-    targets: ["127.0.0.1:$BACKEND_PORT"]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consumers:
-      allow: ["0192:310497460"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-        types: [person]
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: { path_param: year }
-audit:
-  enabled: true
-  personal_data: masked
-CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-# The audit log (stdout) goes to /dev/null: its write is still paid.
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-GW_PID=$!
-PIDS+=($GW_PID)
-for _ in $(seq 1 200); do
-    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break
-    sleep 0.05
-done
-curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { log "gateway not ready"; exit 1; }
+"
+start_gateway
 start_nginx nginx-authz
 NGINX_AUTHZ_PID=$NGINX_PID
 for _ in $(seq 1 200); do port_in_use "$NGINX_AUTHZ_PORT" && break; sleep 0.05; done
 
 # Sanity: every target answers 200 to the valid token; the checking ones
 # 401 to the forged one.
-check_status() { # url token expected
-    local got
-    got=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1")
-    [ "$got" = "$3" ] || { log "sanity: $1 answered $got, expected $3"; exit 1; }
-}
 check_status "http://127.0.0.1:$NGINX_PORT$CONSENT_PATH" "$TOKEN" 200
 check_status "http://127.0.0.1:$NGINX_AUTHZ_PORT$CONSENT_PATH" "$TOKEN" 200
 check_status "http://127.0.0.1:$NGINX_AUTHZ_PORT$CONSENT_PATH" "$FORGED" 401
@@ -262,36 +130,7 @@ check_status "http://127.0.0.1:$GW_PORT$CONSENT_PATH" "$TOKEN" 200
 check_status "http://127.0.0.1:$GW_PORT$CONSENT_PATH" "$FORGED" 401
 
 # --- wrk -----------------------------------------------------------------------
-cat > "$WORK/tokens.lua" <<'LUA'
--- Cycles through the tokens of $TOKENS_FILE, one per request, starting
--- after the first $TOKENS_START (a run does not replay the last one's).
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS_FILE")) do
-    tokens[#tokens + 1] = "Bearer " .. line
-end
-local i = tonumber(os.getenv("TOKENS_START") or "0") % #tokens
-request = function()
-    i = i + 1
-    if i > #tokens then i = 1 end
-    wrk.headers["Authorization"] = tokens[i]
-    return wrk.format(nil)
-end
-LUA
-
-cpu_ticks() { # pids: utime + stime in clock ticks, summed
-    local pid total=0
-    for pid in "$@"; do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
-to_ms() { # wrk's latency ("812.00us", "1.20ms", "2.00s") in milliseconds
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
-        printf "%.3f", n }'
-}
-HZ=$(getconf CLK_TCK)
+write_tokens_lua
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 TOKENS_START=0
@@ -299,26 +138,18 @@ TOKENS_START=0
 run_one() { # scenario target url tokens_file pid...
     local scenario=$1 target=$2 url=$3 tokens=$4
     shift 4
-    local out=$WORK/wrk-$scenario-$target.txt before after requests rps p50 p99 non2xx cpu_us
-    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
-    TOKENS_START=$((TOKENS_START + $(awk '/requests in/ { print $1 }' "$out.warm-up") + 100))
+    local out=$WORK/wrk-$scenario-$target.txt before after cpu_us
+    wrk_tokens "$TOKENS_START" "$tokens" "$CONNECTIONS" 2s "$out.warm-up" "$url"
+    TOKENS_START=$((TOKENS_START + $(wrk_requests "$out.warm-up") + 100))
     before=$(cpu_ticks "$@")
-    TOKENS_START=$TOKENS_START TOKENS_FILE=$tokens taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
+    wrk_tokens "$TOKENS_START" "$tokens" "$CONNECTIONS" "$DURATION" "$out" "$url" --latency
     after=$(cpu_ticks "$@")
-    requests=$(awk '/requests in/ { print $1 }' "$out")
-    TOKENS_START=$((TOKENS_START + requests + 100))
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$out")
-    non2xx=${non2xx:-0}
-    cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" \
-        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" \
-        "$cpu_us" "$non2xx" >>"$RESULTS"
-    log "  $scenario $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, ${cpu_us}us CPU/req, non-2xx $non2xx"
+    parse_wrk "$out"
+    TOKENS_START=$((TOKENS_START + WRK_REQUESTS + 100))
+    cpu_us=$(cpu_us_per_request $((after - before)) "$WRK_REQUESTS")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$WRK_RPS" "$WRK_P50" "$WRK_P99" \
+        "$cpu_us" "$WRK_NON2XX" >>"$RESULTS"
+    log "  $scenario $target: $WRK_RPS req/s, p50 ${WRK_P50}ms, p99 ${WRK_P99}ms, ${cpu_us}us CPU/req, non-2xx $WRK_NON2XX"
 }
 
 for scenario in $SCENARIOS; do

@@ -71,23 +71,10 @@ PROXY_CPU=${PROXY_CPU:-1}
 SOAK_DURATION=${SOAK_DURATION:-10m}
 SOAK_SAMPLE=${SOAK_SAMPLE:-30}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# shellcheck source=benches/load/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d /tmp/consent-gateway-load.XXXXXX)
 PIDS=()
-
-log() { printf '%s\n' "$*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
-    done
-    if [ -z "${KEEP_WORKDIR:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-}
 trap cleanup EXIT INT TERM
 
 # Seconds in a wrk duration (`30s`, `10m`, `1h`, or plain seconds).
@@ -113,54 +100,22 @@ case " $SCENARIOS " in
 esac
 
 # --- tools -------------------------------------------------------------------
-need_install=()
-command -v nginx >/dev/null || need_install+=(nginx-light)
-command -v haproxy >/dev/null || need_install+=(haproxy)
-command -v wrk >/dev/null || need_install+=(wrk)
-command -v taskset >/dev/null || need_install+=(util-linux)
-command -v curl >/dev/null || need_install+=(curl)
-if [ ${#need_install[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log "installing ${need_install[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
-    else
-        log "missing tools; install the Debian packages: ${need_install[*]}"
-        exit 2
-    fi
-fi
+need_tools nginx:nginx-light haproxy:haproxy wrk:wrk taskset:util-linux curl:curl
 haproxy_version=$(haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p' | head -1)
 if [ "$(printf '2.5\n%s\n' "$haproxy_version" | sort -V | head -1)" != 2.5 ]; then
     log "haproxy $haproxy_version has no jwt_verify; need >= 2.5"
     exit 2
 fi
-if [ "$(nproc)" -lt 2 ]; then
-    log "needs at least 2 cores (wrk on one, the proxies on another)"
-    exit 2
-fi
+need_two_cores "the proxies"
 
 # --- build -------------------------------------------------------------------
-if [ -z "${SKIP_BUILD:-}" ]; then
-    log "building (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin consent-gateway \
-        --example passthrough --example bench_tokens)
-fi
+build_release --bin consent-gateway --example passthrough --example bench_tokens
 GATEWAY=$TARGET/release/consent-gateway
 PASSTHROUGH=$TARGET/release/examples/passthrough
 BENCH_TOKENS=$TARGET/release/examples/bench_tokens
-for bin in "$GATEWAY" "$PASSTHROUGH" "$BENCH_TOKENS"; do
-    [ -x "$bin" ] || { log "missing $bin (build it, or unset SKIP_BUILD)"; exit 2; }
-done
+need_bins "$GATEWAY" "$PASSTHROUGH" "$BENCH_TOKENS"
 
 # --- ports -------------------------------------------------------------------
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-    local p
-    while :; do
-        p=$(( (RANDOM * 32768 + RANDOM) % 20000 + 30000 ))
-        port_in_use "$p" || { echo "$p"; return; }
-    done
-}
 if [ "$BASE_PORT" != 0 ]; then
     BACKEND_PORT=$BASE_PORT PASS_PORT=$((BASE_PORT + 1)) HAPROXY_PORT=$((BASE_PORT + 2))
     GW_PORT=$((BASE_PORT + 3)) ADMIN_PORT=$((BASE_PORT + 4))
@@ -168,16 +123,6 @@ else
     BACKEND_PORT=$(pick_port) PASS_PORT=$(pick_port) HAPROXY_PORT=$(pick_port)
     GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port)
 fi
-
-wait_http() { # url, what
-    local i
-    for i in $(seq 1 200); do
-        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
-        sleep 0.05
-    done
-    log "$2 did not come up ($1)"
-    exit 1
-}
 
 # --- keys and tokens ---------------------------------------------------------
 log "minting keys, $POOL tokens and $CONSENT_POOL consent-workload tokens"
@@ -190,39 +135,20 @@ FNR=17839116535
 YEAR=2025
 
 # --- backend: nginx return 200, also serving the JWKS ----------------------
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
+nginx_conf nginx "
     server {
         listen 127.0.0.1:$BACKEND_PORT;
         location = /jwk { default_type application/json; alias $WORK/keys/jwks.json; }
-        location / { default_type text/plain; return 200 "ok\n"; }
-    }
-}
-CONF
-taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-PIDS+=($!)
+        location / { default_type text/plain; return 200 \"ok\\n\"; }
+    }"
+start_nginx nginx
 wait_http "http://127.0.0.1:$BACKEND_PORT/" nginx
 
 # --- bare pingora pass-through ----------------------------------------------
 taskset -c "$PROXY_CPU" "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" \
     --upstream "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/passthrough.log" 2>&1 &
 PASS_PID=$!
-PIDS+=($PASS_PID)
+PIDS+=("$PASS_PID")
 wait_http "http://127.0.0.1:$PASS_PORT/" passthrough
 
 # --- HAProxy with jwt_verify -----------------------------------------------
@@ -256,44 +182,11 @@ CONF
 haproxy -c -q -f "$WORK/haproxy.cfg"
 taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
-PIDS+=($HAPROXY_PID)
+PIDS+=("$HAPROXY_PID")
 wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy
 
 # --- consent-gateway ---------------------------------------------------------
-cat > "$WORK/gateway.yaml" <<CONF
-server:
-  listen: ["127.0.0.1:$GW_PORT"]
-  admin_listen: "127.0.0.1:$ADMIN_PORT"
-  threads: 1
-issuers:
-  - name: bench
-    issuer: "https://test.maskinporten.no/"
-    jwks_uri: "http://127.0.0.1:$BACKEND_PORT/jwk"
-    algorithms: [RS256]
-    max_token_lifetime: 2h
-upstreams:
-  - name: backend
-    targets: ["127.0.0.1:$BACKEND_PORT"]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes:
-      all: ["demo:inntekt.read"]
-    consumers:
-      allow: ["0192:310497460"]
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject:
-        path_param: fnr
-        types: [person]
-      metadata:
-        required: [inntektsaar]
-        match:
-          inntektsaar: { path_param: year }
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "" "\
   - name: codes
     path: /codes/{*rest}
     methods: [GET]
@@ -301,32 +194,14 @@ routes:
     auth: token
     issuers: [bench]
     scopes:
-      all: ["demo:inntekt.read"]
+      all: [\"demo:inntekt.read\"]
     consumers:
-      allow: ["0192:310497460"]
-audit:
-  enabled: true
-  personal_data: masked
-CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-# The audit log (stdout) goes to /dev/null: its write is still paid.
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-GW_PID=$!
-PIDS+=($GW_PID)
-for i in $(seq 1 200); do
-    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break
-    sleep 0.05
-done
-curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { log "gateway not ready"; exit 1; }
+      allow: [\"0192:310497460\"]
+"
+start_gateway
 
 # Sanity: every target answers 200 to the valid token, the token-checking
 # ones 401 to the forged one.
-check_status() { # url token expected
-    local got
-    got=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1")
-    [ "$got" = "$3" ] || { log "sanity: $1 answered $got, expected $3"; exit 1; }
-}
 GW_CONSENT_PATH="/income/$FNR/$YEAR"
 check_status "http://127.0.0.1:$PASS_PORT/codes/x" "$TOKEN" 200
 check_status "http://127.0.0.1:$HAPROXY_PORT/codes/x" "$TOKEN" 200
@@ -341,56 +216,21 @@ check_status "http://127.0.0.1:$GW_PORT/income/$CONSENT_FNR/$YEAR" "$CONSENT_TOK
 check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$CONSENT_TOKEN" 403
 
 # --- wrk -----------------------------------------------------------------------
-cat > "$WORK/tokens.lua" <<'LUA'
--- Cycles through the tokens of $TOKENS_FILE, starting after the first
--- $TOKENS_START (so that one run does not replay the last one's), each used
--- $USES times in a row (default 1). A line `<fnr> <token>` (the consent
--- workload) also sets the path: $PATH_FMT with %s = fnr.
-local tokens, paths = {}, {}
-local path_fmt = os.getenv("PATH_FMT")
-for line in io.lines(os.getenv("TOKENS_FILE")) do
-    local fnr, token = line:match("^(%d+) (.+)$")
-    if fnr and path_fmt then
-        paths[#tokens + 1] = string.format(path_fmt, fnr)
-    else
-        token = line
-    end
-    tokens[#tokens + 1] = "Bearer " .. token
-end
-local uses = tonumber(os.getenv("USES") or "1")
-local i = tonumber(os.getenv("TOKENS_START") or "0") % #tokens
-local used = uses
-request = function()
-    if used >= uses then
-        used = 0
-        i = i + 1
-        if i > #tokens then i = 1 end
-    end
-    used = used + 1
-    wrk.headers["Authorization"] = tokens[i]
-    return wrk.format(nil, paths[i])
-end
-LUA
+write_tokens_lua
 
-cpu_ticks() { # pid: utime + stime in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
 cache_counter() { # result: the gateway's token cache counter
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
         | awk -v r="$1" '$1 ~ "^consent_gateway_token_cache_requests_total" && $1 ~ "result=\""r"\"" { print $2 }' \
         | head -1
 }
-HZ=$(getconf CLK_TCK)
+cache_hit_share() { # hits misses (the counters before a run): the share of hits since
+    local hits1 miss1
+    hits1=$(cache_counter hit); miss1=$(cache_counter miss)
+    awk -v h=$((${hits1%.*} - ${1%.*})) -v m=$((${miss1%.*} - ${2%.*})) \
+        'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }'
+}
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
-
-# Converts wrk's latency ("812.00us", "1.20ms", "2.00s") to milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
-        printf "%.3f", n }'
-}
 
 # Where in the token file the next run starts: a token the gateway has
 # verified in an earlier run must not come back in `fresh` (nor in the
@@ -414,46 +254,33 @@ pool_advance() { # scenario requests: past the tokens that run used (USES each)
 
 run_one() { # scenario target pid url tokens_file [connections]
     local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 conns=${6:-$CONNECTIONS}
-    local out before after hits0 hits1 miss0 miss1
+    local out before after hits0 miss0
     out=$WORK/wrk-$scenario-$target.txt
     # A short warm-up (connections, caches, JIT of the Lua script).
-    TOKENS_START=$(pool_start "$scenario") TOKENS_FILE=$tokens USES=$USES PATH_FMT=$PATH_FMT \
-        taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$conns" -d2s -s "$WORK/tokens.lua" "$url" >"$out.warm-up"
+    wrk_tokens "$(pool_start "$scenario")" "$tokens" "$conns" 2s "$out.warm-up" "$url"
     # Only the gateway remembers tokens; only its runs use up the pool.
     case $target in
-        gw-*) pool_advance "$scenario" "$(awk '/requests in/ { print $1 }' "$out.warm-up")" ;;
+        gw-*) pool_advance "$scenario" "$(wrk_requests "$out.warm-up")" ;;
     esac
     if [ "$target" = gw-token ] || [ "$target" = gw-consent ]; then
         hits0=$(cache_counter hit); miss0=$(cache_counter miss)
     fi
     before=$(cpu_ticks "$pid")
-    TOKENS_START=$(pool_start "$scenario") TOKENS_FILE=$tokens USES=$USES PATH_FMT=$PATH_FMT \
-        taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url" >"$out"
+    wrk_tokens "$(pool_start "$scenario")" "$tokens" "$conns" "$DURATION" "$out" "$url" --latency
     after=$(cpu_ticks "$pid")
     local hit_share="-"
     if [ -n "${hits0:-}" ]; then
-        hits1=$(cache_counter hit); miss1=$(cache_counter miss)
-        hit_share=$(awk -v h=$((${hits1%.*} - ${hits0%.*})) -v m=$((${miss1%.*} - ${miss0%.*})) \
-            'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }')
+        hit_share=$(cache_hit_share "$hits0" "$miss0")
         hits0=""
     fi
-    local requests rps p50 p99 non2xx
-    requests=$(awk '/requests in/ { print $1 }' "$out")
-    case $target in gw-*) pool_advance "$scenario" "$requests" ;; esac
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$out")
-    non2xx=${non2xx:-0}
+    parse_wrk "$out"
+    case $target in gw-*) pool_advance "$scenario" "$WRK_REQUESTS" ;; esac
     local cpu_us deny_share
-    cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" \
-        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
-    deny_share=$(awk -v d="$non2xx" -v n="$requests" 'BEGIN { printf "%.0f%%", 100 * d / n }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" \
+    cpu_us=$(cpu_us_per_request $((after - before)) "$WRK_REQUESTS")
+    deny_share=$(awk -v d="$WRK_NON2XX" -v n="$WRK_REQUESTS" 'BEGIN { printf "%.0f%%", 100 * d / n }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$WRK_RPS" "$WRK_P50" "$WRK_P99" \
         "$cpu_us" "$deny_share" "$hit_share" >>"$RESULTS"
-    log "  $scenario $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, ${cpu_us}us CPU/req, non-2xx $deny_share, cache hits $hit_share"
+    log "  $scenario $target: $WRK_RPS req/s, p50 ${WRK_P50}ms, p99 ${WRK_P99}ms, ${cpu_us}us CPU/req, non-2xx $deny_share, cache hits $hit_share"
 }
 
 # The gateway's resident memory, in kB.
@@ -465,7 +292,7 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 # filling up). Any non-2xx answer, or the gateway exiting, fails the run.
 SOAK=$WORK/soak.tsv
 run_soak() {
-    local out=$WORK/wrk-soak-gw-consent.txt start_s sampler kb hits0 miss0 hits1 miss1 non2xx requests
+    local out=$WORK/wrk-soak-gw-consent.txt start_s sampler kb hits0 miss0 non2xx requests
     log "scenario soak: gw-consent, $SOAK_DURATION of the $POOL-token pool, RSS every ${SOAK_SAMPLE}s"
     printf '0\t%s\n' "$(rss_kb "$GW_PID")" >"$SOAK"
     hits0=$(cache_counter hit); miss0=$(cache_counter miss)
@@ -480,9 +307,8 @@ run_soak() {
     ) >/dev/null 2>&1 &
     sampler=$!
     PIDS+=("$sampler")
-    TOKENS_START=$TOKENS_START TOKENS_FILE=$WORK/keys/tokens.txt taskset -c "$WRK_CPU" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SOAK_DURATION" --latency -s "$WORK/tokens.lua" \
-        "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" >"$out"
+    wrk_tokens "$TOKENS_START" "$WORK/keys/tokens.txt" "$CONNECTIONS" "$SOAK_DURATION" "$out" \
+        "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" --latency
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     # A gateway that exited (even one not yet reaped) has no VmRSS.
@@ -492,12 +318,10 @@ run_soak() {
         exit 1
     fi
     printf '%s\t%s\n' $((SECONDS - start_s)) "$kb" >>"$SOAK"
-    requests=$(awk '/requests in/ { print $1 }' "$out")
+    requests=$(wrk_requests "$out")
     TOKENS_START=$((TOKENS_START + requests + 100))
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { n = $5 } END { print n + 0 }' "$out")
-    hits1=$(cache_counter hit); miss1=$(cache_counter miss)
-    SOAK_HITS=$(awk -v h=$((${hits1%.*} - ${hits0%.*})) -v m=$((${miss1%.*} - ${miss0%.*})) \
-        'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }')
+    SOAK_HITS=$(cache_hit_share "$hits0" "$miss0")
     log "  soak gw-consent: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s, $requests requests, non-2xx $non2xx, verified-token cache hits $SOAK_HITS"
     if grep -q 'Socket errors' "$out"; then
         log "  soak: wrk reports $(grep 'Socket errors' "$out" | sed 's/^ *//')"

@@ -26,66 +26,27 @@
 # nghttp2-client util-linux curl openssl; installed with apt-get as root).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# shellcheck source=benches/load/lib.sh
+. "$(dirname "$0")/lib.sh"
+LOG_PREFIX="h2.sh: "
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-10}
 STREAMS=${STREAMS:-10}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 
-log() { echo "h2.sh: $*" >&2; }
+need_tools nginx:nginx-light h2load:nghttp2-client taskset:util-linux openssl:openssl
 
-need_install=()
-command -v nginx >/dev/null || need_install+=(nginx-light)
-command -v h2load >/dev/null || need_install+=(nghttp2-client)
-command -v taskset >/dev/null || need_install+=(util-linux)
-command -v openssl >/dev/null || need_install+=(openssl)
-if [ ${#need_install[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get install -y "${need_install[@]}" >/dev/null
-    else
-        log "missing: ${need_install[*]}"; exit 2
-    fi
-fi
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-    log "building (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin consent-gateway --example passthrough)
-fi
+build_release --bin consent-gateway --example passthrough
 GATEWAY=$TARGET/release/consent-gateway
 PASSTHROUGH=$TARGET/release/examples/passthrough
-for bin in "$GATEWAY" "$PASSTHROUGH"; do
-    [ -x "$bin" ] || { log "missing $bin (build it, or unset SKIP_BUILD)"; exit 2; }
-done
+need_bins "$GATEWAY" "$PASSTHROUGH"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-    local p
-    while :; do
-        p=$(( (RANDOM * 32768 + RANDOM) % 20000 + 30000 ))
-        port_in_use "$p" || { echo "$p"; return; }
-    done
-}
 BACKEND_PORT=$(pick_port) PASS_PORT=$(pick_port) GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port)
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
 trap cleanup EXIT
-
-wait_http() { # url, what
-    local i
-    for i in $(seq 1 200); do
-        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
-        sleep 0.05
-    done
-    log "$2 did not come up"; exit 1
-}
 
 # --- backend -----------------------------------------------------------------
 mkdir -p "$WORK/nginx"
@@ -110,13 +71,13 @@ http {
 }
 CONF
 taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-PIDS+=($!)
+PIDS+=("$!")
 wait_http "http://127.0.0.1:$BACKEND_PORT/" nginx
 
 # --- pass-through ------------------------------------------------------------
 taskset -c "$PROXY_CPU" "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" \
     --upstream "127.0.0.1:$BACKEND_PORT" --threads 1 --h2c >"$WORK/pass.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 wait_http "http://127.0.0.1:$PASS_PORT/" passthrough
 
 # --- key, JWKS, token ----------------------------------------------------------
@@ -169,14 +130,7 @@ audit:
   enabled: true
   personal_data: masked
 CONF
-"$GATEWAY" check -c "$WORK/gateway.yaml" >/dev/null
-taskset -c "$PROXY_CPU" "$GATEWAY" --log-level warn run -c "$WORK/gateway.yaml" \
-    >/dev/null 2>"$WORK/gateway.log" &
-PIDS+=($!)
-for _ in $(seq 1 200); do
-    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break
-    sleep 0.05
-done
+start_gateway
 
 # A 1 KiB JSON document naming the person (padding in another member).
 python3 - "$PERSON" >"$WORK/body.json" <<'PY'

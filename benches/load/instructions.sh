@@ -14,11 +14,12 @@
 #
 # Needs valgrind, nginx, curl and python3 (Debian: valgrind nginx-light).
 set -euo pipefail
+# shellcheck source=benches/load/lib.sh
+. "$(dirname "$0")/lib.sh"
 GW=$1; BT=$2; K=$3; N=$4
 WARM=${WARM:-11000}   # more than the cache holds (10,000), so it is full
 W=$(mktemp -d /tmp/cgab.XXXX)
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-BP=$(port); GP=$(port); AP=$(port)
+BP=$(pick_port); GP=$(pick_port); AP=$(pick_port)
 "$BT" --out "$W/keys" --count 10 --ttl 7200 --consent-count $((WARM + N)) >/dev/null
 mkdir -p $W/nginx
 cat > $W/nginx/nginx.conf <<CONF
@@ -28,54 +29,29 @@ http { access_log off; client_body_temp_path $W/nginx/b; proxy_temp_path $W/ngin
  server { listen 127.0.0.1:$BP; location = /jwk { default_type application/json; alias $W/keys/jwks.json; } location / { return 200 "ok\n"; } } }
 CONF
 nginx -c $W/nginx/nginx.conf -e $W/nginx/error.log & NP=$!
-cat > $W/gateway.yaml <<CONF
-server: { listen: ["127.0.0.1:$GP"], admin_listen: "127.0.0.1:$AP", threads: 1 }
-issuers:
-  - { name: bench, issuer: "https://test.maskinporten.no/", jwks_uri: "http://127.0.0.1:$BP/jwk", algorithms: [RS256], max_token_lifetime: 2h }
-upstreams: [ { name: backend, targets: ["127.0.0.1:$BP"] } ]
-routes:
-  - name: income
-    path: /income/{fnr}/{year}
-    methods: [GET]
-    upstream: backend
-    auth: consent
-    issuers: [bench]
-    scopes: { all: ["demo:inntekt.read"] }
-    consumers: { allow: ["0192:310497460"] }
-    consent:
-      resources: ["demo-samtykke-inntekt"]
-      subject: { path_param: fnr, types: [person] }
-      metadata: { required: [inntektsaar], match: { inntektsaar: { path_param: year } } }
-audit: { enabled: true, personal_data: masked }
-CONF
+consent_gateway_yaml "$W/gateway.yaml" "$GP" "$AP" "$BP"
+# Sends tokens START..START+N of the consent pool, each K times in a row, on
+# one keep-alive connection; says on stderr how many were not answered 200.
+send_tokens() { # label start n k
+python3 - "$W/keys/consent-tokens.txt" $GP "$2" "$3" "$4" "$1" <<'PY'
+import sys, http.client
+f, port, start, n, k, label = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+lines = open(f).read().split("\n")[start:start+n]
+c = http.client.HTTPConnection("127.0.0.1", port); bad = 0
+for l in lines:
+    fnr, tok = l.split(" ")
+    for _ in range(k):
+        c.request("GET", f"/income/{fnr}/2025", headers={"Authorization": "Bearer " + tok}); r = c.getresponse(); r.read()
+        bad += r.status != 200
+print(label, "bad", bad, file=sys.stderr)
+PY
+}
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$W/cg.out "$GW" --log-level warn run -c $W/gateway.yaml >/dev/null 2>$W/gw.log & VP=$!
 for i in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:$AP/readyz && break; sleep 0.2; done
-python3 - "$W/keys/consent-tokens.txt" $GP 0 $WARM 1 <<'PY'
-import sys, http.client
-f, port, start, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-lines = open(f).read().split("\n")[start:start+n]
-c = http.client.HTTPConnection("127.0.0.1", port); bad = 0
-for l in lines:
-    fnr, tok = l.split(" ")
-    for _ in range(k):
-        c.request("GET", f"/income/{fnr}/2025", headers={"Authorization": "Bearer " + tok}); r = c.getresponse(); r.read()
-        bad += r.status != 200
-print("warm bad", bad, file=sys.stderr)
-PY
+send_tokens warm 0 $WARM 1
 H0=$(curl -s http://127.0.0.1:$AP/metrics | awk '/token_cache_requests_total.*hit/ {print $2}')
 callgrind_control -i on $VP >/dev/null
-python3 - "$W/keys/consent-tokens.txt" $GP $WARM $N $K <<'PY'
-import sys, http.client
-f, port, start, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-lines = open(f).read().split("\n")[start:start+n]
-c = http.client.HTTPConnection("127.0.0.1", port); bad = 0
-for l in lines:
-    fnr, tok = l.split(" ")
-    for _ in range(k):
-        c.request("GET", f"/income/{fnr}/2025", headers={"Authorization": "Bearer " + tok}); r = c.getresponse(); r.read()
-        bad += r.status != 200
-print("measured bad", bad, file=sys.stderr)
-PY
+send_tokens measured $WARM $N $K
 callgrind_control -i off $VP >/dev/null
 H1=$(curl -s http://127.0.0.1:$AP/metrics | awk '/token_cache_requests_total.*hit/ {print $2}')
 kill -TERM $VP; wait $VP 2>/dev/null || true

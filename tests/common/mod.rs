@@ -14,6 +14,8 @@ use consent_gateway::support::echo::EchoServer;
 use consent_gateway::support::jwks_server::JwksServer;
 
 pub mod redis_ha;
+pub mod templates;
+pub mod tls;
 
 pub const ISS: &str = "https://test.maskinporten.no/";
 pub const PERSON: &str = "17839116535";
