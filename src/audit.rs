@@ -305,6 +305,7 @@ mod tests {
                 resource: "r".into(),
                 metadata: vec![],
             }),
+            ..Default::default()
         }
     }
 

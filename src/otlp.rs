@@ -301,7 +301,7 @@ impl UpstreamCall {
     pub fn start(target: String) -> Self {
         let random = TraceContext::random();
         Self {
-            span_id: random[16..24].iter().map(|b| format!("{b:02x}")).collect(),
+            span_id: crate::trace_context::hex(&random[16..24]),
             start: SystemTime::now(),
             target,
             status: None,

@@ -50,6 +50,13 @@
 #   SCENARIOS="reused fresh deny50 latency consent1 consent3 consent10"
 #                                             which scenarios
 #   BASE_PORT=0                               0: pick free ports; else use BASE_PORT..+5
+#   TARGETS="passthrough haproxy gw-token gw-consent"
+#                                             which targets run (the ratios
+#                                             need passthrough and haproxy)
+#   GATEWAY_SERVER_YAML=""                    extra lines for the gateway's
+#                                             `server:` block, two-space
+#                                             indented, e.g. pingora's knobs:
+#                                             $'  work_stealing: false\n'
 #   SKIP_BUILD=1                              use binaries already built
 #   WRK_CPU=0 PROXY_CPU=1                     cores
 #   KEEP_WORKDIR=1                            keep the temporary directory (configs, logs)
@@ -64,6 +71,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 POOL=${POOL:-250000}
 SCENARIOS=${SCENARIOS:-"reused fresh deny50 latency consent1 consent3 consent10"}
+TARGETS=${TARGETS:-"passthrough haproxy gw-token gw-consent"}
 CONSENT_POOL=${CONSENT_POOL:-120000}
 BASE_PORT=${BASE_PORT:-0}
 WRK_CPU=${WRK_CPU:-0}
@@ -186,7 +194,7 @@ PIDS+=("$HAPROXY_PID")
 wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy
 
 # --- consent-gateway ---------------------------------------------------------
-consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "" "\
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "${GATEWAY_SERVER_YAML:-}" "\
   - name: codes
     path: /codes/{*rest}
     methods: [GET]
@@ -255,6 +263,7 @@ pool_advance() { # scenario requests: past the tokens that run used (USES each)
 run_one() { # scenario target pid url tokens_file [connections]
     local scenario=$1 target=$2 pid=$3 url=$4 tokens=$5 conns=${6:-$CONNECTIONS}
     local out before after hits0 miss0
+    case " $TARGETS " in *" $target "*) ;; *) return 0 ;; esac
     out=$WORK/wrk-$scenario-$target.txt
     # A short warm-up (connections, caches, JIT of the Lua script).
     wrk_tokens "$(pool_start "$scenario")" "$tokens" "$conns" 2s "$out.warm-up" "$url"

@@ -5,7 +5,11 @@
 # WARM distinct consent tokens, switch instrumentation on, send N consent
 # tokens K times each in a row on one keep-alive connection (the consent
 # route, audit on), switch it off and divide. Used for A/B comparisons of two
-# builds of the same profile (docs/performance.md, "Fifth round").
+# builds of the same profile (docs/performance.md, "Fifth round"). It also
+# counts the heap allocations per request: the calls into malloc, calloc,
+# realloc, the aligned allocators and their mimalloc counterparts (the
+# gateway's global allocator) that callgrind recorded in the same
+# window.
 #
 #   benches/load/instructions.sh GATEWAY BENCH_TOKENS K N
 #   e.g. cargo build --release --bin consent-gateway --example bench_tokens
@@ -57,5 +61,35 @@ H1=$(curl -s http://127.0.0.1:$AP/metrics | awk '/token_cache_requests_total.*hi
 kill -TERM $VP; wait $VP 2>/dev/null || true
 kill $NP 2>/dev/null || true
 TOTAL=$(cat $W/cg.out* | awk '/^(summary|totals):/ {if ($2>s) s=$2} END {print s}')
-echo "k=$K requests=$((N*K)) hits=$((H1-H0)) instructions/request=$((TOTAL/(N*K)))"
-rm -rf $W
+ALLOCS=$(python3 - $W/cg.out* <<'PY'
+import re, sys
+# Calls into an allocator from outside the allocators, from callgrind's call
+# records: `fn=` names the caller, `cfn=` the callee (compressed as
+# "(id) name" on first use), and `calls=N ...` follows.
+ALLOCATORS = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
+              # mimalloc, the gateway's global allocator (the C parts call malloc)
+              "mi_malloc", "mi_zalloc", "mi_realloc",
+              "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
+count = 0
+for path in sys.argv[1:]:
+    names, caller, callee = {}, None, None
+    for line in open(path, errors="replace"):
+        kind = "fn" if line.startswith("fn=") else "cfn" if line.startswith("cfn=") else None
+        if kind:
+            m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+            if m:
+                name = names.setdefault(m.group(1), m.group(2)) if m.group(2) else names.get(m.group(1))
+            else:
+                name = line.split("=", 1)[1].strip()
+            name = re.sub(r"'\d+$", "", name or "")
+            if kind == "fn":
+                caller = name
+            else:
+                callee = name
+        elif line.startswith("calls=") and callee in ALLOCATORS and caller not in ALLOCATORS:
+            count += int(line[6:].split()[0])
+print(count)
+PY
+)
+echo "k=$K requests=$((N*K)) hits=$((H1-H0)) instructions/request=$((TOTAL/(N*K))) allocations/request=$(python3 -c "print(round($ALLOCS/$((N*K)), 1))")"
+[ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf $W

@@ -263,10 +263,11 @@ fn run(
         jti: token_claims.jti.clone(),
     };
     let Some(rule) = consent_rule else {
-        return Ok(Authorized {
+        return Ok(parsed.forwarded.attach(Authorized {
             token: Some(token_facts),
             consent: None,
-        });
+            headers: Default::default(),
+        }));
     };
 
     // 15-21: the consent.
@@ -276,10 +277,11 @@ fn run(
         leeway: issuer.leeway.as_secs_f64(),
     };
     match consent::evaluate(consent_elements, rule, &bound, inputs, trace) {
-        Ok(found) => Ok(Authorized {
+        Ok(found) => Ok(parsed.forwarded.attach(Authorized {
             token: Some(token_facts),
             consent: Some(consent_facts(&found)),
-        }),
+            headers: Default::default(),
+        })),
         Err(denial) => {
             let mut denied = deny(denial.reason);
             denied.facts = facts_of(token_claims, denial.element);

@@ -1,9 +1,17 @@
 //! The verified facts the upstream receives as `X-Consent-*` headers on allow
 //! (SPEC sections 5 and 12). Only these headers carry verified facts; the
 //! caller strips every client-sent `x-consent-*` header before adding them.
+//! A verified token keeps the last set built for it (`HeaderMemo`), so a
+//! cached token's requests share one set instead of building ~14 values.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -32,33 +40,92 @@ const NOT_VISIBLE_ASCII: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
 
 /// The name of a verified header: lowercase, a valid header token. Fixed
 /// names stay `&'static str` so that pingora's `insert_header` takes them
-/// without copying; only per-key metadata names are built.
+/// without copying; per-key metadata names are built once, as `Bytes` that
+/// each request shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifiedName {
     Fixed(&'static str),
-    /// `x-consent-metadata-<key>`.
-    Metadata(String),
+    /// `x-consent-metadata-<key>`: visible ASCII (a valid header name).
+    Metadata(Bytes),
 }
 
 impl VerifiedName {
     pub fn as_str(&self) -> &str {
         match self {
             VerifiedName::Fixed(name) => name,
-            VerifiedName::Metadata(name) => name,
+            // Built from a `String` that made a valid header name.
+            VerifiedName::Metadata(name) => std::str::from_utf8(name).unwrap_or_default(),
         }
     }
 }
 
-impl PartialEq<str> for VerifiedName {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
+/// The verified headers of an allowed request: shared, cloned by pointer.
+pub type VerifiedHeaders = Arc<[(VerifiedName, HeaderValue)]>;
+
+/// The headers an `Authorized` carries, built once per verified token and
+/// facts. Not part of its equality: the facts are.
+#[derive(Debug, Clone, Default)]
+pub struct SharedHeaders(pub(crate) Option<VerifiedHeaders>);
+
+impl PartialEq for SharedHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedHeaders {}
+
+/// The last header set built for one verified token (kept in its cache
+/// entry), with the facts it was built from. A token is nearly always used
+/// on one route, so a later request finds the same facts and takes the set
+/// as it is; other facts (another route's resource) build a new one. The
+/// set is remembered from the token's second request on: a token used once
+/// (the consent workload's k = 1) pays no copy of its facts.
+#[derive(Default)]
+pub struct HeaderMemo {
+    seen: AtomicBool,
+    last: ArcSwapOption<(Authorized, VerifiedHeaders)>,
+}
+
+impl std::fmt::Debug for HeaderMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeaderMemo")
+    }
+}
+
+impl HeaderMemo {
+    /// `authorized` with its headers: the memo's when its facts are these,
+    /// else built (and remembered once the token is being reused).
+    pub fn attach(&self, mut authorized: Authorized) -> Authorized {
+        let last = self.last.load();
+        let headers = match last.as_ref().filter(|m| m.0 == authorized) {
+            Some(m) => Arc::clone(&m.1),
+            None => {
+                let built: VerifiedHeaders = build_headers(&authorized).into();
+                if self.seen.swap(true, Ordering::Relaxed) {
+                    self.last
+                        .store(Some(Arc::new((authorized.clone(), Arc::clone(&built)))));
+                }
+                built
+            }
+        };
+        authorized.headers = SharedHeaders(Some(headers));
+        authorized
     }
 }
 
 /// The headers to add upstream for an allowed request, each name once with
 /// one header-safe value. `auth: token` routes (no consent facts) get only
-/// the token headers; `auth: none` routes get none.
-pub fn verified_headers(a: &Authorized) -> Vec<(VerifiedName, HeaderValue)> {
+/// the token headers; `auth: none` routes get none. The set attached by
+/// `HeaderMemo` when there is one.
+pub fn verified_headers(a: &Authorized) -> VerifiedHeaders {
+    match &a.headers.0 {
+        Some(headers) => Arc::clone(headers),
+        None => build_headers(a).into(),
+    }
+}
+
+fn build_headers(a: &Authorized) -> Vec<(VerifiedName, HeaderValue)> {
     let mut out = Vec::with_capacity(16);
     let mut add = |name: VerifiedName, value: &[u8]| {
         // Claims with control characters were refused at check 10; this
@@ -95,7 +162,7 @@ pub fn verified_headers(a: &Authorized) -> Vec<(VerifiedName, HeaderValue)> {
                 }
                 let encoded: std::borrow::Cow<'_, str> =
                     utf8_percent_encode(value, NOT_VISIBLE_ASCII).into();
-                add(VerifiedName::Metadata(name), encoded.as_bytes());
+                add(VerifiedName::Metadata(name.into()), encoded.as_bytes());
             }
         }
     }
@@ -186,6 +253,7 @@ mod tests {
                 ("bad key", "x"),
                 ("tilogmed", "2025-12"),
             ])),
+            ..Default::default()
         };
         let h = verified_headers(&a);
         assert_eq!(get(&h, "x-consent-id"), Some("019ca7e2"));
@@ -230,6 +298,7 @@ mod tests {
         let a = Authorized {
             token: Some(token_facts()),
             consent: Some(consent_facts(vec![("k", "a\"b\\c")])),
+            ..Default::default()
         };
         let h = verified_headers(&a);
         let json = URL_SAFE_NO_PAD
@@ -241,6 +310,7 @@ mod tests {
         let none = Authorized {
             token: Some(token_facts()),
             consent: Some(consent_facts(vec![])),
+            ..Default::default()
         };
         let h = verified_headers(&none);
         assert!(!h
@@ -256,6 +326,7 @@ mod tests {
         let h = verified_headers(&Authorized {
             token: Some(token),
             consent: None,
+            ..Default::default()
         });
         let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -271,12 +342,38 @@ mod tests {
     }
 
     #[test]
+    fn the_memo_shares_one_set_while_the_facts_are_the_same() {
+        let memo = HeaderMemo::default();
+        let facts = |month: &str| Authorized {
+            token: Some(token_facts()),
+            consent: Some(consent_facts(vec![("fraogmed", month)])),
+            ..Default::default()
+        };
+        let once = verified_headers(&memo.attach(facts("2025-01")));
+        let first = verified_headers(&memo.attach(facts("2025-01")));
+        assert!(
+            !Arc::ptr_eq(&once, &first),
+            "remembered from the second use"
+        );
+        assert_eq!(&*once, &*first);
+        let again = verified_headers(&memo.attach(facts("2025-01")));
+        assert!(Arc::ptr_eq(&first, &again), "the same facts share a set");
+        assert_eq!(&*first, &*build_headers(&facts("2025-01")));
+        // Other facts (another route's binding) get their own set.
+        let other = verified_headers(&memo.attach(facts("2025-02")));
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(get(&other, "x-consent-metadata-fraogmed"), Some("2025-02"));
+        assert_eq!(get(&first, "x-consent-metadata-fraogmed"), Some("2025-01"));
+    }
+
+    #[test]
     fn unsafe_values_are_never_emitted() {
         let mut token = token_facts();
         token.scope = Some("a\r\nX-Evil: 1".into());
         let h = verified_headers(&Authorized {
             token: Some(token),
             consent: None,
+            ..Default::default()
         });
         assert_eq!(get(&h, "x-consent-scope"), None);
     }

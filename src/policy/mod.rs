@@ -128,6 +128,9 @@ pub struct Authorized {
     pub token: Option<TokenFacts>,
     /// `Some` only on `auth: consent` routes.
     pub consent: Option<ConsentFacts>,
+    /// The `X-Consent-*` headers of these facts, when the verified token's
+    /// memo attached them (`forward::verified_headers` builds them if not).
+    pub headers: forward::SharedHeaders,
 }
 
 /// What is known of a denied request, for the audit log. Filled only with

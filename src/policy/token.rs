@@ -3,6 +3,7 @@
 //! holds.
 
 use crate::policy::claims::ClaimSet;
+use crate::policy::forward::HeaderMemo;
 use crate::policy::jws::{self, DecodedJws, JoseHeader, JwsError};
 
 /// What a token says, read and type-checked once, its signature not
@@ -13,6 +14,8 @@ use crate::policy::jws::{self, DecodedJws, JoseHeader, JwsError};
 pub(crate) struct ParsedToken {
     pub header: JoseHeader,
     pub claims: ClaimSet,
+    /// The verified headers last built for this token's requests.
+    pub forwarded: HeaderMemo,
 }
 
 impl ParsedToken {
@@ -30,6 +33,7 @@ impl ParsedToken {
         let parsed = ParsedToken {
             header: JoseHeader::from_map(&compact.header)?,
             claims: ClaimSet::from_payload(&compact.payload),
+            forwarded: HeaderMemo::default(),
         };
         Ok((parsed, decoded))
     }

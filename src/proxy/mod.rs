@@ -495,11 +495,13 @@ impl ProxyHttp for ConsentProxy {
         if ctx.decision == Some(Decision::Allow) {
             if let Some(authorized) = &ctx.authorized {
                 // `&'static str` names are taken by pingora without a copy.
-                for (name, value) in verified_headers(authorized) {
+                for (name, value) in verified_headers(authorized).iter() {
                     match name {
-                        VerifiedName::Fixed(name) => upstream_request.insert_header(name, value)?,
+                        VerifiedName::Fixed(name) => {
+                            upstream_request.insert_header(*name, value.clone())?
+                        }
                         VerifiedName::Metadata(name) => {
-                            upstream_request.insert_header(name, value)?
+                            upstream_request.insert_header(name.clone(), value.clone())?
                         }
                     }
                 }

@@ -292,10 +292,7 @@ pub fn rate_key(
 fn hash_hex(parts: &[&str]) -> String {
     let joined = parts.join("\n");
     let d = digest(&SHA256, joined.as_bytes());
-    d.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&d.as_ref()[..16])
 }
 
 /// The rate limit, then the one-time use, of an allowed request on `route`.
