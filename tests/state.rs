@@ -7,8 +7,9 @@ mod common;
 use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, MASTER_NAME};
 use common::{eventually, free_addr, Gateway, RedisServer, World};
 
-/// Two routes on one upstream: a one-time consent route and a rate-limited
-/// token route; `{backend}` is replaced by the `state:` block.
+/// One-time consent routes (alone, and rate-limited: one store call where
+/// the store combines them), rate-limited token routes, and a dead
+/// upstream; `{state}` is replaced by the `state:` block.
 const CONFIG: &str = r#"
 server:
   listen: ["{listen}"]
@@ -58,6 +59,36 @@ routes:
     auth: token
     issuers: [test]
     rate_limit: { requests: 1000, period: 1s, on_store_error: deny }
+  - name: once-limited
+    path: /once-limited/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1000, period: 1h }
+  - name: once-limited-dead
+    path: /once-limited-dead/{fnr}
+    upstream: dead
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1000, period: 1h }
+  - name: once-slow
+    path: /once-slow/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1, period: 2s }
 "#;
 
 fn config(state: &str, requests: u32) -> String {
@@ -75,6 +106,10 @@ fn redis_state(redis: &RedisServer) -> String {
 }
 
 const ONCE_PATH: &str = "/once/17839116535";
+/// One-time and 1000 an hour: one store call (`rate_limit_use_once`).
+const LIMITED_ONCE: &str = "/once-limited/17839116535";
+/// One-time and one request per 2 s.
+const SLOW_ONCE: &str = "/once-slow/17839116535";
 
 fn reasons(responses: &[common::Response]) -> Vec<(u16, String)> {
     let mut all: Vec<(u16, String)> = responses.iter().map(|r| (r.status, r.reason())).collect();
@@ -144,6 +179,101 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
     );
 }
 
+/// A one-time, rate-limited route over `a` and `b`: 50 concurrent uses of
+/// one consent are one 200 and 49 `consent_already_used`, all with the
+/// `RateLimit` headers, and the consent is used for the route without a
+/// limit too (the same key). A request the rate refuses leaves its consent
+/// unused: it goes through once the rate allows, then never again.
+fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
+    world.echo.clear();
+    let token = world.valid_token();
+    let responses = burst(&[a, b], 50, LIMITED_ONCE, &token);
+    let got = reasons(&responses);
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let used = got
+        .iter()
+        .filter(|(s, r)| *s == 403 && r == "consent_already_used")
+        .count();
+    assert_eq!((ok, used), (1, 49), "{got:?}");
+    for r in &responses {
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"consumer\";q=1000;w=3600")
+        );
+    }
+    assert_eq!(world.echo.seen().len(), 1, "the upstream saw exactly one");
+    let r = b.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+
+    // One request per 2 s: the second consent is refused by the rate...
+    world.echo.clear();
+    let (first, refused) = (world.valid_token(), world.valid_token());
+    assert_eq!(a.get(SLOW_ONCE, Some(&first), &[]).status, 200);
+    let r = b.get(SLOW_ONCE, Some(&refused), &[]);
+    assert_eq!((r.status, r.reason()), (429, "rate_limited".into()));
+    assert!(r.header("retry-after").is_some());
+    // ...and not used: once the rate allows, it goes through, once.
+    eventually(15, "the rate-refused consent goes through", || {
+        let r = a.get(SLOW_ONCE, Some(&refused), &[]);
+        assert!(
+            r.status == 200 || r.status == 429,
+            "a rate refusal used the consent: {} {}",
+            r.status,
+            r.reason()
+        );
+        r.status == 200
+    });
+    eventually(15, "the consent is used", || {
+        let r = b.get(SLOW_ONCE, Some(&refused), &[]);
+        assert!(r.status == 429 || r.status == 403, "{}", r.status);
+        r.reason() == "consent_already_used"
+    });
+    assert_eq!(world.echo.seen().len(), 2, "refusals never went upstream");
+}
+
+#[test]
+fn a_rate_limited_one_time_route_is_one_store_call_and_a_rate_refusal_keeps_the_consent() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&redis_state(&redis), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    assert_rate_limited_once(&world, &a, &b);
+    // One call per request, none of the separate ones.
+    for gw in [&a, &b] {
+        let metrics = gw.admin_get("/metrics").body;
+        let value = |op: &str| {
+            common::series_value(
+                &metrics,
+                "consent_gateway_state_requests_total",
+                &[("op", op), ("outcome", "ok")],
+            )
+            .unwrap_or(0.0)
+        };
+        assert!(value("rate_limit_use_once") >= 25.0, "{metrics}");
+        assert_eq!(value("rate_limit"), 0.0, "no separate rate call");
+    }
+    // The combined call stores the keys the separate calls store.
+    let keys = redis.command(&["KEYS", "t:once:*"]);
+    assert!(keys.starts_with("*3\r\n"), "{keys}");
+    let rate = redis.command(&["KEYS", "t:rl:*"]);
+    assert!(rate.starts_with("*2\r\n"), "{rate}");
+    for line in keys
+        .lines()
+        .chain(rate.lines())
+        .filter(|l| l.starts_with("t:"))
+    {
+        let hash = line
+            .trim_start_matches("t:once:")
+            .trim_start_matches("t:rl:");
+        assert!(
+            hash.len() == 32 && hash.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn a_rate_limit_holds_across_two_replicas() {
     let Some(redis) = RedisServer::start() else {
@@ -201,6 +331,10 @@ fn a_dead_store_fails_one_time_routes_closed_and_recovers_without_a_restart() {
         // `on_store_error: deny`.
         let r = gw.get("/strict", Some(&world.valid_token()), &[]);
         assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        // One-time and rate-limited (`allow` on a store error): one-time
+        // wins, closed.
+        let r = gw.get(LIMITED_ONCE, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     // `on_store_error: allow` (the default).
@@ -245,6 +379,15 @@ fn an_upstream_failure_before_any_byte_gives_the_consent_back() {
     assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
     let r = gw.get(ONCE_PATH, Some(&token), &[]);
     assert_eq!(r.reason(), "consent_already_used");
+    // The same through the combined call of a rate-limited route.
+    let token = world.valid_token();
+    for _ in 0..3 {
+        let r = gw.get("/once-limited-dead/17839116535", Some(&token), &[]);
+        assert_eq!((r.status, r.reason()), (502, "upstream_unavailable".into()));
+    }
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&token), &[]).status, 200);
+    let r = gw.get(LIMITED_ONCE, Some(&token), &[]);
+    assert_eq!(r.reason(), "consent_already_used");
 }
 
 #[test]
@@ -281,6 +424,20 @@ fn the_memory_backend_keeps_one_time_consents_and_limits_in_one_process() {
         gw.get(ONCE_PATH, Some(&token), &[]).reason(),
         "consent_already_used"
     );
+}
+
+#[test]
+fn the_memory_backend_combines_the_rate_check_and_the_one_time_use() {
+    let world = World::new();
+    let gw = world.start(&config("", 3));
+    assert_rate_limited_once(&world, &gw, &gw);
+    let metrics = gw.admin_get("/metrics").body;
+    let combined = common::series_value(
+        &metrics,
+        "consent_gateway_state_requests_total",
+        &[("op", "rate_limit_use_once"), ("outcome", "ok")],
+    );
+    assert!(combined.is_some_and(|n| n >= 50.0), "{metrics}");
 }
 
 /// The test config with every placeholder filled, for `config::load_str`.
@@ -548,6 +705,7 @@ fn sentinel_shares_the_state_and_fails_closed_through_a_failover() {
     let text = config(&sentinel_state(&set), 5);
     let (a, b) = (world.start(&text), world.start(&text));
     let used = assert_shared(&world, &a, &b);
+    assert_rate_limited_once(&world, &a, &b);
     assert_eq!(a.status()["state"]["mode"], "sentinel");
     let old = set.master.port;
     assert_eq!(set.master_port(), Some(old));
@@ -631,11 +789,7 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
         return;
     };
     let world = World::new();
-    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    let state = redis_block(&format!(
-        "    cluster:\n      urls: [{}]\n",
-        urls.join(", ")
-    ));
+    let state = cluster_state(&cluster);
     let (a, b) = (
         world.start(&config(&state, 5)),
         world.start(&config(&state, 5)),
@@ -666,6 +820,54 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
         );
     }
     assert_eq!(cluster.keys("t:once:*").len(), 7);
+    // A one-time, rate-limited route: two calls here (the two keys are in
+    // different slots), the same outcome.
+    assert_rate_limited_once(&world, &a, &b);
+    let metrics = a.admin_get("/metrics").body;
+    for (op, want) in [("rate_limit_use_once", false), ("rate_limit", true)] {
+        let seen = common::series_value(
+            &metrics,
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
+    }
+}
+
+fn cluster_state(cluster: &Cluster) -> String {
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    redis_block(&format!(
+        "    cluster:\n      urls: [{}]\n",
+        urls.join(", ")
+    ))
+}
+
+#[test]
+fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let world = World::new();
+    let state = cluster_state(&cluster).replace("key_prefix: \"t:\"", "key_prefix: \"{cgw}:\"");
+    let text = config(&state, 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    assert_rate_limited_once(&world, &a, &b);
+    let metrics = b.admin_get("/metrics").body;
+    for (op, want) in [("rate_limit_use_once", true), ("rate_limit", false)] {
+        let seen = common::series_value(
+            &metrics,
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
+    }
+    // Every key on the one node that serves the tag's slot.
+    let once = cluster.keys("{cgw}:once:*");
+    assert_eq!(once.len(), 3, "{once:?}");
+    let owner = cluster.owner(&once[0]);
+    for key in once.iter().chain(&cluster.keys("{cgw}:rl:*")) {
+        assert_eq!(cluster.owner(key), owner, "{key}");
+    }
 }
 
 #[test]
@@ -815,6 +1017,14 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
         gw.get(ONCE_PATH, Some(&used), &[]).reason(),
         "consent_already_used"
     );
+    // The combined call: the script and `WAIT` pipelined (the first one
+    // loads the script on this server).
+    let limited_used = world.valid_token();
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&limited_used), &[]).status, 200);
+    assert_eq!(
+        gw.get(LIMITED_ONCE, Some(&limited_used), &[]).reason(),
+        "consent_already_used"
+    );
 
     // No replica: a use would live on the master alone.
     set.replica.stop();
@@ -822,16 +1032,18 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
         cli(set.master.port, &["INFO", "replication"]).contains("connected_slaves:0")
     });
     world.echo.clear();
-    let fresh = world.valid_token();
+    let (fresh, limited) = (world.valid_token(), world.valid_token());
     for _ in 0..3 {
         let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        let r = gw.get(LIMITED_ONCE, Some(&limited), &[]);
         assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     let keys = set.master.command(&["KEYS", "t:once:*"]);
     assert!(
-        keys.starts_with("*1\r\n"),
-        "given back, only the first use is kept: {keys}"
+        keys.starts_with("*2\r\n"),
+        "given back, only the first uses are kept: {keys}"
     );
 
     // The replica is back: the same consent can be used, once.
@@ -841,5 +1053,8 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
     });
     let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
     assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
-    assert_eq!(world.echo.seen().len(), 1);
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&limited), &[]).status, 200);
+    let r = gw.get(LIMITED_ONCE, Some(&limited), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert_eq!(world.echo.seen().len(), 2);
 }
