@@ -842,6 +842,126 @@ fn cluster_state(cluster: &Cluster) -> String {
     ))
 }
 
+/// A fresh consent whose one-time key the node at `port` serves: the
+/// token and the key.
+fn consent_served_by(world: &World, cluster: &Cluster, port: u16) -> (String, String) {
+    for _ in 0..10_000 {
+        let claims = world.spec().claims(World::now());
+        let id = claims["authorization_details"][0]["id"]
+            .as_str()
+            .expect("a consent id");
+        let key = consent_gateway::state::once_key("t:", "https://test.maskinporten.no/", id);
+        if cluster.serves(port, &key) {
+            return (world.token(&claims), key);
+        }
+    }
+    panic!("no consent key on the node at {port}");
+}
+
+#[test]
+fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
+    let Some(mut cluster) = Cluster::start_with_replicas() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&cluster_state(&cluster), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    let master = cluster.masters()[0];
+    let replica = cluster.replica_of(master).expect("the master's replica");
+
+    // A consent used on that master, and on its replica before the kill.
+    let (used, used_key) = consent_served_by(&world, &cluster, master);
+    assert_eq!(a.get(ONCE_PATH, Some(&used), &[]).status, 200);
+    assert_eq!(cluster.owner(&used_key), master);
+    cluster.wait_replicated(master, replica);
+    // Unused consents on its slots: one tried through the gap, one per
+    // gateway afterwards.
+    let (pending, pending_key) = consent_served_by(&world, &cluster, master);
+    let after: Vec<(String, String)> = (0..2)
+        .map(|_| consent_served_by(&world, &cluster, master))
+        .collect();
+    world.echo.clear();
+
+    cluster.kill(master);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut closed, mut passed) = (0, 0);
+    loop {
+        let gw = [&a, &b][closed % 2];
+        let r = gw.get(ONCE_PATH, Some(&pending), &[]);
+        let promoted = cli(replica, &["ROLE"]).starts_with("master");
+        if r.status == 200 {
+            passed += 1;
+        }
+        if promoted {
+            // This request may have raced the promotion: 503 or the one use.
+            assert!(r.status == 503 || r.status == 200, "{}", r.status);
+            break;
+        }
+        // Sent and answered before the replica took over: closed.
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert!(world.echo.seen().is_empty(), "nothing went upstream");
+        closed += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica was never promoted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(closed >= 1, "the gap was seen at least once");
+
+    // Without a restart: the consent tried through the gap goes through
+    // once, on the promoted replica.
+    eventually(30, "the gap's consent goes through", || {
+        if passed > 0 {
+            return true;
+        }
+        let r = a.get(ONCE_PATH, Some(&pending), &[]);
+        assert!(
+            r.status == 200 || r.reason() == "state_unavailable",
+            "{}",
+            r.status
+        );
+        passed += usize::from(r.status == 200);
+        passed > 0
+    });
+    assert_eq!(passed, 1);
+    for gw in [&a, &b] {
+        let r = gw.get(ONCE_PATH, Some(&pending), &[]);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+        // Used before the kill, replicated: still used.
+        let r = gw.get(ONCE_PATH, Some(&used), &[]);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    }
+    // Both gateways write to the promoted replica; the other reads it.
+    for (i, (token, key)) in after.iter().enumerate() {
+        let (first, second) = if i == 0 { (&a, &b) } else { (&b, &a) };
+        eventually(30, "a fresh consent on the failed-over slots", || {
+            let r = first.get(ONCE_PATH, Some(token), &[]);
+            assert!(
+                r.status == 200 || r.reason() == "state_unavailable",
+                "{}",
+                r.status
+            );
+            r.status == 200
+        });
+        let r = second.get(ONCE_PATH, Some(token), &[]);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+        assert_eq!(cluster.owner(key), replica);
+    }
+    assert_eq!(cluster.owner(&used_key), replica);
+    assert_eq!(cluster.owner(&pending_key), replica);
+    assert_eq!(
+        world.echo.seen().len(),
+        3,
+        "one request per consent upstream"
+    );
+    for gw in [&a, &b] {
+        eventually(20, "/readyz is 200 again", || {
+            gw.admin_get("/readyz").status == 200
+        });
+    }
+}
+
 #[test]
 fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
     let Some(cluster) = Cluster::start() else {

@@ -122,13 +122,31 @@ impl SentinelSet {
     }
 }
 
-/// Three masters of one Redis Cluster (no replicas), every slot covered.
+/// Three masters of one Redis Cluster, every slot covered, and with
+/// `start_with_replicas` a replica each (`nodes[3..]`).
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
     pub fn start() -> Option<Cluster> {
+        Self::start_nodes(0, "5000")
+    }
+
+    /// Three masters and three replicas, `cluster-node-timeout` 1000 ms:
+    /// a killed master's replica is promoted within seconds.
+    pub fn start_with_replicas() -> Option<Cluster> {
+        let cluster = Self::start_nodes(1, "1000")?;
+        eventually(30, "every replica is linked to its master", || {
+            cluster.nodes.iter().all(|n| {
+                let info = cli(n.port, &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            }) && cluster.masters().len() == 3
+        });
+        Some(cluster)
+    }
+
+    fn start_nodes(replicas: usize, node_timeout: &str) -> Option<Cluster> {
         if !available() {
             return None;
         }
@@ -138,28 +156,71 @@ impl Cluster {
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
-            "5000",
+            node_timeout,
         ];
-        let nodes: Vec<RedisServer> = (0..3)
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| RedisServer::start_with(&args))
             .collect::<Option<_>>()?;
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
+        let replicas = replicas.to_string();
         let mut create = vec!["--cluster", "create"];
         create.extend(addrs.iter().map(String::as_str));
-        create.push("--cluster-yes");
+        create.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let out = cli(nodes[0].port, &create);
         assert!(out.contains("All 16384 slots covered"), "{out}");
         let cluster = Cluster { nodes };
-        eventually(20, "every node says cluster_state:ok", || {
+        eventually(30, "every node says cluster_state:ok", || {
             cluster
                 .nodes
                 .iter()
                 .all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
         });
         Some(cluster)
+    }
+
+    /// The ports of the nodes that say `ROLE` master (a killed one says
+    /// nothing).
+    pub fn masters(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .map(|n| n.port)
+            .filter(|p| cli(*p, &["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// The port of the replica of the master at `port`.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let id = self.id(port);
+        let replicas = cli(port, &["CLUSTER", "REPLICAS", &id]);
+        self.nodes
+            .iter()
+            .map(|n| n.port)
+            .find(|p| *p != port && replicas.contains(&format!("127.0.0.1:{p}@")))
+    }
+
+    /// Waits until the replica at `replica` has applied everything its
+    /// master at `master` took.
+    pub fn wait_replicated(&self, master: u16, replica: u16) {
+        let offset = |port: u16, field: &str| -> Option<u64> {
+            cli(port, &["INFO", "replication"])
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        eventually(10, "the cluster replica caught up", || {
+            let m = offset(master, "master_repl_offset:");
+            m.is_some() && m == offset(replica, "slave_repl_offset:")
+        });
+    }
+
+    /// Kills the node at `port` (SIGKILL).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.stop();
+        }
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -183,13 +244,18 @@ impl Cluster {
             .expect("a node holds the key")
     }
 
-    /// Every key under `pattern`, on all nodes.
+    /// Whether the node at `port` serves `key`'s slot (held or not).
+    pub fn serves(&self, port: u16, key: &str) -> bool {
+        matches!(cli(port, &["EXISTS", key]).trim(), "0" | "1")
+    }
+
+    /// Every key under `pattern`, on all masters.
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         let mut all: Vec<String> = self
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                cli(n.port, &["KEYS", pattern])
+            .masters()
+            .into_iter()
+            .flat_map(|port| {
+                cli(port, &["KEYS", pattern])
                     .lines()
                     .map(str::to_string)
                     .filter(|l| !l.is_empty())
