@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, MASTER_NAME};
+use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, TlsSentinelSet, MASTER_NAME};
 use common::{eventually, free_addr, Gateway, RedisServer, World};
 
 /// One-time consent routes (alone, and rate-limited: one store call where
@@ -1011,12 +1011,51 @@ fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_closed() {
     assert_eq!(world.echo.seen().len(), 1);
 
     // Another CA: the server is not trusted, nothing is used or passed.
-    world.echo.clear();
     let other = Pki::new();
-    let bad = world.spawn(&text, &[("redis-ca.pem", &other.ca_pem)]);
-    let probe = "GET /__probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    eventually(30, "the gateway listens", || {
-        common::raw(bad.addr, probe).is_ok()
+    assert_fails_closed(&world, &text, &[("redis-ca.pem", &other.ca_pem)]);
+    // The right CA's gateway is unaffected.
+    assert_eq!(
+        good.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+}
+
+/// The `state:` block of `set` over TLS, with `tls` (the lines under it).
+fn tls_sentinel_state(set: &TlsSentinelSet, tls: &str) -> String {
+    redis_block(&format!(
+        "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    tls: {{ {tls} }}\n",
+        set.sentinel_url()
+    ))
+}
+
+const MTLS: &str = "ca_file: redis-ca.pem, cert_file: redis-client.pem, key_file: redis-client.key";
+
+/// The files of a gateway that trusts `ca` and presents `pki`'s client
+/// certificate.
+fn tls_files<'a>(ca: &'a str, pki: &'a Pki) -> [(&'a str, &'a str); 3] {
+    [
+        ("redis-ca.pem", ca),
+        ("redis-client.pem", &pki.client_cert_pem),
+        ("redis-client.key", &pki.client_key_pem),
+    ]
+}
+
+/// A gateway on `text` with `files` that cannot reach the store: one-time
+/// routes and `on_store_error: deny` limits are 503 `state_unavailable`,
+/// nothing goes upstream, `/readyz` says the store is unreachable.
+fn assert_fails_closed(world: &World, text: &str, files: &[(&str, &str)]) {
+    world.echo.clear();
+    let bad = world.spawn(text, files);
+    // Ready but for the store: the issuers' keys are in (else the
+    // requests below would be refused for want of keys, not of a store).
+    let readyz = "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    eventually(30, "/readyz says only the store is unreachable", || {
+        common::raw(bad.admin, readyz).is_ok_and(|r| {
+            let body = r.json();
+            r.status == 503
+                && body["reason"] == "state store unreachable"
+                && body["state"]["reachable"] == false
+        })
     });
     for _ in 0..5 {
         let r = bad.get(ONCE_PATH, Some(&world.valid_token()), &[]);
@@ -1026,13 +1065,69 @@ fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_closed() {
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     let r = bad.admin_get("/readyz");
-    assert_eq!(r.status, 503);
-    assert_eq!(r.json()["state"]["reachable"], false);
+    assert_eq!(
+        (r.status, r.json()["state"]["reachable"].clone()),
+        (503, false.into())
+    );
+    assert_eq!(bad.status()["state"]["reachable"], false);
+}
+
+#[test]
+fn sentinel_over_tls_reaches_the_sentinels_and_the_master_and_a_wrong_ca_fails_closed() {
+    let pki = Pki::new();
+    let Some(set) = TlsSentinelSet::start(&pki) else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&tls_sentinel_state(&set, MTLS), 5);
+    // Every server is TLS only (`port 0`) and asks for a client
+    // certificate: the sentinel and the master it names are both reached
+    // over TLS, with the client certificate.
+    let good = world.start_with(&text, &tls_files(&pki.ca_pem, &pki));
+    let token = world.valid_token();
+    assert_eq!(good.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = good.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert!(set
+        .files
+        .cli(set.master_port, &["KEYS", "t:once:*"])
+        .contains("t:once:"));
+    assert_eq!(good.status()["state"]["mode"], "sentinel");
+    assert_eq!(good.status()["state"]["reachable"], true);
+    assert_eq!(world.echo.seen().len(), 1);
+
+    // Another CA: nothing is trusted, nothing is used or passed.
+    let other = Pki::new();
+    assert_fails_closed(&world, &text, &tls_files(&other.ca_pem, &pki));
+    // The right CA but no client certificate: the servers refuse it.
+    let no_client = config(&tls_sentinel_state(&set, "ca_file: redis-ca.pem"), 5);
+    assert_fails_closed(&world, &no_client, &[("redis-ca.pem", &pki.ca_pem)]);
     // The right CA's gateway is unaffected.
     assert_eq!(
         good.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
         200
     );
+}
+
+#[test]
+fn sentinel_over_tls_checks_the_masters_certificate_too() {
+    // The sentinel's certificate from one CA, the master's from another.
+    let (sentinel, data) = (Pki::new(), Pki::new());
+    let Some(set) = TlsSentinelSet::start_split(&sentinel, &data) else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&tls_sentinel_state(&set, MTLS), 5);
+    // Trusting the sentinel's CA alone: the sentinel answers, the master
+    // it names is not trusted.
+    assert_fails_closed(&world, &text, &tls_files(&sentinel.ca_pem, &sentinel));
+    // Trusting both: it works.
+    let both = format!("{}{}", sentinel.ca_pem, data.ca_pem);
+    let good = world.start_with(&text, &tls_files(&both, &sentinel));
+    let token = world.valid_token();
+    assert_eq!(good.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = good.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
 }
 
 #[test]
@@ -1129,7 +1224,12 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
     let state = redis_block(&format!(
         "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    wait_for_replicas: 1\n",
         set.sentinel_url()
-    ));
+    ))
+    // `WAIT` gets half the time-out; a whole second leaves a loaded machine
+    // room for the reply (a call that times out after its `SET` keeps the
+    // consent used, failing closed, and the fresh consents below would be
+    // `consent_already_used`).
+    .replace("timeout: 200ms", "timeout: 1s");
     let gw = world.start(&config(&state, 5));
     let used = world.valid_token();
     assert_eq!(gw.get(ONCE_PATH, Some(&used), &[]).status, 200);
