@@ -205,30 +205,67 @@ fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
     let r = b.get(ONCE_PATH, Some(&token), &[]);
     assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
 
-    // One request per 2 s: the second consent is refused by the rate...
+    // One request per 2 s: a consent the rate refuses stays unused. A
+    // store hiccup (503: a time-out on a loaded machine may come after the
+    // `SET` ran, and such a consent stays used) makes the round
+    // inconclusive; it is run again with fresh consents.
+    let rounds = (0..3).find(|_| rate_refusal_round(world, a, b)).is_some();
+    assert!(rounds, "three rounds in a row hit a store hiccup");
+}
+
+/// One round of `assert_rate_limited_once`'s rate refusal on `SLOW_ONCE`:
+/// `false` when a store call failed before the outcome was known.
+fn rate_refusal_round(world: &World, a: &Gateway, b: &Gateway) -> bool {
+    let hiccup = |r: &common::Response| (r.status, r.reason()) == (503, "state_unavailable".into());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let wait = || {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
     world.echo.clear();
     let (first, refused) = (world.valid_token(), world.valid_token());
-    assert_eq!(a.get(SLOW_ONCE, Some(&first), &[]).status, 200);
+    // The first one goes through (once an earlier round's use has left
+    // room in the bucket)...
+    loop {
+        let r = a.get(SLOW_ONCE, Some(&first), &[]);
+        match r.status {
+            200 => break,
+            429 => wait(),
+            _ if hiccup(&r) => return false,
+            other => panic!("{other} {}", r.reason()),
+        }
+    }
+    // ...the next, at once, is refused by the rate...
     let r = b.get(SLOW_ONCE, Some(&refused), &[]);
+    if hiccup(&r) {
+        return false;
+    }
     assert_eq!((r.status, r.reason()), (429, "rate_limited".into()));
     assert!(r.header("retry-after").is_some());
     // ...and not used: once the rate allows, it goes through, once.
-    eventually(15, "the rate-refused consent goes through", || {
+    loop {
         let r = a.get(SLOW_ONCE, Some(&refused), &[]);
-        assert!(
-            r.status == 200 || r.status == 429,
-            "a rate refusal used the consent: {} {}",
-            r.status,
-            r.reason()
-        );
-        r.status == 200
-    });
-    eventually(15, "the consent is used", || {
+        match r.status {
+            200 => break,
+            429 => wait(),
+            _ if hiccup(&r) => return false,
+            other => panic!("a rate refusal used the consent: {other} {}", r.reason()),
+        }
+    }
+    loop {
         let r = b.get(SLOW_ONCE, Some(&refused), &[]);
-        assert!(r.status == 429 || r.status == 403, "{}", r.status);
-        r.reason() == "consent_already_used"
-    });
+        match r.status {
+            403 => {
+                assert_eq!(r.reason(), "consent_already_used");
+                break;
+            }
+            429 => wait(),
+            _ if hiccup(&r) => wait(),
+            other => panic!("used twice: {other}"),
+        }
+    }
     assert_eq!(world.echo.seen().len(), 2, "refusals never went upstream");
+    true
 }
 
 #[test]
@@ -255,8 +292,14 @@ fn a_rate_limited_one_time_route_is_one_store_call_and_a_rate_refusal_keeps_the_
         assert_eq!(value("rate_limit"), 0.0, "no separate rate call");
     }
     // The combined call stores the keys the separate calls store.
+    // Three consents used (more if a round was run again).
     let keys = redis.command(&["KEYS", "t:once:*"]);
-    assert!(keys.starts_with("*3\r\n"), "{keys}");
+    let used: usize = keys
+        .lines()
+        .next()
+        .and_then(|l| l.trim_start_matches('*').parse().ok())
+        .unwrap_or(0);
+    assert!(used >= 3, "{keys}");
     let rate = redis.command(&["KEYS", "t:rl:*"]);
     assert!(rate.starts_with("*2\r\n"), "{rate}");
     for line in keys
