@@ -185,25 +185,8 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
 /// limit too (the same key). A request the rate refuses leaves its consent
 /// unused: it goes through once the rate allows, then never again.
 fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
-    world.echo.clear();
-    let token = world.valid_token();
-    let responses = burst(&[a, b], 50, LIMITED_ONCE, &token);
-    let got = reasons(&responses);
-    let ok = got.iter().filter(|(s, _)| *s == 200).count();
-    let used = got
-        .iter()
-        .filter(|(s, r)| *s == 403 && r == "consent_already_used")
-        .count();
-    assert_eq!((ok, used), (1, 49), "{got:?}");
-    for r in &responses {
-        assert_eq!(
-            r.header("ratelimit-policy"),
-            Some("\"consumer\";q=1000;w=3600")
-        );
-    }
-    assert_eq!(world.echo.seen().len(), 1, "the upstream saw exactly one");
-    let r = b.get(ONCE_PATH, Some(&token), &[]);
-    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    let bursts = (0..3).find(|_| burst_round(world, a, b)).is_some();
+    assert!(bursts, "three bursts in a row hit a store hiccup");
 
     // One request per 2 s: a consent the rate refuses stays unused. A
     // store hiccup (503: a time-out on a loaded machine may come after the
@@ -211,6 +194,64 @@ fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
     // inconclusive; it is run again with fresh consents.
     let rounds = (0..3).find(|_| rate_refusal_round(world, a, b)).is_some();
     assert!(rounds, "three rounds in a row hit a store hiccup");
+}
+
+/// The first answer of `gw` to `path` with `token` that is not 503
+/// `state_unavailable` (a store hiccup, or a gateway that has not found a
+/// slot's new owner yet), within 30 s.
+fn past_a_hiccup(gw: &Gateway, path: &str, token: &str) -> common::Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = gw.get(path, Some(token), &[]);
+        if (r.status, r.reason()) != (503, "state_unavailable".into()) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still state_unavailable"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One round of `assert_rate_limited_once`'s burst on `LIMITED_ONCE`: never
+/// more than one 200, the others `consent_already_used` or, on a store
+/// hiccup of a loaded machine, `state_unavailable`; `false` when no use
+/// went through and a hiccup may have been the one (the round is then
+/// inconclusive).
+fn burst_round(world: &World, a: &Gateway, b: &Gateway) -> bool {
+    world.echo.clear();
+    let token = world.valid_token();
+    let responses = burst(&[a, b], 50, LIMITED_ONCE, &token);
+    let got = reasons(&responses);
+    let count = |status: u16, reason: &str| {
+        got.iter()
+            .filter(|(s, r)| *s == status && r == reason)
+            .count()
+    };
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let used = count(403, "consent_already_used");
+    let hiccups = count(503, "state_unavailable");
+    assert_eq!(ok + used + hiccups, 50, "{got:?}");
+    assert!(ok <= 1, "used more than once: {got:?}");
+    assert_eq!(
+        world.echo.seen().len(),
+        ok,
+        "the upstream saw exactly those"
+    );
+    for r in responses.iter().filter(|r| r.status != 503) {
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"consumer\";q=1000;w=3600")
+        );
+    }
+    if ok == 0 {
+        assert!(hiccups > 0, "nobody used a fresh consent: {got:?}");
+        return false;
+    }
+    let r = past_a_hiccup(b, ONCE_PATH, &token);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    true
 }
 
 /// One round of `assert_rate_limited_once`'s rate refusal on `SLOW_ONCE`:
@@ -901,24 +942,6 @@ fn consent_served_by(world: &World, cluster: &Cluster, port: u16) -> (String, St
     panic!("no consent key on the node at {port}");
 }
 
-/// The first answer of `gw` on the one-time route with `token` that is not
-/// 503 `state_unavailable` (the gateway has not found the new owner of the
-/// slot yet), within 30 s.
-fn past_the_gap(gw: &Gateway, token: &str) -> common::Response {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = gw.get(ONCE_PATH, Some(token), &[]);
-        if (r.status, r.reason()) != (503, "state_unavailable".into()) {
-            return r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still state_unavailable"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
     let Some(mut cluster) = Cluster::start_with_replicas() else {
@@ -988,10 +1011,10 @@ fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
     assert_eq!(passed, 1);
     // Each gateway finds the new owner by itself (until then: 503).
     for gw in [&a, &b] {
-        let r = past_the_gap(gw, &pending);
+        let r = past_a_hiccup(gw, ONCE_PATH, &pending);
         assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
         // Used before the kill, replicated: still used.
-        let r = past_the_gap(gw, &used);
+        let r = past_a_hiccup(gw, ONCE_PATH, &used);
         assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
     }
     // Both gateways write to the promoted replica; the other reads it.
@@ -1006,7 +1029,7 @@ fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
             );
             r.status == 200
         });
-        let r = past_the_gap(second, token);
+        let r = past_a_hiccup(second, ONCE_PATH, token);
         assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
         assert_eq!(cluster.owner(key), replica);
     }
@@ -1045,7 +1068,7 @@ fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
     }
     // Every key on the one node that serves the tag's slot.
     let once = cluster.keys("{cgw}:once:*");
-    assert_eq!(once.len(), 3, "{once:?}");
+    assert!(once.len() >= 3, "{once:?}");
     let owner = cluster.owner(&once[0]);
     for key in once.iter().chain(&cluster.keys("{cgw}:rl:*")) {
         assert_eq!(cluster.owner(key), owner, "{key}");
