@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, MASTER_NAME};
+use common::redis_ha::{cli, Cluster, Pki, SentinelSet, TlsRedis, TlsSentinelSet, MASTER_NAME};
 use common::{eventually, free_addr, Gateway, RedisServer, World};
 
-/// Two routes on one upstream: a one-time consent route and a rate-limited
-/// token route; `{backend}` is replaced by the `state:` block.
+/// One-time consent routes (alone, and rate-limited: one store call where
+/// the store combines them), rate-limited token routes, and a dead
+/// upstream; `{state}` is replaced by the `state:` block.
 const CONFIG: &str = r#"
 server:
   listen: ["{listen}"]
@@ -58,6 +59,36 @@ routes:
     auth: token
     issuers: [test]
     rate_limit: { requests: 1000, period: 1s, on_store_error: deny }
+  - name: once-limited
+    path: /once-limited/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1000, period: 1h }
+  - name: once-limited-dead
+    path: /once-limited-dead/{fnr}
+    upstream: dead
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1000, period: 1h }
+  - name: once-slow
+    path: /once-slow/{fnr}
+    upstream: echo
+    issuers: [test]
+    consent:
+      resources: ["demo-samtykke-inntekt"]
+      one_time: true
+      subject:
+        path_param: fnr
+    rate_limit: { requests: 1, period: 2s }
 "#;
 
 fn config(state: &str, requests: u32) -> String {
@@ -75,6 +106,10 @@ fn redis_state(redis: &RedisServer) -> String {
 }
 
 const ONCE_PATH: &str = "/once/17839116535";
+/// One-time and 1000 an hour: one store call (`rate_limit_use_once`).
+const LIMITED_ONCE: &str = "/once-limited/17839116535";
+/// One-time and one request per 2 s.
+const SLOW_ONCE: &str = "/once-slow/17839116535";
 
 fn reasons(responses: &[common::Response]) -> Vec<(u16, String)> {
     let mut all: Vec<(u16, String)> = responses.iter().map(|r| (r.status, r.reason())).collect();
@@ -144,6 +179,185 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
     );
 }
 
+/// A one-time, rate-limited route over `a` and `b`: 50 concurrent uses of
+/// one consent are one 200 and 49 `consent_already_used`, all with the
+/// `RateLimit` headers, and the consent is used for the route without a
+/// limit too (the same key). A request the rate refuses leaves its consent
+/// unused: it goes through once the rate allows, then never again.
+fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
+    let bursts = (0..3).find(|_| burst_round(world, a, b)).is_some();
+    assert!(bursts, "three bursts in a row hit a store hiccup");
+
+    // One request per 2 s: a consent the rate refuses stays unused. A
+    // store hiccup (503: a time-out on a loaded machine may come after the
+    // `SET` ran, and such a consent stays used) makes the round
+    // inconclusive; it is run again with fresh consents.
+    let rounds = (0..3).find(|_| rate_refusal_round(world, a, b)).is_some();
+    assert!(rounds, "three rounds in a row hit a store hiccup");
+}
+
+/// The first answer of `gw` to `path` with `token` that is not 503
+/// `state_unavailable` (a store hiccup, or a gateway that has not found a
+/// slot's new owner yet), within 30 s.
+fn past_a_hiccup(gw: &Gateway, path: &str, token: &str) -> common::Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = gw.get(path, Some(token), &[]);
+        if (r.status, r.reason()) != (503, "state_unavailable".into()) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still state_unavailable"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One round of `assert_rate_limited_once`'s burst on `LIMITED_ONCE`: never
+/// more than one 200, the others `consent_already_used` or, on a store
+/// hiccup of a loaded machine, `state_unavailable`; `false` when no use
+/// went through and a hiccup may have been the one (the round is then
+/// inconclusive).
+fn burst_round(world: &World, a: &Gateway, b: &Gateway) -> bool {
+    world.echo.clear();
+    let token = world.valid_token();
+    let responses = burst(&[a, b], 50, LIMITED_ONCE, &token);
+    let got = reasons(&responses);
+    let count = |status: u16, reason: &str| {
+        got.iter()
+            .filter(|(s, r)| *s == status && r == reason)
+            .count()
+    };
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let used = count(403, "consent_already_used");
+    let hiccups = count(503, "state_unavailable");
+    assert_eq!(ok + used + hiccups, 50, "{got:?}");
+    assert!(ok <= 1, "used more than once: {got:?}");
+    assert_eq!(
+        world.echo.seen().len(),
+        ok,
+        "the upstream saw exactly those"
+    );
+    for r in responses.iter().filter(|r| r.status != 503) {
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"consumer\";q=1000;w=3600")
+        );
+    }
+    if ok == 0 {
+        assert!(hiccups > 0, "nobody used a fresh consent: {got:?}");
+        return false;
+    }
+    let r = past_a_hiccup(b, ONCE_PATH, &token);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    true
+}
+
+/// One round of `assert_rate_limited_once`'s rate refusal on `SLOW_ONCE`:
+/// `false` when a store call failed before the outcome was known.
+fn rate_refusal_round(world: &World, a: &Gateway, b: &Gateway) -> bool {
+    let hiccup = |r: &common::Response| (r.status, r.reason()) == (503, "state_unavailable".into());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let wait = || {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    world.echo.clear();
+    let (first, refused) = (world.valid_token(), world.valid_token());
+    // The first one goes through (once an earlier round's use has left
+    // room in the bucket)...
+    loop {
+        let r = a.get(SLOW_ONCE, Some(&first), &[]);
+        match r.status {
+            200 => break,
+            429 => wait(),
+            _ if hiccup(&r) => return false,
+            other => panic!("{other} {}", r.reason()),
+        }
+    }
+    // ...the next, at once, is refused by the rate...
+    let r = b.get(SLOW_ONCE, Some(&refused), &[]);
+    if hiccup(&r) {
+        return false;
+    }
+    assert_eq!((r.status, r.reason()), (429, "rate_limited".into()));
+    assert!(r.header("retry-after").is_some());
+    // ...and not used: once the rate allows, it goes through, once.
+    loop {
+        let r = a.get(SLOW_ONCE, Some(&refused), &[]);
+        match r.status {
+            200 => break,
+            429 => wait(),
+            _ if hiccup(&r) => return false,
+            other => panic!("a rate refusal used the consent: {other} {}", r.reason()),
+        }
+    }
+    loop {
+        let r = b.get(SLOW_ONCE, Some(&refused), &[]);
+        match r.status {
+            403 => {
+                assert_eq!(r.reason(), "consent_already_used");
+                break;
+            }
+            429 => wait(),
+            _ if hiccup(&r) => wait(),
+            other => panic!("used twice: {other}"),
+        }
+    }
+    assert_eq!(world.echo.seen().len(), 2, "refusals never went upstream");
+    true
+}
+
+#[test]
+fn a_rate_limited_one_time_route_is_one_store_call_and_a_rate_refusal_keeps_the_consent() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&redis_state(&redis), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    assert_rate_limited_once(&world, &a, &b);
+    // One call per request, none of the separate ones.
+    for gw in [&a, &b] {
+        let metrics = gw.admin_get("/metrics").body;
+        let value = |op: &str| {
+            common::series_value(
+                &metrics,
+                "consent_gateway_state_requests_total",
+                &[("op", op), ("outcome", "ok")],
+            )
+            .unwrap_or(0.0)
+        };
+        assert!(value("rate_limit_use_once") >= 25.0, "{metrics}");
+        assert_eq!(value("rate_limit"), 0.0, "no separate rate call");
+    }
+    // The combined call stores the keys the separate calls store.
+    // Three consents used (more if a round was run again).
+    let keys = redis.command(&["KEYS", "t:once:*"]);
+    let used: usize = keys
+        .lines()
+        .next()
+        .and_then(|l| l.trim_start_matches('*').parse().ok())
+        .unwrap_or(0);
+    assert!(used >= 3, "{keys}");
+    let rate = redis.command(&["KEYS", "t:rl:*"]);
+    assert!(rate.starts_with("*2\r\n"), "{rate}");
+    for line in keys
+        .lines()
+        .chain(rate.lines())
+        .filter(|l| l.starts_with("t:"))
+    {
+        let hash = line
+            .trim_start_matches("t:once:")
+            .trim_start_matches("t:rl:");
+        assert!(
+            hash.len() == 32 && hash.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn a_rate_limit_holds_across_two_replicas() {
     let Some(redis) = RedisServer::start() else {
@@ -201,6 +415,10 @@ fn a_dead_store_fails_one_time_routes_closed_and_recovers_without_a_restart() {
         // `on_store_error: deny`.
         let r = gw.get("/strict", Some(&world.valid_token()), &[]);
         assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        // One-time and rate-limited (`allow` on a store error): one-time
+        // wins, closed.
+        let r = gw.get(LIMITED_ONCE, Some(&world.valid_token()), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     // `on_store_error: allow` (the default).
@@ -245,6 +463,15 @@ fn an_upstream_failure_before_any_byte_gives_the_consent_back() {
     assert_eq!(gw.get(ONCE_PATH, Some(&token), &[]).status, 200);
     let r = gw.get(ONCE_PATH, Some(&token), &[]);
     assert_eq!(r.reason(), "consent_already_used");
+    // The same through the combined call of a rate-limited route.
+    let token = world.valid_token();
+    for _ in 0..3 {
+        let r = gw.get("/once-limited-dead/17839116535", Some(&token), &[]);
+        assert_eq!((r.status, r.reason()), (502, "upstream_unavailable".into()));
+    }
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&token), &[]).status, 200);
+    let r = gw.get(LIMITED_ONCE, Some(&token), &[]);
+    assert_eq!(r.reason(), "consent_already_used");
 }
 
 #[test]
@@ -281,6 +508,20 @@ fn the_memory_backend_keeps_one_time_consents_and_limits_in_one_process() {
         gw.get(ONCE_PATH, Some(&token), &[]).reason(),
         "consent_already_used"
     );
+}
+
+#[test]
+fn the_memory_backend_combines_the_rate_check_and_the_one_time_use() {
+    let world = World::new();
+    let gw = world.start(&config("", 3));
+    assert_rate_limited_once(&world, &gw, &gw);
+    let metrics = gw.admin_get("/metrics").body;
+    let combined = common::series_value(
+        &metrics,
+        "consent_gateway_state_requests_total",
+        &[("op", "rate_limit_use_once"), ("outcome", "ok")],
+    );
+    assert!(combined.is_some_and(|n| n >= 50.0), "{metrics}");
 }
 
 /// The test config with every placeholder filled, for `config::load_str`.
@@ -548,6 +789,7 @@ fn sentinel_shares_the_state_and_fails_closed_through_a_failover() {
     let text = config(&sentinel_state(&set), 5);
     let (a, b) = (world.start(&text), world.start(&text));
     let used = assert_shared(&world, &a, &b);
+    assert_rate_limited_once(&world, &a, &b);
     assert_eq!(a.status()["state"]["mode"], "sentinel");
     let old = set.master.port;
     assert_eq!(set.master_port(), Some(old));
@@ -631,11 +873,7 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
         return;
     };
     let world = World::new();
-    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    let state = redis_block(&format!(
-        "    cluster:\n      urls: [{}]\n",
-        urls.join(", ")
-    ));
+    let state = cluster_state(&cluster);
     let (a, b) = (
         world.start(&config(&state, 5)),
         world.start(&config(&state, 5)),
@@ -666,6 +904,175 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
         );
     }
     assert_eq!(cluster.keys("t:once:*").len(), 7);
+    // A one-time, rate-limited route: two calls here (the two keys are in
+    // different slots), the same outcome.
+    assert_rate_limited_once(&world, &a, &b);
+    let metrics = a.admin_get("/metrics").body;
+    for (op, want) in [("rate_limit_use_once", false), ("rate_limit", true)] {
+        let seen = common::series_value(
+            &metrics,
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
+    }
+}
+
+fn cluster_state(cluster: &Cluster) -> String {
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    redis_block(&format!(
+        "    cluster:\n      urls: [{}]\n",
+        urls.join(", ")
+    ))
+}
+
+/// A fresh consent whose one-time key the node at `port` serves: the
+/// token and the key.
+fn consent_served_by(world: &World, cluster: &Cluster, port: u16) -> (String, String) {
+    for _ in 0..10_000 {
+        let claims = world.spec().claims(World::now());
+        let id = claims["authorization_details"][0]["id"]
+            .as_str()
+            .expect("a consent id");
+        let key = consent_gateway::state::once_key("t:", "https://test.maskinporten.no/", id);
+        if cluster.serves(port, &key) {
+            return (world.token(&claims), key);
+        }
+    }
+    panic!("no consent key on the node at {port}");
+}
+
+#[test]
+fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
+    let Some(mut cluster) = Cluster::start_with_replicas() else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&cluster_state(&cluster), 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    let master = cluster.masters()[0];
+    let replica = cluster.replica_of(master).expect("the master's replica");
+
+    // A consent used on that master, and on its replica before the kill.
+    let (used, used_key) = consent_served_by(&world, &cluster, master);
+    assert_eq!(a.get(ONCE_PATH, Some(&used), &[]).status, 200);
+    assert_eq!(cluster.owner(&used_key), master);
+    cluster.wait_replicated(master, replica);
+    // Unused consents on its slots: one tried through the gap, one per
+    // gateway afterwards.
+    let (pending, pending_key) = consent_served_by(&world, &cluster, master);
+    let after: Vec<(String, String)> = (0..2)
+        .map(|_| consent_served_by(&world, &cluster, master))
+        .collect();
+    world.echo.clear();
+
+    cluster.kill(master);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut closed, mut passed) = (0, 0);
+    loop {
+        let gw = [&a, &b][closed % 2];
+        let r = gw.get(ONCE_PATH, Some(&pending), &[]);
+        let promoted = cli(replica, &["ROLE"]).starts_with("master");
+        if r.status == 200 {
+            passed += 1;
+        }
+        if promoted {
+            // This request may have raced the promotion: 503 or the one use.
+            assert!(r.status == 503 || r.status == 200, "{}", r.status);
+            break;
+        }
+        // Sent and answered before the replica took over: closed.
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        assert!(world.echo.seen().is_empty(), "nothing went upstream");
+        closed += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica was never promoted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(closed >= 1, "the gap was seen at least once");
+
+    // Without a restart: the consent tried through the gap goes through
+    // once, on the promoted replica.
+    eventually(30, "the gap's consent goes through", || {
+        if passed > 0 {
+            return true;
+        }
+        let r = a.get(ONCE_PATH, Some(&pending), &[]);
+        assert!(
+            r.status == 200 || r.reason() == "state_unavailable",
+            "{}",
+            r.status
+        );
+        passed += usize::from(r.status == 200);
+        passed > 0
+    });
+    assert_eq!(passed, 1);
+    // Each gateway finds the new owner by itself (until then: 503).
+    for gw in [&a, &b] {
+        let r = past_a_hiccup(gw, ONCE_PATH, &pending);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+        // Used before the kill, replicated: still used.
+        let r = past_a_hiccup(gw, ONCE_PATH, &used);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    }
+    // Both gateways write to the promoted replica; the other reads it.
+    for (i, (token, key)) in after.iter().enumerate() {
+        let (first, second) = if i == 0 { (&a, &b) } else { (&b, &a) };
+        eventually(30, "a fresh consent on the failed-over slots", || {
+            let r = first.get(ONCE_PATH, Some(token), &[]);
+            assert!(
+                r.status == 200 || r.reason() == "state_unavailable",
+                "{}",
+                r.status
+            );
+            r.status == 200
+        });
+        let r = past_a_hiccup(second, ONCE_PATH, token);
+        assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+        assert_eq!(cluster.owner(key), replica);
+    }
+    assert_eq!(cluster.owner(&used_key), replica);
+    assert_eq!(cluster.owner(&pending_key), replica);
+    assert_eq!(
+        world.echo.seen().len(),
+        3,
+        "one request per consent upstream"
+    );
+    for gw in [&a, &b] {
+        eventually(20, "/readyz is 200 again", || {
+            gw.admin_get("/readyz").status == 200
+        });
+    }
+}
+
+#[test]
+fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let world = World::new();
+    let state = cluster_state(&cluster).replace("key_prefix: \"t:\"", "key_prefix: \"{cgw}:\"");
+    let text = config(&state, 5);
+    let (a, b) = (world.start(&text), world.start(&text));
+    assert_rate_limited_once(&world, &a, &b);
+    let metrics = b.admin_get("/metrics").body;
+    for (op, want) in [("rate_limit_use_once", true), ("rate_limit", false)] {
+        let seen = common::series_value(
+            &metrics,
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
+    }
+    // Every key on the one node that serves the tag's slot.
+    let once = cluster.keys("{cgw}:once:*");
+    assert!(once.len() >= 3, "{once:?}");
+    let owner = cluster.owner(&once[0]);
+    for key in once.iter().chain(&cluster.keys("{cgw}:rl:*")) {
+        assert_eq!(cluster.owner(key), owner, "{key}");
+    }
 }
 
 #[test]
@@ -689,12 +1096,51 @@ fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_closed() {
     assert_eq!(world.echo.seen().len(), 1);
 
     // Another CA: the server is not trusted, nothing is used or passed.
-    world.echo.clear();
     let other = Pki::new();
-    let bad = world.spawn(&text, &[("redis-ca.pem", &other.ca_pem)]);
-    let probe = "GET /__probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    eventually(30, "the gateway listens", || {
-        common::raw(bad.addr, probe).is_ok()
+    assert_fails_closed(&world, &text, &[("redis-ca.pem", &other.ca_pem)]);
+    // The right CA's gateway is unaffected.
+    assert_eq!(
+        good.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
+        200
+    );
+}
+
+/// The `state:` block of `set` over TLS, with `tls` (the lines under it).
+fn tls_sentinel_state(set: &TlsSentinelSet, tls: &str) -> String {
+    redis_block(&format!(
+        "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    tls: {{ {tls} }}\n",
+        set.sentinel_url()
+    ))
+}
+
+const MTLS: &str = "ca_file: redis-ca.pem, cert_file: redis-client.pem, key_file: redis-client.key";
+
+/// The files of a gateway that trusts `ca` and presents `pki`'s client
+/// certificate.
+fn tls_files<'a>(ca: &'a str, pki: &'a Pki) -> [(&'a str, &'a str); 3] {
+    [
+        ("redis-ca.pem", ca),
+        ("redis-client.pem", &pki.client_cert_pem),
+        ("redis-client.key", &pki.client_key_pem),
+    ]
+}
+
+/// A gateway on `text` with `files` that cannot reach the store: one-time
+/// routes and `on_store_error: deny` limits are 503 `state_unavailable`,
+/// nothing goes upstream, `/readyz` says the store is unreachable.
+fn assert_fails_closed(world: &World, text: &str, files: &[(&str, &str)]) {
+    world.echo.clear();
+    let bad = world.spawn(text, files);
+    // Ready but for the store: the issuers' keys are in (else the
+    // requests below would be refused for want of keys, not of a store).
+    let readyz = "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    eventually(30, "/readyz says only the store is unreachable", || {
+        common::raw(bad.admin, readyz).is_ok_and(|r| {
+            let body = r.json();
+            r.status == 503
+                && body["reason"] == "state store unreachable"
+                && body["state"]["reachable"] == false
+        })
     });
     for _ in 0..5 {
         let r = bad.get(ONCE_PATH, Some(&world.valid_token()), &[]);
@@ -704,13 +1150,69 @@ fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_closed() {
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     let r = bad.admin_get("/readyz");
-    assert_eq!(r.status, 503);
-    assert_eq!(r.json()["state"]["reachable"], false);
+    assert_eq!(
+        (r.status, r.json()["state"]["reachable"].clone()),
+        (503, false.into())
+    );
+    assert_eq!(bad.status()["state"]["reachable"], false);
+}
+
+#[test]
+fn sentinel_over_tls_reaches_the_sentinels_and_the_master_and_a_wrong_ca_fails_closed() {
+    let pki = Pki::new();
+    let Some(set) = TlsSentinelSet::start(&pki) else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&tls_sentinel_state(&set, MTLS), 5);
+    // Every server is TLS only (`port 0`) and asks for a client
+    // certificate: the sentinel and the master it names are both reached
+    // over TLS, with the client certificate.
+    let good = world.start_with(&text, &tls_files(&pki.ca_pem, &pki));
+    let token = world.valid_token();
+    assert_eq!(good.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = good.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert!(set
+        .files
+        .cli(set.master_port, &["KEYS", "t:once:*"])
+        .contains("t:once:"));
+    assert_eq!(good.status()["state"]["mode"], "sentinel");
+    assert_eq!(good.status()["state"]["reachable"], true);
+    assert_eq!(world.echo.seen().len(), 1);
+
+    // Another CA: nothing is trusted, nothing is used or passed.
+    let other = Pki::new();
+    assert_fails_closed(&world, &text, &tls_files(&other.ca_pem, &pki));
+    // The right CA but no client certificate: the servers refuse it.
+    let no_client = config(&tls_sentinel_state(&set, "ca_file: redis-ca.pem"), 5);
+    assert_fails_closed(&world, &no_client, &[("redis-ca.pem", &pki.ca_pem)]);
     // The right CA's gateway is unaffected.
     assert_eq!(
         good.get(ONCE_PATH, Some(&world.valid_token()), &[]).status,
         200
     );
+}
+
+#[test]
+fn sentinel_over_tls_checks_the_masters_certificate_too() {
+    // The sentinel's certificate from one CA, the master's from another.
+    let (sentinel, data) = (Pki::new(), Pki::new());
+    let Some(set) = TlsSentinelSet::start_split(&sentinel, &data) else {
+        return;
+    };
+    let world = World::new();
+    let text = config(&tls_sentinel_state(&set, MTLS), 5);
+    // Trusting the sentinel's CA alone: the sentinel answers, the master
+    // it names is not trusted.
+    assert_fails_closed(&world, &text, &tls_files(&sentinel.ca_pem, &sentinel));
+    // Trusting both: it works.
+    let both = format!("{}{}", sentinel.ca_pem, data.ca_pem);
+    let good = world.start_with(&text, &tls_files(&both, &sentinel));
+    let token = world.valid_token();
+    assert_eq!(good.get(ONCE_PATH, Some(&token), &[]).status, 200);
+    let r = good.get(ONCE_PATH, Some(&token), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
 }
 
 #[test]
@@ -807,12 +1309,25 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
     let state = redis_block(&format!(
         "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: [\"{}\"]\n    wait_for_replicas: 1\n",
         set.sentinel_url()
-    ));
+    ))
+    // `WAIT` gets half the time-out; a whole second leaves a loaded machine
+    // room for the reply (a call that times out after its `SET` keeps the
+    // consent used, failing closed, and the fresh consents below would be
+    // `consent_already_used`).
+    .replace("timeout: 200ms", "timeout: 1s");
     let gw = world.start(&config(&state, 5));
     let used = world.valid_token();
     assert_eq!(gw.get(ONCE_PATH, Some(&used), &[]).status, 200);
     assert_eq!(
         gw.get(ONCE_PATH, Some(&used), &[]).reason(),
+        "consent_already_used"
+    );
+    // The combined call: the script and `WAIT` pipelined (the first one
+    // loads the script on this server).
+    let limited_used = world.valid_token();
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&limited_used), &[]).status, 200);
+    assert_eq!(
+        gw.get(LIMITED_ONCE, Some(&limited_used), &[]).reason(),
         "consent_already_used"
     );
 
@@ -822,16 +1337,18 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
         cli(set.master.port, &["INFO", "replication"]).contains("connected_slaves:0")
     });
     world.echo.clear();
-    let fresh = world.valid_token();
+    let (fresh, limited) = (world.valid_token(), world.valid_token());
     for _ in 0..3 {
         let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
+        assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+        let r = gw.get(LIMITED_ONCE, Some(&limited), &[]);
         assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
     }
     assert!(world.echo.seen().is_empty(), "nothing went upstream");
     let keys = set.master.command(&["KEYS", "t:once:*"]);
     assert!(
-        keys.starts_with("*1\r\n"),
-        "given back, only the first use is kept: {keys}"
+        keys.starts_with("*2\r\n"),
+        "given back, only the first uses are kept: {keys}"
     );
 
     // The replica is back: the same consent can be used, once.
@@ -841,5 +1358,8 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
     });
     let r = gw.get(ONCE_PATH, Some(&fresh), &[]);
     assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
-    assert_eq!(world.echo.seen().len(), 1);
+    assert_eq!(gw.get(LIMITED_ONCE, Some(&limited), &[]).status, 200);
+    let r = gw.get(LIMITED_ONCE, Some(&limited), &[]);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    assert_eq!(world.echo.seen().len(), 2);
 }

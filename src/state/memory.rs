@@ -111,6 +111,25 @@ impl MemoryStore {
         }
         Ok(decision)
     }
+
+    /// `rate`, then `use_once` only if the rate allowed: one call, each
+    /// key under its map's lock (the rate cell is counted even when the
+    /// consent turns out used, as with two calls).
+    pub fn rate_and_use_once(
+        &self,
+        rate_key: &str,
+        params: &Params,
+        once_key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<super::RateAndOnce, StoreError> {
+        let decision = self.rate(rate_key, params)?;
+        let claimed = match decision.allowed {
+            true => Some(self.use_once(once_key, token, ttl)?),
+            false => None,
+        };
+        Ok(super::RateAndOnce { decision, claimed })
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +156,31 @@ mod tests {
         assert_eq!(store.use_once("b", "t", ttl), Ok(true));
         assert_eq!(store.use_once("c", "t", ttl), Err(StoreError::Full));
         assert_eq!(store.use_once("a", "t", ttl), Ok(false));
+    }
+
+    #[test]
+    fn a_rate_refusal_leaves_the_consent_unused() {
+        let store = MemoryStore::new();
+        let p = Params {
+            interval: 3_600_000_000,
+            tolerance: 0,
+        };
+        let ttl = Duration::from_secs(60);
+        let first = store.rate_and_use_once("r", &p, "a", "t", ttl);
+        assert_eq!(
+            first.map(|c| (c.decision.allowed, c.claimed)),
+            Ok((true, Some(true)))
+        );
+        // Refused by the rate: `b` is not touched.
+        let refused = store.rate_and_use_once("r", &p, "b", "t", ttl);
+        assert_eq!(
+            refused.map(|c| (c.decision.allowed, c.claimed)),
+            Ok((false, None))
+        );
+        assert_eq!(store.use_once("b", "u", ttl), Ok(true));
+        // Allowed by another rate key, `a` is already used.
+        let used = store.rate_and_use_once("r2", &p, "a", "t", ttl);
+        assert_eq!(used.map(|c| c.claimed), Ok(Some(false)));
     }
 
     #[test]

@@ -62,7 +62,26 @@ pub enum Store {
 }
 
 /// The store operations, as the `op` label of the state metrics.
-pub const OPS: [&str; 4] = ["use_once", "give_back", "rate_limit", "ping"];
+/// `rate_limit_use_once` is the rate check and the one-time use in one call
+/// (a one-time, rate-limited route on memory, standalone or Sentinel).
+pub const OPS: [&str; 5] = [
+    "use_once",
+    "give_back",
+    "rate_limit",
+    "rate_limit_use_once",
+    "ping",
+];
+
+/// What the combined call says: the rate decision and, when the rate
+/// allowed, whether this call took the one-time key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateAndOnce {
+    pub decision: RateDecision,
+    /// `None`: the rate refused and the key was not touched (the consent
+    /// stays unused); `Some(true)`: this call took it; `Some(false)`: a
+    /// live use holds it.
+    pub claimed: Option<bool>,
+}
 
 impl Store {
     /// Builds the store `state` names; a Redis store connects lazily and
@@ -150,6 +169,51 @@ impl Store {
             Store::Redis(r) => r.rate(key, &params).await,
         };
         observe(metrics, "rate_limit", started, &result);
+        result
+    }
+
+    /// Whether `rate_and_use_once` is one atomic call here: memory,
+    /// standalone and Sentinel. Not Redis Cluster: the two keys are in
+    /// different slots (a hash tag the gateway added would change the key
+    /// names that replicas of the previous version share), so there the
+    /// rate check and the one-time use stay two calls, unless the
+    /// configured `key_prefix` already carries a hash tag.
+    pub fn combines(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.combines(),
+        }
+    }
+
+    /// The GCRA limit at `rate_key` and, only if it allows, `SET once_key
+    /// token NX PX ttl`, in one call (one round trip on Redis). Where the
+    /// store cannot (`combines` is false) it is the two calls in a row.
+    pub async fn rate_and_use_once(
+        &self,
+        metrics: &Metrics,
+        rate_key: &str,
+        limit: &RateLimit,
+        once: &Claim,
+        ttl: Duration,
+    ) -> Result<RateAndOnce, StoreError> {
+        let params = gcra::Params::of(limit);
+        if !self.combines() {
+            let decision = self.rate(metrics, rate_key, limit).await?;
+            let claimed = match decision.allowed {
+                true => Some(self.use_once(metrics, &once.key, &once.token, ttl).await?),
+                false => None,
+            };
+            return Ok(RateAndOnce { decision, claimed });
+        }
+        let started = Instant::now();
+        let result = match self {
+            Store::Memory(m) => m.rate_and_use_once(rate_key, &params, &once.key, &once.token, ttl),
+            Store::Redis(r) => {
+                r.rate_and_use_once(rate_key, &params, &once.key, &once.token, ttl)
+                    .await
+            }
+        };
+        observe(metrics, "rate_limit_use_once", started, &result);
         result
     }
 }
@@ -296,7 +360,8 @@ fn hash_hex(parts: &[&str]) -> String {
 }
 
 /// The rate limit, then the one-time use, of an allowed request on `route`.
-/// Pure apart from the store calls.
+/// Pure apart from the store calls: one call when the route has both and
+/// the store `combines` them, else one call each.
 pub async fn admit(
     store: &Store,
     metrics: &Metrics,
@@ -310,22 +375,35 @@ pub async fn admit(
         StateBackend::Redis(r) => r.key_prefix.as_str(),
         StateBackend::Memory => "",
     };
+    let rate = route
+        .rate_limit
+        .as_ref()
+        .zip(authorized.token.as_ref())
+        .map(|(limit, token)| {
+            let subject = match limit.per {
+                RatePer::Consumer => None,
+                RatePer::ConsumerAndSubject => {
+                    authorized.consent.as_ref().map(|c| c.subject.as_str())
+                }
+            };
+            let key = rate_key(prefix, &route.name, limit, &token.consumer, subject);
+            (limit, key)
+        });
+    let once = match one_time {
+        true => once_claim(config, prefix, authorized, now),
+        false => None,
+    };
+    if let (Some((limit, key)), Some((claim, ttl))) = (&rate, &once) {
+        if store.combines() {
+            return admit_combined(store, metrics, route, limit, key, claim.clone(), *ttl).await;
+        }
+    }
     let mut admission = Admission::default();
-    if let (Some(limit), Some(token)) = (&route.rate_limit, &authorized.token) {
-        let subject = match limit.per {
-            RatePer::Consumer => None,
-            RatePer::ConsumerAndSubject => authorized.consent.as_ref().map(|c| c.subject.as_str()),
-        };
-        let key = rate_key(prefix, &route.name, limit, &token.consumer, subject);
-        match store.rate(metrics, &key, limit).await {
+    if let Some((limit, key)) = &rate {
+        match store.rate(metrics, key, limit).await {
             Ok(decision) => {
                 let allowed = decision.allowed;
-                admission.rate = Some(RateInfo {
-                    per: limit.per,
-                    requests: limit.requests,
-                    period: limit.period,
-                    decision,
-                });
+                admission.rate = Some(rate_info(limit, decision));
                 if !allowed {
                     admission.refused = Some(Reason::RateLimited);
                     return admission;
@@ -346,24 +424,13 @@ pub async fn admit(
     if !one_time {
         return admission;
     }
-    let (Some(token), Some(consent)) = (&authorized.token, &authorized.consent) else {
+    let Some((claim, ttl)) = once else {
         // Validation keeps `one_time` to `auth: consent`; fail closed anyway.
         admission.refused = Some(Reason::ConsentMissing);
         return admission;
     };
-    let issuer = config.issuers.iter().find(|i| i.name == token.issuer);
-    let iss = issuer.map_or(token.issuer.as_str(), |i| i.issuer.as_str());
-    let leeway = issuer.map_or(0.0, |i| i.leeway.as_secs_f64());
-    let key = once_key(prefix, iss, &consent.id);
-    let ttl = once_ttl(crate::time::parse_rfc3339(&consent.valid_to), leeway, now);
-    let claim_token = uuid::Uuid::new_v4().to_string();
-    match store.use_once(metrics, &key, &claim_token, ttl).await {
-        Ok(true) => {
-            admission.claim = Some(Claim {
-                key,
-                token: claim_token,
-            })
-        }
+    match store.use_once(metrics, &claim.key, &claim.token, ttl).await {
+        Ok(true) => admission.claim = Some(claim),
         Ok(false) => admission.refused = Some(Reason::ConsentAlreadyUsed),
         Err(e) => {
             log::warn!("one-time store call failed on route {}: {e:?}", route.name);
@@ -371,6 +438,77 @@ pub async fn admit(
         }
     }
     admission
+}
+
+/// The rate check and the one-time use in one store call. A rate refusal
+/// leaves the consent unused; a store failure is `state_unavailable`
+/// whatever `on_store_error` says (a one-time route fails closed).
+async fn admit_combined(
+    store: &Store,
+    metrics: &Metrics,
+    route: &Route,
+    limit: &RateLimit,
+    rate_key: &str,
+    claim: Claim,
+    ttl: Duration,
+) -> Admission {
+    let mut admission = Admission::default();
+    match store
+        .rate_and_use_once(metrics, rate_key, limit, &claim, ttl)
+        .await
+    {
+        Ok(RateAndOnce { decision, claimed }) => {
+            let allowed = decision.allowed;
+            admission.rate = Some(rate_info(limit, decision));
+            admission.refused = match (allowed, claimed) {
+                (true, Some(true)) => {
+                    admission.claim = Some(claim);
+                    None
+                }
+                (true, Some(false)) => Some(Reason::ConsentAlreadyUsed),
+                _ => Some(Reason::RateLimited),
+            };
+        }
+        Err(e) => {
+            log::warn!(
+                "rate limit and one-time store call failed on route {}: {e:?}",
+                route.name
+            );
+            admission.refused = Some(Reason::StateUnavailable);
+        }
+    }
+    admission
+}
+
+fn rate_info(limit: &RateLimit, decision: RateDecision) -> RateInfo {
+    RateInfo {
+        per: limit.per,
+        requests: limit.requests,
+        period: limit.period,
+        decision,
+    }
+}
+
+/// The one-time key of the request's consent, a fresh claim token for its
+/// value, and how long it stays used; `None` without a consent.
+fn once_claim(
+    config: &Config,
+    prefix: &str,
+    authorized: &Authorized,
+    now: UnixTime,
+) -> Option<(Claim, Duration)> {
+    let (Some(token), Some(consent)) = (&authorized.token, &authorized.consent) else {
+        return None;
+    };
+    let issuer = config.issuers.iter().find(|i| i.name == token.issuer);
+    let iss = issuer.map_or(token.issuer.as_str(), |i| i.issuer.as_str());
+    let leeway = issuer.map_or(0.0, |i| i.leeway.as_secs_f64());
+    let ttl = once_ttl(crate::time::parse_rfc3339(&consent.valid_to), leeway, now);
+    let claim = Claim {
+        key: once_key(prefix, iss, &consent.id),
+        token: uuid::Uuid::new_v4().to_string(),
+    };
+    Some((claim, ttl))
 }
 
 /// How long a used consent stays used: until `validTo` + leeway, at least

@@ -23,10 +23,14 @@ const OPEN_FOR: Duration = Duration::from_secs(1);
 /// The prober's period.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// GCRA on the server's clock (`TIME`), so replicas share one time line.
-/// ARGV: interval, tolerance (microseconds). Returns {allowed, remaining,
-/// retry_after_us, reset_us}. The arithmetic of `gcra::step`.
-const GCRA_LUA: &str = r"
+/// The GCRA step of both rate scripts, on the server's clock (`TIME`), so
+/// replicas share one time line: KEYS[1] the cell, ARGV[1] interval and
+/// ARGV[2] tolerance (microseconds). A refusal returns {0, 0,
+/// retry_after_us, reset_us} and writes nothing; past it the new `tat` is
+/// stored and `remaining` computed. The arithmetic of `gcra::step`.
+macro_rules! gcra_step_lua {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -44,8 +48,28 @@ local remaining = 0
 if now + tolerance >= new_tat then
   remaining = math.floor((now + tolerance - new_tat) / interval) + 1
 end
-return {1, remaining, 0, new_tat - now}
-";
+"
+    };
+}
+
+/// GCRA alone. Returns {allowed, remaining, retry_after_us, reset_us}.
+const GCRA_LUA: &str = concat!(
+    gcra_step_lua!(),
+    "return {1, remaining, 0, new_tat - now}\n"
+);
+
+/// GCRA on KEYS[1] and, only when it allows, `SET KEYS[2] ARGV[3] NX PX
+/// ARGV[4]` (the one-time use, the claim token as its value): one round
+/// trip, atomic. Returns the GCRA reply, with a fifth element when allowed:
+/// 1 this call took KEYS[2], 0 a live use holds it. A refusal (four
+/// elements) never touches KEYS[2].
+const RATE_AND_ONCE_LUA: &str = concat!(
+    gcra_step_lua!(),
+    r"local claimed = 0
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then claimed = 1 end
+return {1, remaining, 0, new_tat - now, claimed}
+"
+);
 
 /// Deletes the key only while it holds this request's token.
 const GIVE_BACK_LUA: &str = r"
@@ -62,9 +86,12 @@ pub struct RedisStore {
     link: Link,
     /// `RedisServers::mode`, for `/status`.
     mode: &'static str,
+    /// Whether both keys of a request are in one slot (see `combines`).
+    one_slot: bool,
     wait_for_replicas: u32,
     timeout: Duration,
     gcra: Script,
+    rate_and_once: Script,
     give_back: Script,
     started: Instant,
     failures: AtomicU32,
@@ -73,6 +100,37 @@ pub struct RedisStore {
     /// The last call or probe succeeded.
     reachable: AtomicBool,
     last_error: Mutex<Option<String>>,
+}
+
+/// The hash tag Redis Cluster hashes a key starting with `prefix` on: the
+/// text between the first `{` and the first `}` after it, when not empty.
+/// (The rest of a gateway key, `once:<hex>` or `rl:<hex>`, has no braces,
+/// so the prefix alone decides.)
+fn hash_tag(prefix: &str) -> Option<&str> {
+    let open = prefix.find('{')?;
+    let rest = &prefix[open + 1..];
+    let close = rest.find('}')?;
+    Some(&rest[..close]).filter(|tag| !tag.is_empty())
+}
+
+/// A GCRA reply read: the decision and, from the combined script, the
+/// fifth element (whether the one-time key was taken). `None` when it is
+/// not such a reply.
+fn gcra_reply(v: &[i64]) -> Option<(RateDecision, Option<bool>)> {
+    let (&[allowed, remaining, retry_after, reset], claimed) = (v.get(..4)?, v.get(4)) else {
+        return None;
+    };
+    if v.len() > 5 {
+        return None;
+    }
+    let micros = |n: i64| Duration::from_micros(u64::try_from(n).unwrap_or(0));
+    let decision = RateDecision {
+        allowed: allowed == 1,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        retry_after: micros(retry_after),
+        reset: micros(reset),
+    };
+    Some((decision, claimed.map(|c| *c == 1)))
 }
 
 impl RedisStore {
@@ -91,9 +149,11 @@ impl RedisStore {
             metrics,
             link,
             mode: cfg.servers.mode(),
+            one_slot: cfg.servers.mode() != "cluster" || hash_tag(&cfg.key_prefix).is_some(),
             wait_for_replicas: cfg.wait_for_replicas,
             timeout: cfg.timeout,
             gcra: Script::new(GCRA_LUA),
+            rate_and_once: Script::new(RATE_AND_ONCE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
             started: Instant::now(),
             failures: AtomicU32::new(0),
@@ -183,6 +243,13 @@ impl RedisStore {
         result
     }
 
+    /// How long `WAIT` may wait: half the time-out.
+    fn wait_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis() / 2)
+            .unwrap_or(1)
+            .max(1)
+    }
+
     pub async fn use_once(
         &self,
         key: &str,
@@ -198,10 +265,8 @@ impl RedisStore {
                 .await?;
             return Ok(set.is_some());
         }
-        // SET and WAIT in one round trip; WAIT gets half the time-out.
-        let wait_ms = u64::try_from(self.timeout.as_millis() / 2)
-            .unwrap_or(1)
-            .max(1);
+        // SET and WAIT in one round trip.
+        let wait_ms = self.wait_ms();
         let mut pipe = redis::pipe();
         pipe.add_command(cmd)
             .cmd("WAIT")
@@ -238,16 +303,87 @@ impl RedisStore {
         let v: Vec<i64> = self
             .call(async |conn: &mut Conn| invocation.invoke_async(conn).await)
             .await?;
-        let [allowed, remaining, retry_after, reset] = v[..] else {
-            return Err(StoreError::Failed("unexpected GCRA reply".into()));
+        match gcra_reply(&v) {
+            Some((decision, None)) => Ok(decision),
+            _ => Err(StoreError::Failed("unexpected GCRA reply".into())),
+        }
+    }
+
+    /// Whether the rate check and the one-time use go in one script: not
+    /// on Cluster, where their keys are in different slots, unless the
+    /// `key_prefix` carries a hash tag (`{cgw}:`) that puts every key of
+    /// the gateway in one slot.
+    pub fn combines(&self) -> bool {
+        self.one_slot
+    }
+
+    /// `RATE_AND_ONCE_LUA`: one round trip (with `wait_for_replicas`, the
+    /// script and `WAIT` pipelined, still one; a use fewer replicas
+    /// acknowledged is given back and fails closed, as in `use_once`).
+    pub async fn rate_and_use_once(
+        &self,
+        rate_key: &str,
+        p: &Params,
+        once_key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<super::RateAndOnce, StoreError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut invocation = self.rate_and_once.key(rate_key);
+        invocation
+            .key(once_key)
+            .arg(p.interval)
+            .arg(p.tolerance)
+            .arg(token)
+            .arg(ttl_ms);
+        let (v, acked): (Vec<i64>, Option<u32>) = if self.wait_for_replicas == 0 {
+            let v = self
+                .call(async |conn: &mut Conn| invocation.invoke_async(conn).await)
+                .await?;
+            (v, None)
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&invocation)
+                .cmd("WAIT")
+                .arg(self.wait_for_replicas)
+                .arg(self.wait_ms());
+            let script = &self.rate_and_once;
+            let (v, acked) = self
+                .call(async |conn: &mut Conn| {
+                    let first: RedisResult<(Vec<i64>, u32)> = pipe.query_async(conn).await;
+                    match first {
+                        Err(e)
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
+                            // Not cached on this server yet (new, restarted,
+                            // promoted): load it and send the pair again.
+                            script.load_async(conn).await?;
+                            pipe.query_async(conn).await
+                        }
+                        other => other,
+                    }
+                })
+                .await?;
+            (v, Some(acked))
         };
-        let micros = |n: i64| Duration::from_micros(u64::try_from(n).unwrap_or(0));
-        Ok(RateDecision {
-            allowed: allowed == 1,
-            remaining: u64::try_from(remaining).unwrap_or(0),
-            retry_after: micros(retry_after),
-            reset: micros(reset),
-        })
+        let Some((decision, claimed)) = gcra_reply(&v) else {
+            return Err(StoreError::Failed("unexpected rate and once reply".into()));
+        };
+        if decision.allowed != claimed.is_some() {
+            return Err(StoreError::Failed("unexpected rate and once reply".into()));
+        }
+        if let (Some(true), Some(acked)) = (claimed, acked) {
+            if acked < self.wait_for_replicas {
+                log::warn!(
+                    "a one-time use reached {acked} of {} replicas: given back",
+                    self.wait_for_replicas
+                );
+                self.give_back(once_key, token).await?;
+                return Err(StoreError::Failed("not replicated".into()));
+            }
+        }
+        Ok(super::RateAndOnce { decision, claimed })
     }
 
     /// One PING, past the circuit (the probe is what closes it).
@@ -344,9 +480,48 @@ mod tests {
 
     #[test]
     fn the_lua_scripts_touch_one_key_each() {
-        // One key per script: fine on Redis Cluster without hash tags.
+        // One key per script used on Redis Cluster: no hash tags needed.
         for script in [GCRA_LUA, GIVE_BACK_LUA] {
             assert!(script.contains("KEYS[1]") && !script.contains("KEYS[2]"));
         }
+        // The combined script (not on Cluster) touches exactly two: the
+        // rate cell, then the one-time key, after the GCRA step.
+        let s = RATE_AND_ONCE_LUA;
+        assert!(s.contains("KEYS[1]") && s.contains("KEYS[2]") && !s.contains("KEYS[3]"));
+        assert!(s.starts_with(gcra_step_lua!()));
+        let refusal = s.find("return {0,").expect("a refusal");
+        assert!(refusal < s.find("KEYS[2]").expect("the once key"));
+        assert_eq!(
+            s.matches("KEYS[2]").count(),
+            1,
+            "one SET NX of the once key"
+        );
+    }
+
+    #[test]
+    fn a_hash_tag_is_read_as_redis_cluster_reads_it() {
+        assert_eq!(hash_tag("{cgw}:"), Some("cgw"));
+        assert_eq!(hash_tag("a{b}c{d}:"), Some("b"));
+        assert_eq!(hash_tag("cgw:"), None);
+        assert_eq!(
+            hash_tag("{}cgw{x}:"),
+            None,
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(hash_tag("cgw{:"), None);
+        assert_eq!(hash_tag("}{x"), None);
+    }
+
+    #[test]
+    fn gcra_replies_are_read_strictly() {
+        let allowed = gcra_reply(&[1, 4, 0, 200_000]).expect("a reply");
+        assert!(allowed.0.allowed && allowed.0.remaining == 4 && allowed.1.is_none());
+        assert_eq!(gcra_reply(&[1, 0, 0, 5, 1]).map(|r| r.1), Some(Some(true)));
+        assert_eq!(gcra_reply(&[1, 0, 0, 5, 0]).map(|r| r.1), Some(Some(false)));
+        let refused = gcra_reply(&[0, 0, 1_500_000, 9]).expect("a refusal");
+        assert_eq!(refused.0.retry_after, Duration::from_millis(1500));
+        assert!(gcra_reply(&[1, 2, 3]).is_none());
+        assert!(gcra_reply(&[1, 2, 3, 4, 5, 6]).is_none());
+        assert!(gcra_reply(&[]).is_none());
     }
 }
