@@ -417,8 +417,7 @@ fn through_nginx(nginx: &Nginx, path: &str, headers: &[(&str, String)]) -> Respo
 
 #[test]
 fn nginx_auth_request_in_front_of_the_backend() {
-    if !std::path::Path::new(NGINX).exists() {
-        eprintln!("SKIPPED: {NGINX} is absent (Debian package nginx-light)");
+    if !common::installed(NGINX, "nginx-light") {
         return;
     }
     let world = World::new();

@@ -57,6 +57,8 @@
 #                                             `server:` block, two-space
 #                                             indented, e.g. pingora's knobs:
 #                                             $'  work_stealing: false\n'
+#   GATEWAY_AUDIT=true                        false: the gateway's audit log off
+#                                             (to measure what it costs)
 #   SKIP_BUILD=1                              use binaries already built
 #   WRK_CPU=0 PROXY_CPU=1                     cores
 #   KEEP_WORKDIR=1                            keep the temporary directory (configs, logs)

@@ -152,7 +152,7 @@ CONF
         printf '%s' "${6:-}"
         cat <<CONF
 audit:
-  enabled: true
+  enabled: ${GATEWAY_AUDIT:-true}
   personal_data: masked
 CONF
     } >"$1"

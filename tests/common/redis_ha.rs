@@ -12,11 +12,7 @@ pub const MASTER_NAME: &str = "cgw-master";
 
 /// Whether the Redis binaries are installed (else the test is skipped).
 pub fn available() -> bool {
-    let ok = Path::new(REDIS_SERVER).exists() && Path::new(REDIS_CLI).exists();
-    if !ok {
-        eprintln!("SKIPPED: {REDIS_SERVER} / {REDIS_CLI} are not installed");
-    }
-    ok
+    super::installed(REDIS_SERVER, "redis-server") && super::installed(REDIS_CLI, "redis-tools")
 }
 
 /// `redis-cli -p PORT ARGS...` on loopback: its stdout.
