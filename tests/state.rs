@@ -1363,3 +1363,188 @@ fn wait_for_replicas_gives_a_use_back_and_fails_closed_while_no_replica_has_it()
     assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
     assert_eq!(world.echo.seen().len(), 2);
 }
+
+/// A loopback TCP relay in front of a real `redis-server`: the client's
+/// bytes go through at once; while `late` is set, every reply is held
+/// 300 ms first (the store ran the command, its answer comes too late).
+/// A thread per connection and direction.
+struct LateReplies {
+    addr: std::net::SocketAddr,
+    late: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Replies held right now.
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LateReplies {
+    fn start(redis_port: u16) -> LateReplies {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().expect("the relay's address");
+        let late = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, holding) = (Arc::clone(&late), Arc::clone(&held));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                std::thread::spawn(move || relay(client, server, None));
+                let hold = (Arc::clone(&flag), Arc::clone(&holding));
+                std::thread::spawn(move || relay(server2, client2, Some(hold)));
+            }
+        });
+        LateReplies { addr, late, held }
+    }
+
+    fn set_late(&self, late: bool) {
+        self.late.store(late, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether no reply is held any more.
+    fn drained(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// The `state:` block of a store reached through the relay, with the
+    /// default time-out.
+    fn state(&self) -> String {
+        format!(
+            "state:\n  backend: redis\n  redis: {{ url: \"redis://{}/0\", key_prefix: \"t:\", timeout: 50ms }}",
+            self.addr
+        )
+    }
+}
+
+/// Copies `from` to `to`; each chunk held 300 ms first while the flag of
+/// `hold` is set (its counter says how many are held).
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    hold: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let held = hold.as_ref().filter(|(late, _)| late.load(SeqCst));
+        if let Some((_, count)) = held {
+            count.fetch_add(1, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let written = to.write_all(&buf[..n]);
+        if let Some((_, count)) = held {
+            count.fetch_sub(1, SeqCst);
+        }
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// One round of `a_claim_whose_reply_came_too_late_is_given_back` on
+/// `path` (`op`: its store call): `false` when the late request did not
+/// time out in its claim call (a hiccup before it left the circuit open:
+/// the round proves nothing and runs again).
+fn late_reply_round(
+    world: &World,
+    gw: &Gateway,
+    relay: &LateReplies,
+    path: &str,
+    op: &str,
+) -> bool {
+    let timeouts = || {
+        gw.series(
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "timeout")],
+        )
+        .unwrap_or(0.0)
+    };
+    // The store answers (the circuit is closed) before the late request
+    // (`/readyz` is 200 only then: a one-time route needs the store).
+    eventually(15, "/readyz says the store is reachable", || {
+        gw.admin_get("/readyz").status == 200
+    });
+    // One use of another consent first: the route's script is then cached
+    // in Redis, so the late request's call runs at its first `EVALSHA`
+    // (a `NOSCRIPT` reply would be late too, and nothing claimed).
+    let r = past_a_hiccup(gw, path, &world.valid_token());
+    assert_eq!(r.status, 200, "{}", r.reason());
+    world.echo.clear();
+    let token = world.valid_token();
+    let before = timeouts();
+    relay.set_late(true);
+    let r = gw.get(path, Some(&token), &[]);
+    relay.set_late(false);
+    assert_eq!((r.status, r.reason()), (503, "state_unavailable".into()));
+    assert!(world.echo.seen().is_empty(), "nothing went upstream");
+    if timeouts() <= before {
+        return false;
+    }
+    // The claim ran in Redis (the relay passed it at once); only its reply
+    // was late. Given back: the same consent goes through once, then not
+    // (once the late replies are out and the store answers again).
+    eventually(15, "the relay holds no reply", || relay.drained());
+    eventually(15, "/readyz says the store is reachable again", || {
+        gw.admin_get("/readyz").status == 200
+    });
+    let r = past_a_hiccup(gw, path, &token);
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: the consent whose claim timed out was given back: {}",
+        r.reason()
+    );
+    assert_eq!(world.echo.seen().len(), 1);
+    let r = past_a_hiccup(gw, path, &token);
+    assert_eq!((r.status, r.reason()), (403, "consent_already_used".into()));
+    true
+}
+
+#[test]
+fn a_claim_whose_reply_came_too_late_is_given_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let relay = LateReplies::start(redis.port);
+    let world = World::new();
+    let gw = world.start(&config(&relay.state(), 1000));
+    // `SET NX PX` alone, then the combined rate and one-time script (a
+    // rate refusal never `SET`s; the give-back deletes only its own claim).
+    for (path, op) in [
+        (ONCE_PATH, "use_once"),
+        (LIMITED_ONCE, "rate_limit_use_once"),
+    ] {
+        let conclusive = (0..3).any(|_| late_reply_round(&world, &gw, &relay, path, op));
+        assert!(
+            conclusive,
+            "{path}: three late requests never reached the store"
+        );
+    }
+    // One warning per time-out, naming the hashed key, never the subject.
+    let stderr = gw.stderr();
+    let warned = |route: &str| {
+        let needle = format!("store call timed out on route {route}:");
+        stderr.lines().filter(|l| l.contains(&needle)).count()
+    };
+    assert!(
+        warned("once") >= 1 && warned("once-limited") >= 1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("17839116535"), "{stderr}");
+}

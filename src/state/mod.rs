@@ -155,6 +155,29 @@ impl Store {
         result
     }
 
+    /// `give_back` of a claim whose store call timed out: on Redis past the
+    /// circuit, bounded by the same time-out (see
+    /// `RedisStore::give_back_after_timeout`). `true` when the key held
+    /// `token` and was deleted.
+    pub async fn give_back_after_timeout(
+        &self,
+        metrics: &Metrics,
+        key: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let result = match self {
+            Store::Memory(m) => {
+                // Never times out; kept for a caller that asks anyway.
+                m.give_back(key, token);
+                Ok(true)
+            }
+            Store::Redis(r) => r.give_back_after_timeout(key, token).await,
+        };
+        observe(metrics, "give_back", started, &result);
+        result
+    }
+
     /// One request against the GCRA limit kept at `key`.
     pub async fn rate(
         &self,
@@ -432,12 +455,67 @@ pub async fn admit(
     match store.use_once(metrics, &claim.key, &claim.token, ttl).await {
         Ok(true) => admission.claim = Some(claim),
         Ok(false) => admission.refused = Some(Reason::ConsentAlreadyUsed),
+        Err(StoreError::Timeout) => {
+            give_back_after_timeout(store, metrics, route, "one-time", &claim).await;
+            admission.refused = Some(Reason::StateUnavailable);
+        }
         Err(e) => {
             log::warn!("one-time store call failed on route {}: {e:?}", route.name);
             admission.refused = Some(Reason::StateUnavailable);
         }
     }
     admission
+}
+
+/// A one-time claim call that timed out may have run all the same (the
+/// `SET` done, only its reply late): the request fails closed (503
+/// `state_unavailable`), and the claim is given back so that the consent
+/// it never served stays usable. Only after a time-out: a failed
+/// connection or an open circuit means the call did not run. The
+/// give-back is compare-and-delete on this request's claim token, so it
+/// never frees another request's claim (nor anything when the `SET` did
+/// not run, or found the key taken). Best effort: when it fails too the
+/// consent stays used (closed, never open).
+///
+/// Inline, not spawned: the request is failing anyway and waits at most
+/// one more time-out; a client that retries on the 503 then finds the
+/// consent given back already (no race with a task still running); and
+/// no task outlives its request, however many time out while the store
+/// is slow. On standalone Redis the give-back follows the timed-out call
+/// on the same multiplexed connection (a time-out does not reconnect it),
+/// so the server runs it after that call; on a new connection (Sentinel
+/// forgets the master's after a failure) a claim still in flight could
+/// land after the give-back and stay.
+async fn give_back_after_timeout(
+    store: &Store,
+    metrics: &Metrics,
+    route: &Route,
+    call: &str,
+    claim: &Claim,
+) {
+    // One line per occurrence; the key is a hash (no consent id, no
+    // subject).
+    match store
+        .give_back_after_timeout(metrics, &claim.key, &claim.token)
+        .await
+    {
+        Ok(true) => log::warn!(
+            "{call} store call timed out on route {}: it had claimed {}, given back",
+            route.name,
+            claim.key
+        ),
+        Ok(false) => log::warn!(
+            "{call} store call timed out on route {}: it had not claimed {}, nothing to give back",
+            route.name,
+            claim.key
+        ),
+        Err(e) => log::warn!(
+            "{call} store call timed out on route {}: the give-back of {} got no answer \
+             either ({e:?}), the consent may stay used",
+            route.name,
+            claim.key
+        ),
+    }
 }
 
 /// The rate check and the one-time use in one store call. A rate refusal
@@ -468,6 +546,14 @@ async fn admit_combined(
                 (true, Some(false)) => Some(Reason::ConsentAlreadyUsed),
                 _ => Some(Reason::RateLimited),
             };
+        }
+        Err(StoreError::Timeout) => {
+            // The script may have run and claimed the consent. A rate
+            // refusal never `SET`s, and the give-back only deletes this
+            // request's claim token: safe whatever the script did.
+            let call = "rate limit and one-time";
+            give_back_after_timeout(store, metrics, route, call, &claim).await;
+            admission.refused = Some(Reason::StateUnavailable);
         }
         Err(e) => {
             log::warn!(
