@@ -12,6 +12,7 @@
 # window.
 #
 #   benches/load/instructions.sh GATEWAY BENCH_TOKENS K N
+#   (GATEWAY_SERVER_YAML and GATEWAY_AUDIT as for compare.sh)
 #   e.g. cargo build --release --bin consent-gateway --example bench_tokens
 #        benches/load/instructions.sh target/release/consent-gateway \
 #            target/release/examples/bench_tokens 3 300
@@ -33,7 +34,7 @@ http { access_log off; client_body_temp_path $W/nginx/b; proxy_temp_path $W/ngin
  server { listen 127.0.0.1:$BP; location = /jwk { default_type application/json; alias $W/keys/jwks.json; } location / { return 200 "ok\n"; } } }
 CONF
 nginx -c $W/nginx/nginx.conf -e $W/nginx/error.log & NP=$!
-consent_gateway_yaml "$W/gateway.yaml" "$GP" "$AP" "$BP"
+consent_gateway_yaml "$W/gateway.yaml" "$GP" "$AP" "$BP" "${GATEWAY_SERVER_YAML:-}"
 # Sends tokens START..START+N of the consent pool, each K times in a row, on
 # one keep-alive connection; says on stderr how many were not answered 200.
 send_tokens() { # label start n k
