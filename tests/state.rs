@@ -184,6 +184,20 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
 /// `RateLimit` headers, and the consent is used for the route without a
 /// limit too (the same key). A request the rate refuses leaves its consent
 /// unused: it goes through once the rate allows, then never again.
+/// Whether the one-time, rate-limited route made one combined store call
+/// (`rate_limit_use_once`) or the two separate ones (`rate_limit` among
+/// them), from a gateway's metrics.
+fn assert_store_calls(metrics: &str, combined: bool) {
+    for (op, want) in [("rate_limit_use_once", combined), ("rate_limit", !combined)] {
+        let seen = common::series_value(
+            metrics,
+            "consent_gateway_state_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
+    }
+}
+
 fn assert_rate_limited_once(world: &World, a: &Gateway, b: &Gateway) {
     let bursts = (0..3).find(|_| burst_round(world, a, b)).is_some();
     assert!(bursts, "three bursts in a row hit a store hiccup");
@@ -908,14 +922,7 @@ fn a_cluster_of_three_masters_shares_the_state_and_follows_a_moved_slot() {
     // different slots), the same outcome.
     assert_rate_limited_once(&world, &a, &b);
     let metrics = a.admin_get("/metrics").body;
-    for (op, want) in [("rate_limit_use_once", false), ("rate_limit", true)] {
-        let seen = common::series_value(
-            &metrics,
-            "consent_gateway_state_requests_total",
-            &[("op", op), ("outcome", "ok")],
-        );
-        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
-    }
+    assert_store_calls(&metrics, false);
 }
 
 fn cluster_state(cluster: &Cluster) -> String {
@@ -1058,14 +1065,7 @@ fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
     let (a, b) = (world.start(&text), world.start(&text));
     assert_rate_limited_once(&world, &a, &b);
     let metrics = b.admin_get("/metrics").body;
-    for (op, want) in [("rate_limit_use_once", true), ("rate_limit", false)] {
-        let seen = common::series_value(
-            &metrics,
-            "consent_gateway_state_requests_total",
-            &[("op", op), ("outcome", "ok")],
-        );
-        assert_eq!(seen.is_some_and(|n| n > 0.0), want, "{op}: {metrics}");
-    }
+    assert_store_calls(&metrics, true);
     // Every key on the one node that serves the tag's slot.
     let once = cluster.keys("{cgw}:once:*");
     assert!(once.len() >= 3, "{once:?}");
