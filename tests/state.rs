@@ -117,6 +117,13 @@ fn reasons(responses: &[common::Response]) -> Vec<(u16, String)> {
     all
 }
 
+/// Two gateways (replicas) on one `state:` block, 5 requests per window on
+/// the rate-limited routes.
+fn two_replicas(world: &World, state: &str) -> (Gateway, Gateway) {
+    let text = config(state, 5);
+    (world.start(&text), world.start(&text))
+}
+
 /// Sends `n` GETs of `path` with `token`, spread over `gateways`, all at once.
 fn burst(gateways: &[&Gateway], n: usize, path: &str, token: &str) -> Vec<common::Response> {
     std::thread::scope(|s| {
@@ -136,8 +143,7 @@ fn a_one_time_consent_is_used_once_across_two_replicas() {
         return;
     };
     let world = World::new();
-    let text = config(&redis_state(&redis), 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &redis_state(&redis));
     let token = world.valid_token();
     let responses = burst(&[&a, &b], 50, ONCE_PATH, &token);
     let got = reasons(&responses);
@@ -329,8 +335,7 @@ fn a_rate_limited_one_time_route_is_one_store_call_and_a_rate_refusal_keeps_the_
         return;
     };
     let world = World::new();
-    let text = config(&redis_state(&redis), 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &redis_state(&redis));
     assert_rate_limited_once(&world, &a, &b);
     // One call per request, none of the separate ones.
     for gw in [&a, &b] {
@@ -378,8 +383,7 @@ fn a_rate_limit_holds_across_two_replicas() {
         return;
     };
     let world = World::new();
-    let text = config(&redis_state(&redis), 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &redis_state(&redis));
     let token = world.valid_token();
     let responses = burst(&[&a, &b], 20, "/limited", &token);
     let ok = responses.iter().filter(|r| r.status == 200).count();
@@ -800,8 +804,7 @@ fn sentinel_shares_the_state_and_fails_closed_through_a_failover() {
         return;
     };
     let world = World::new();
-    let text = config(&sentinel_state(&set), 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &sentinel_state(&set));
     let used = assert_shared(&world, &a, &b);
     assert_rate_limited_once(&world, &a, &b);
     assert_eq!(a.status()["state"]["mode"], "sentinel");
@@ -955,8 +958,7 @@ fn a_killed_cluster_master_fails_closed_until_its_replica_is_promoted() {
         return;
     };
     let world = World::new();
-    let text = config(&cluster_state(&cluster), 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &cluster_state(&cluster));
     let master = cluster.masters()[0];
     let replica = cluster.replica_of(master).expect("the master's replica");
 
@@ -1061,8 +1063,7 @@ fn a_hash_tag_in_the_prefix_lets_a_cluster_make_one_call() {
     };
     let world = World::new();
     let state = cluster_state(&cluster).replace("key_prefix: \"t:\"", "key_prefix: \"{cgw}:\"");
-    let text = config(&state, 5);
-    let (a, b) = (world.start(&text), world.start(&text));
+    let (a, b) = two_replicas(&world, &state);
     assert_rate_limited_once(&world, &a, &b);
     let metrics = b.admin_get("/metrics").body;
     assert_store_calls(&metrics, true);

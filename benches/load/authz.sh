@@ -69,14 +69,7 @@ FORGED=$(cat "$WORK/keys/forged.txt")
 CONSENT_PATH="/income/17839116535/2025"
 
 # --- nginx: the backend, nginx alone, nginx with auth_request ----------------
-nginx_conf backend "
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        location = /jwk { default_type application/json; alias $WORK/keys/jwks.json; }
-        location / { default_type text/plain; return 200 \"ok\\n\"; }
-    }"
-start_nginx backend
-wait_http "http://127.0.0.1:$BACKEND_PORT/" "backend nginx"
+start_backend backend "$BACKEND_PORT"
 
 # Both front nginx keep their connections to the backend alive.
 UPSTREAM="upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }"

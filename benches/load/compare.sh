@@ -145,14 +145,7 @@ FNR=17839116535
 YEAR=2025
 
 # --- backend: nginx return 200, also serving the JWKS ----------------------
-nginx_conf nginx "
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        location = /jwk { default_type application/json; alias $WORK/keys/jwks.json; }
-        location / { default_type text/plain; return 200 \"ok\\n\"; }
-    }"
-start_nginx nginx
-wait_http "http://127.0.0.1:$BACKEND_PORT/" nginx
+start_backend nginx "$BACKEND_PORT"
 
 # --- bare pingora pass-through ----------------------------------------------
 taskset -c "$PROXY_CPU" "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" \
@@ -196,18 +189,7 @@ PIDS+=("$HAPROXY_PID")
 wait_http "http://127.0.0.1:$HAPROXY_PORT/" haproxy
 
 # --- consent-gateway ---------------------------------------------------------
-consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "${GATEWAY_SERVER_YAML:-}" "\
-  - name: codes
-    path: /codes/{*rest}
-    methods: [GET]
-    upstream: backend
-    auth: token
-    issuers: [bench]
-    scopes:
-      all: [\"demo:inntekt.read\"]
-    consumers:
-      allow: [\"0192:310497460\"]
-"
+consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_PORT" "${GATEWAY_SERVER_YAML:-}" "$TOKEN_ROUTE_YAML"
 start_gateway
 
 # Sanity: every target answers 200 to the valid token, the token-checking

@@ -158,6 +158,21 @@ CONF
     } >"$1"
 }
 
+# The `auth: token` route `codes` (/codes/...) of the same issuer, for
+# consent_gateway_yaml's routes argument.
+# shellcheck disable=SC2034
+TOKEN_ROUTE_YAML='  - name: codes
+    path: /codes/{*rest}
+    methods: [GET]
+    upstream: backend
+    auth: token
+    issuers: [bench]
+    scopes:
+      all: ["demo:inntekt.read"]
+    consumers:
+      allow: ["0192:310497460"]
+'
+
 # Checks $WORK/gateway.yaml, runs $GATEWAY with it on core PROXY_CPU (the
 # audit log, stdout, to /dev/null: its write is still paid; stderr to
 # $WORK/gateway.log) and waits for its /readyz on ADMIN_PORT. The pid: GW_PID.
@@ -197,6 +212,20 @@ start_nginx() { # name -> pid in NGINX_PID (and in PIDS), on core PROXY_CPU
     taskset -c "$PROXY_CPU" nginx -p "$WORK/$1/" -c "$WORK/$1/nginx.conf" -e "$WORK/$1/error.log" &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
+}
+
+# The upstream of every bench: nginx `return 200` on 127.0.0.1:PORT, also
+# serving the issuer's key set ($WORK/keys/jwks.json) at /jwk. Started on
+# core PROXY_CPU; returns when it answers. Arguments: name port
+start_backend() {
+    nginx_conf "$1" "
+    server {
+        listen 127.0.0.1:$2;
+        location = /jwk { default_type application/json; alias $WORK/keys/jwks.json; }
+        location / { default_type text/plain; return 200 \"ok\\n\"; }
+    }"
+    start_nginx "$1"
+    wait_http "http://127.0.0.1:$2/" "$1"
 }
 
 # --- wrk -----------------------------------------------------------------------
