@@ -53,8 +53,6 @@ need_two_cores "the targets"
 
 # --- build -------------------------------------------------------------------
 build_release --bin consent-gateway --example bench_tokens
-GATEWAY=$TARGET/release/consent-gateway
-BENCH_TOKENS=$TARGET/release/examples/bench_tokens
 need_bins "$GATEWAY" "$BENCH_TOKENS"
 
 # --- ports -------------------------------------------------------------------

@@ -120,9 +120,6 @@ need_two_cores "the proxies"
 
 # --- build -------------------------------------------------------------------
 build_release --bin consent-gateway --example passthrough --example bench_tokens
-GATEWAY=$TARGET/release/consent-gateway
-PASSTHROUGH=$TARGET/release/examples/passthrough
-BENCH_TOKENS=$TARGET/release/examples/bench_tokens
 need_bins "$GATEWAY" "$PASSTHROUGH" "$BENCH_TOKENS"
 
 # --- ports -------------------------------------------------------------------

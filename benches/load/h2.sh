@@ -38,8 +38,6 @@ PROXY_CPU=${PROXY_CPU:-1}
 need_tools nginx:nginx-light h2load:nghttp2-client taskset:util-linux openssl:openssl
 
 build_release --bin consent-gateway --example passthrough
-GATEWAY=$TARGET/release/consent-gateway
-PASSTHROUGH=$TARGET/release/examples/passthrough
 need_bins "$GATEWAY" "$PASSTHROUGH"
 
 BACKEND_PORT=$(pick_port) PASS_PORT=$(pick_port) GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port)

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by the load scripts (compare.sh, authz.sh, h2.sh,
-# instructions.sh); sourced, not run:  . "$(dirname "$0")/lib.sh"
+# paired.sh, instructions.sh); sourced, not run:  . "$(dirname "$0")/lib.sh"
 #
 # Reads, where a helper needs them: WORK, PIDS (cleanup), PROXY_CPU
 # (start_nginx, start_gateway), GATEWAY and ADMIN_PORT (start_gateway),
@@ -11,6 +11,10 @@
 # shellcheck disable=SC2034
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# What build_release builds, where the scripts run it from.
+GATEWAY=$TARGET/release/consent-gateway
+PASSTHROUGH=$TARGET/release/examples/passthrough
+BENCH_TOKENS=$TARGET/release/examples/bench_tokens
 
 log() { printf '%s%s\n' "${LOG_PREFIX:-}" "$*" >&2; }
 

@@ -44,8 +44,6 @@ done
 need_tools nginx:nginx-light wrk:wrk taskset:util-linux curl:curl
 need_two_cores "the gateway"
 build_release --bin consent-gateway --example bench_tokens
-GATEWAY=$TARGET/release/consent-gateway
-BENCH_TOKENS=$TARGET/release/examples/bench_tokens
 need_bins "$GATEWAY" "$BENCH_TOKENS"
 
 BACKEND_PORT=$(pick_port) GW_PORT=$(pick_port) ADMIN_PORT=$(pick_port)
