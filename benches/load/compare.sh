@@ -33,6 +33,10 @@
 # Prints one table: req/s, p50, p99, CPU microseconds per request of the
 # proxy process (from /proc/<pid>/stat utime+stime), the share of non-2xx
 # answers, and the gateway's ratios to the pass-through and to HAProxy.
+# With ROUNDS > 1 each row is the target's median round (by req/s), and the
+# ratios and the added p99 are the median of each round's own (the target
+# against the pass-through and HAProxy of the same round), so a drift of
+# the machine between rounds moves both sides of every ratio alike.
 #
 # Usage: benches/load/compare.sh            (from the repository root)
 # Environment (all optional):
@@ -268,8 +272,8 @@ run_one() { # scenario target pid url tokens_file [connections]
     local cpu_us deny_share
     cpu_us=$(cpu_us_per_request $((after - before)) "$WRK_REQUESTS")
     deny_share=$(awk -v d="$WRK_NON2XX" -v n="$WRK_REQUESTS" 'BEGIN { printf "%.0f%%", 100 * d / n }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$WRK_RPS" "$WRK_P50" "$WRK_P99" \
-        "$cpu_us" "$deny_share" "$hit_share" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$WRK_RPS" "$WRK_P50" "$WRK_P99" \
+        "$cpu_us" "$deny_share" "$hit_share" "${round:-1}" >>"$RESULTS"
     log "  $scenario $target: $WRK_RPS req/s, p50 ${WRK_P50}ms, p99 ${WRK_P99}ms, ${cpu_us}us CPU/req, non-2xx $deny_share, cache hits $hit_share"
 }
 
@@ -385,24 +389,41 @@ GW_PEAK_RSS=$(awk '/^VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$GW_PID/stat
 if [ -s "$MEDIANS" ]; then
     echo
     echo "consent-gateway load comparison: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on core $WRK_CPU (latency: -c1), backend and proxies on core $PROXY_CPU, median of $ROUNDS round(s)"
+    # The ratios and the added p99 are each round's own (a target against
+    # the pass-through and HAProxy of the same round), then the median over
+    # the rounds: a machine that drifts between rounds moves both sides.
     awk -F'\t' '
-        { key = $1 SUBSEP $2; rps[key] = $3; p99[key] = $5; cpu[key] = $6; row[NR] = $0 }
-        END {
+        function median(list,   v, n, i, j, t) {
+            n = split(substr(list, 2), v, " ")
+            if (n == 0) return ""
+            for (i = 2; i <= n; i++) { t = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        FNR == NR {
+            r = $1 SUBSEP $9
+            if ($2 == "passthrough") { pass_rps[r] = $3; pass_p99[r] = $5 }
+            if ($2 == "haproxy") ha_rps[r] = $3
+            results[FNR] = $0
+            next
+        }
+        FNR == 1 {
+            for (i = 1; i in results; i++) {
+                split(results[i], f, "\t"); r = f[1] SUBSEP f[9]; key = f[1] SUBSEP f[2]
+                if (f[2] ~ /^gw-/ || f[2] == "haproxy") {
+                    if (pass_rps[r] > 0) { vs_pass[key] = vs_pass[key] " " f[3] / pass_rps[r]; added[key] = added[key] " " f[5] - pass_p99[r] }
+                }
+                if (f[2] ~ /^gw-/ && ha_rps[r] > 0) vs_ha[key] = vs_ha[key] " " f[3] / ha_rps[r]
+            }
             printf "%-8s %-12s %10s %9s %9s %11s %8s %7s %9s %9s %10s\n",
                 "scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "cache", "vs pass", "vs HAProxy", "+p99 ms"
-            for (i = 1; i <= NR; i++) {
-                split(row[i], f, "\t")
-                pass = f[1] SUBSEP "passthrough"; ha = f[1] SUBSEP "haproxy"
-                vp = "-"; vh = "-"; dp = "-"
-                if (f[2] ~ /^gw-/ || f[2] == "haproxy") {
-                    if (rps[pass] > 0) vp = sprintf("%.2f", f[3] / rps[pass])
-                    dp = sprintf("%+.3f", f[5] - p99[pass])
-                }
-                if (f[2] ~ /^gw-/ && rps[ha] > 0) vh = sprintf("%.2f", f[3] / rps[ha])
-                printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
-                    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], vp, vh, dp
-            }
-        }' "$MEDIANS"
+        }
+        {
+            key = $1 SUBSEP $2; vp = "-"; vh = "-"; dp = "-"
+            if (vs_pass[key] != "") { vp = sprintf("%.2f", median(vs_pass[key])); dp = sprintf("%+.3f", median(added[key])) }
+            if (vs_ha[key] != "") vh = sprintf("%.2f", median(vs_ha[key]))
+            printf "%-8s %-12s %10.0f %9.3f %9.3f %11s %8s %7s %9s %9s %10s\n",
+                $1, $2, $3, $4, $5, $6, $7, $8, vp, vh, dp
+        }' "$RESULTS" "$MEDIANS"
 fi
 echo "consent-gateway peak RSS over the whole run: $GW_PEAK_RSS (verified-token cache capped at TOKEN_CACHE_CAPACITY entries, src/gateway.rs)"
 if [ -s "$SOAK" ]; then
