@@ -211,17 +211,6 @@ check_status "http://127.0.0.1:$GW_PORT$GW_CONSENT_PATH" "$CONSENT_TOKEN" 403
 # --- wrk -----------------------------------------------------------------------
 write_tokens_lua
 
-cache_counter() { # result: the gateway's token cache counter
-    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
-        | awk -v r="$1" '$1 ~ "^consent_gateway_token_cache_requests_total" && $1 ~ "result=\""r"\"" { print $2 }' \
-        | head -1
-}
-cache_hit_share() { # hits misses (the counters before a run): the share of hits since
-    local hits1 miss1
-    hits1=$(cache_counter hit); miss1=$(cache_counter miss)
-    awk -v h=$((${hits1%.*} - ${1%.*})) -v m=$((${miss1%.*} - ${2%.*})) \
-        'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }'
-}
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 

@@ -278,6 +278,20 @@ wrk_tokens() {
         wrk -t"$THREADS" -c"$conns" -d"$duration" "$@" -s "$WORK/tokens.lua" "$url" >"$out"
 }
 
+# The gateway's verified-token cache counters (on ADMIN_PORT), and the share
+# of hits since two earlier readings.
+cache_counter() { # result: hit or miss
+    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk -v r="$1" '$1 ~ "^consent_gateway_token_cache_requests_total" && $1 ~ "result=\""r"\"" { print $2 }' \
+        | head -1
+}
+cache_hit_share() { # hits misses (the counters before a run): the share of hits since
+    local hits1 miss1
+    hits1=$(cache_counter hit); miss1=$(cache_counter miss)
+    awk -v h=$((${hits1%.*} - ${1%.*})) -v m=$((${miss1%.*} - ${2%.*})) \
+        'BEGIN { if (h + m > 0) printf "%.0f%%", 100 * h / (h + m); else print "-" }'
+}
+
 # Converts wrk's latency ("812.00us", "1.20ms", "2.00s") to milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two workloads on ONE gateway process, taking turns (A B B A A B ...), so
-# that a machine whose speed drifts over minutes (a VM: the same run of the
-# same process has measured 62 to 123 us per request) moves both alike. Use
+# that a machine whose speed drifts over minutes (a VM: successive runs of
+# one process under one load have measured 62 to 123 us per request) moves
+# both alike. Use
 # it where compare.sh's rows of two scenarios (run minutes apart) disagree
 # and the question is whether the workloads differ or the machine did.
 #
@@ -10,8 +11,12 @@
 #
 # Each turn is one wrk run of DURATION on the consent route (audit log on, as
 # compare.sh runs it; `token-*`: on compare.sh's `auth: token` route); printed: CPU microseconds per request of the gateway
-# (utime + stime over the requests answered) and req/s per turn, then per
-# workload the median, and the median of the per-pair ratios B/A.
+# (utime + stime over the requests answered), req/s and the verified-token
+# cache's hit share per turn, then per workload the median, and the median
+# of the per-pair ratios B/A. A pool that one workload's turns use up wraps
+# around, and the first 10,000 tokens the gateway verified (those that filled
+# its cache) then hit: make POOL and CONSENT_POOL larger than the requests
+# of all turns that draw on them (the hit share says when they were not).
 # Environment (all optional): PAIRS=6 DURATION=5s CONNECTIONS=50 THREADS=1
 # POOL=100000 CONSENT_POOL=120000 SKIP_BUILD CARGO_TARGET_DIR KEEP_WORKDIR
 # WRK_CPU=0 PROXY_CPU=1 GATEWAY_SERVER_YAML GATEWAY_AUDIT (as for compare.sh).
@@ -57,14 +62,14 @@ consent_gateway_yaml "$WORK/gateway.yaml" "$GW_PORT" "$ADMIN_PORT" "$BACKEND_POR
 start_gateway
 write_tokens_lua
 
-# Where each pool's next turn starts: no token comes back from an earlier turn.
+# Where each pool's next turn starts (past the tokens of the earlier turns, until the pool wraps).
 FRESH_START=0
 CONSENT_START=0
 TURNS=$WORK/turns.tsv
 : > "$TURNS"
 
 turn() { # workload
-    local w=$1 out=$WORK/wrk-$1.txt tokens url start before after n
+    local w=$1 out=$WORK/wrk-$1.txt tokens url start before after n hits0 miss0 hits
     USES=1 PATH_FMT=""
     case $w in
         reused) tokens=$WORK/keys/token.txt url="/income/$FNR/$YEAR" start=0 ;;
@@ -76,9 +81,11 @@ turn() { # workload
             USES=${w#consent} PATH_FMT="/income/%s/$YEAR"
             ;;
     esac
+    hits0=$(cache_counter hit); miss0=$(cache_counter miss)
     before=$(cpu_ticks "$GW_PID")
     wrk_tokens "$start" "$tokens" "$CONNECTIONS" "$DURATION" "$out" "http://127.0.0.1:$GW_PORT$url"
     after=$(cpu_ticks "$GW_PID")
+    hits=$(cache_hit_share "$hits0" "$miss0")
     parse_wrk "$out"
     n=$WRK_REQUESTS
     [ "$WRK_NON2XX" = 0 ] || { log "$w: $WRK_NON2XX answers were not 2xx (see $out)"; exit 1; }
@@ -86,8 +93,8 @@ turn() { # workload
         fresh | token-fresh) FRESH_START=$((FRESH_START + n + 100)) ;;
         consent*) CONSENT_START=$((CONSENT_START + n / USES + 100)) ;;
     esac
-    printf '%s\t%s\t%s\n' "$w" "$(cpu_us_per_request $((after - before)) "$n")" "$WRK_RPS" >>"$TURNS"
-    log "  $w: $(cpu_us_per_request $((after - before)) "$n") us CPU/req, $WRK_RPS req/s"
+    printf '%s\t%s\t%s\t%s\n' "$w" "$(cpu_us_per_request $((after - before)) "$n")" "$WRK_RPS" "$hits" >>"$TURNS"
+    log "  $w: $(cpu_us_per_request $((after - before)) "$n") us CPU/req, $WRK_RPS req/s, cache hits $hits"
 }
 
 for p in $(seq 1 "$PAIRS"); do
@@ -102,7 +109,7 @@ awk -F'\t' -v a="$A" -v b="$B" '
         for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
         return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
-    { printf "turn %2d  %-10s %7.1f us/req %10.0f req/s\n", NR, $1, $2, $3
+    { printf "turn %2d  %-12s %7.1f us/req %10.0f req/s  cache hits %s\n", NR, $1, $2, $3, $4
       if ($1 == a) { na++; ua[na] = $2 } else { nb++; ub[nb] = $2 }
       pair[int((NR + 1) / 2), $1] = $2 }
     END {
