@@ -16,9 +16,10 @@
 # of the per-pair ratios B/A. A pool that one workload's turns use up wraps
 # around, and the first 10,000 tokens the gateway verified (those that filled
 # its cache) then hit: make POOL and CONSENT_POOL larger than the requests
-# of all turns that draw on them (the hit share says when they were not).
-# Environment (all optional): PAIRS=6 DURATION=5s CONNECTIONS=50 THREADS=1
-# POOL=100000 CONSENT_POOL=120000 SKIP_BUILD CARGO_TARGET_DIR KEEP_WORKDIR
+# of all turns that draw on them (the hit share says when they were not;
+# `token-fresh fresh` draws both on POOL: POOL=500000).
+# Environment (all optional): PAIRS=6 DURATION=3s CONNECTIONS=50 THREADS=1
+# POOL=300000 CONSENT_POOL=300000 SKIP_BUILD CARGO_TARGET_DIR KEEP_WORKDIR
 # WRK_CPU=0 PROXY_CPU=1 GATEWAY_SERVER_YAML GATEWAY_AUDIT (as for compare.sh).
 # Needs: nginx, wrk, taskset, curl.
 set -euo pipefail
@@ -26,11 +27,11 @@ set -euo pipefail
 A=${1:?usage: paired.sh A B}
 B=${2:?usage: paired.sh A B}
 PAIRS=${PAIRS:-6}
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-3s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
-POOL=${POOL:-100000}
-CONSENT_POOL=${CONSENT_POOL:-120000}
+POOL=${POOL:-300000}
+CONSENT_POOL=${CONSENT_POOL:-300000}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 
