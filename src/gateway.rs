@@ -363,6 +363,19 @@ impl Gateway {
         outcome
     }
 
+    /// Whether the files on disk now say something other than the running
+    /// configuration: checked once when the watcher is armed, so that a
+    /// change written while the gateway was starting is not lost. An
+    /// unreadable or invalid file counts as a change (the reload reports it).
+    pub async fn changed_on_disk(&self) -> bool {
+        let path = self.config_path.clone();
+        match tokio::task::spawn_blocking(move || load_recording(&path)).await {
+            Ok((Ok(config), _)) => config.content_sha256 != self.snapshot().config.content_sha256,
+            Ok((Err(_), _)) => true,
+            Err(_) => false,
+        }
+    }
+
     async fn try_reload(&self) -> Result<u64, String> {
         let path = self.config_path.clone();
         let (loaded, attempted) = tokio::task::spawn_blocking(move || load_recording(&path))

@@ -513,3 +513,25 @@ fn a_restart_only_change_warns_and_the_rest_applies() {
     .is_err());
     assert_eq!(reloads(&gw, "failure"), 0.0);
 }
+
+#[test]
+fn a_change_written_while_the_gateway_starts_is_not_lost() {
+    // A config large enough that loading it and starting take a while: the
+    // file changes after the gateway has read it and before it answers. A
+    // watcher armed only later would never hear of that change.
+    let world = World::new();
+    let names: Vec<String> = (0..3000).map(|i| format!("/r{i}")).collect();
+    let mut paths: Vec<&str> = names.iter().map(String::as_str).collect();
+    let gw = world.spawn(&open_routes(&paths), &[]);
+    paths.push("/new");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    gw.rewrite(&world, &open_routes(&paths));
+    wait_ready(&gw);
+    eventually(
+        RELOAD_SECS,
+        "the change written during the start applies",
+        || status_of(&gw, "/new") == 200,
+    );
+    assert_eq!(status_of(&gw, "/r2999"), 200);
+    assert_eq!(reloads(&gw, "failure"), 0.0);
+}

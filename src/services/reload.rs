@@ -59,7 +59,7 @@ fn watch_set(gateway: &Gateway) -> (HashSet<PathBuf>, HashSet<OsString>) {
 /// Starts the reload triggers on the control plane. `SIGHUP` is handled from
 /// the moment this returns (its default action would end the process).
 pub fn spawn(gateway: &Arc<Gateway>) {
-    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let hangups = {
         let _runtime = gateway.control.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -76,18 +76,43 @@ pub fn spawn(gateway: &Arc<Gateway>) {
         }
         Err(e) => log::warn!("cannot listen for SIGHUP: {e}"),
     }
+    // The watcher is armed here, before the listeners start, so that a
+    // change written once the gateway answers is always seen.
+    let watch = arm(gateway, &tx);
     let gw = Arc::clone(gateway);
-    gateway
-        .control
-        .spawn(async move { watch_loop(gw, tx, rx).await });
+    gateway.control.spawn(async move {
+        match watch {
+            Some(watch) => {
+                // A change written between the first load and the arming
+                // (the gateway was starting) would have no event: look once.
+                if gw.changed_on_disk().await {
+                    let _ = tx.send(());
+                }
+                watch_loop(gw, watch, rx).await;
+            }
+            None => {
+                drop(tx);
+                while rx.recv().await.is_some() {
+                    let _ = gw.reload().await;
+                }
+            }
+        }
+    });
 }
 
-async fn watch_loop(
-    gateway: Arc<Gateway>,
-    tx: mpsc::UnboundedSender<()>,
-    mut rx: mpsc::UnboundedReceiver<()>,
-) {
-    let (mut dirs, names) = watch_set(&gateway);
+/// The armed watcher, the directories it watches and the file names in them
+/// that matter (shared with its event filter).
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    dirs: HashSet<PathBuf>,
+    names: Arc<std::sync::RwLock<HashSet<OsString>>>,
+}
+
+/// Watches the configuration's directories; each relevant event sends on
+/// `tx`. `None` (logged) when the platform cannot watch: then only `SIGHUP`
+/// reloads.
+fn arm(gateway: &Gateway, tx: &mpsc::UnboundedSender<()>) -> Option<Watch> {
+    let (dirs, names) = watch_set(gateway);
     let names = Arc::new(std::sync::RwLock::new(names));
     let filter_names = Arc::clone(&names);
     let events = tx.clone();
@@ -110,11 +135,7 @@ async fn watch_loop(
             Ok(w) => w,
             Err(e) => {
                 log::error!("cannot watch the configuration files: {e}; only SIGHUP reloads");
-                drop(tx);
-                while rx.recv().await.is_some() {
-                    let _ = gateway.reload().await;
-                }
-                return;
+                return None;
             }
         };
     for dir in &dirs {
@@ -122,6 +143,19 @@ async fn watch_loop(
             log::warn!("cannot watch {}: {e}", dir.display());
         }
     }
+    Some(Watch {
+        watcher,
+        dirs,
+        names,
+    })
+}
+
+async fn watch_loop(gateway: Arc<Gateway>, watch: Watch, mut rx: mpsc::UnboundedReceiver<()>) {
+    let Watch {
+        mut watcher,
+        mut dirs,
+        names,
+    } = watch;
     while rx.recv().await.is_some() {
         // Collect the rest of the burst.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
