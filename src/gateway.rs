@@ -368,19 +368,24 @@ impl Gateway {
     /// change written while the gateway was starting is not lost. An
     /// unreadable or invalid file counts as a change (the reload reports it).
     pub async fn changed_on_disk(&self) -> bool {
-        let path = self.config_path.clone();
-        match tokio::task::spawn_blocking(move || load_recording(&path)).await {
+        match self.load_from_disk().await {
             Ok((Ok(config), _)) => config.content_sha256 != self.snapshot().config.content_sha256,
             Ok((Err(_), _)) => true,
             Err(_) => false,
         }
     }
 
-    async fn try_reload(&self) -> Result<u64, String> {
+    /// The configuration file loaded afresh off the request path, with the
+    /// files the load asked for.
+    async fn load_from_disk(&self) -> Result<(Result<Config, String>, Vec<PathBuf>), String> {
         let path = self.config_path.clone();
-        let (loaded, attempted) = tokio::task::spawn_blocking(move || load_recording(&path))
+        tokio::task::spawn_blocking(move || load_recording(&path))
             .await
-            .map_err(|e| format!("reload task failed: {e}"))?;
+            .map_err(|e| format!("reload task failed: {e}"))
+    }
+
+    async fn try_reload(&self) -> Result<u64, String> {
+        let (loaded, attempted) = self.load_from_disk().await?;
         self.reload_state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
